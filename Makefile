@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine: `make analyze` and `make test`.
+# Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast verify bench analyze analyze-quick lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The README's test command; .ci/run calls exactly this.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Everything but the slow sweeps, for quick local iteration.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+verify: $(STAMP)
+	$(BIN)/spheres verify
+
+bench: $(STAMP)
+	$(BIN)/python -m harness.bench
+
+# The main job: build, train, verify, drill the watchdog, profile, and write reports/<date>-<preset>/.
+analyze: $(STAMP)
+	$(BIN)/spheres analyze
+
+analyze-quick: $(STAMP)
+	$(BIN)/spheres analyze --quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check reference fast harness tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
