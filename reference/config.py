@@ -149,7 +149,7 @@ class _Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# SPEC section 1. `seed` reproduces the seed document's run (V=788 is what its 0.77 MB buffer implies).
+# SPEC section 1. `seed` reproduces the seed run (V=788 is what its 0.77 MB buffer implies).
 PRESETS: dict[str, _Preset] = {
     "tiny": _Preset(ModelConfig(64, 16, 32, 2, 4, 128), batch_size=4, group_size=8),
     "small": _Preset(ModelConfig(512, 64, 128, 4, 4, 512), batch_size=16, group_size=12),

@@ -11,7 +11,11 @@ from typing import Protocol
 
 import numpy as np
 
-from reference.config import Config
+from reference.config import Config, ModelConfig
+from reference.errors import InputError, NonFiniteGradientError
+from reference.model import batch_loss_and_grads, group_loss_and_grads
+from reference.optim import AdamW, check_finite, global_norm
+from reference.params import init_params, param_specs
 
 
 @dataclass
@@ -53,3 +57,90 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release threads and buffers; safe to call twice."""
+
+
+class ReferenceEngine:
+    """The executable specification behind `Engine`: float64 NumPy, one thread, no tricks.
+
+    Every other engine is judged against this one: `group_grads` is `group_loss_and_grads`,
+    `step` is that gradient plus the finite check, the clip and AdamW of reference/optim.py.
+    """
+
+    def __init__(self, config: Config, params: dict[str, np.ndarray] | None = None) -> None:
+        self.config = config.validate()
+        m = config.model
+        source = params if params is not None else init_params(m, config.train.seed)
+        self.params = _copy_checked(source, m, "params")
+        self.optimizer = AdamW(self.params, config.train)
+        self.step_count = 0  # optimiser updates applied so far
+
+    def group_grads(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
+        """Loss and mean gradient of one group (g*B rows); parameters are not changed."""
+        loss, n, grads = group_loss_and_grads(self.params, self.config.model, tokens, targets,
+                                              self.config.train.batch_size)
+        return StepResult(loss=loss, n_targets=n, grad_norm=global_norm(grads), grads=grads)
+
+    def step(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
+        """Gradient of the group, finite check, clip, AdamW; nothing is applied on error."""
+        result = self.group_grads(tokens, targets)
+        try:
+            check_finite(result.grads, step=self.step_count, names=self.params.keys())
+        except NonFiniteGradientError as exc:
+            bad_batch = self._first_bad_batch(tokens, targets)
+            raise NonFiniteGradientError(exc.parameter, batch=bad_batch,
+                                         step=self.step_count) from None
+        result.lr, result.grad_norm = self.optimizer.update(self.params, result.grads,
+                                                            self.step_count)
+        self.step_count += 1
+        return result
+
+    def _first_bad_batch(self, tokens: np.ndarray, targets: np.ndarray) -> int | None:
+        """Index within the group of the first batch whose own gradient is not finite."""
+        B = self.config.train.batch_size
+        for b, start in enumerate(range(0, len(tokens), B)):
+            loss, _, grads = batch_loss_and_grads(self.params, self.config.model,
+                                                  tokens[start:start + B], targets[start:start + B])
+            if not np.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
+                return b
+        return None
+
+    def state(self) -> TrainState:
+        return TrainState(params={k: v.copy() for k, v in self.params.items()},
+                          adam_m={k: v.copy() for k, v in self.optimizer.m.items()},
+                          adam_v={k: v.copy() for k, v in self.optimizer.v.items()},
+                          step=self.step_count)
+
+    def load_state(self, state: TrainState) -> None:
+        m = self.config.model
+        params = _copy_checked(state.params, m, "checkpoint params")
+        adam_m = _copy_checked(state.adam_m, m, "checkpoint adam_m")
+        adam_v = _copy_checked(state.adam_v, m, "checkpoint adam_v")
+        for name in self.params:  # in place: callers may hold references to these arrays
+            self.params[name][...] = params[name]
+        self.optimizer.m, self.optimizer.v = adam_m, adam_v
+        self.step_count = int(state.step)
+
+    def close(self) -> None:
+        """Nothing to release: the reference owns no threads."""
+
+    def __enter__(self) -> ReferenceEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy_checked(tensors: dict[str, np.ndarray], m: ModelConfig, what: str
+                  ) -> dict[str, np.ndarray]:
+    """float64 copies in registry order, or InputError naming the first missing/misshapen one."""
+    out = {}
+    for spec in param_specs(m):
+        if spec.name not in tensors:
+            raise InputError(f"{what} lack parameter {spec.name!r}; they were made for another "
+                             "model config: use the config saved with them")
+        a = np.array(tensors[spec.name], dtype=np.float64)  # a copy
+        if a.shape != spec.shape:
+            raise InputError(f"{what}: {spec.name!r} has shape {a.shape}, the config needs "
+                             f"{spec.shape}; use the config saved with them")
+        out[spec.name] = a
+    return out

@@ -1,0 +1,93 @@
+"""The token stream cut into batches and batch groups, and an epoch that ENDS (SPEC 2, 8.1).
+
+Batch b holds rows r = 0..B-1, the windows w = b*B + r of S tokens; its targets are the same
+windows shifted by one. Past the end of the stream both are padded with <pad> (0), whose
+targets the loss ignores. An epoch is exactly ceil((N-1)/(B*S)) batches, never zero: the
+original counted groups past the end of the data and trained on nothing when the corpus was
+smaller than one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from reference.data import PAD, DataError
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value <= 0:
+            raise DataError(f"{name}={value!r} must be a positive integer")
+
+
+def n_batches(n_tokens: int, B: int, S: int) -> int:
+    """Batches per epoch: ceil((N-1)/(B*S)); every target position 1..N-1 is in one batch."""
+    _check_sizes(B=B, S=S)
+    if n_tokens < 2:
+        raise DataError(f"the corpus has {n_tokens} tokens and needs at least 2 (one input and "
+                        "its target); give more text with --data or a larger synthetic corpus")
+    return -(-(n_tokens - 1) // (B * S))
+
+
+def _windows(stream: np.ndarray, first_batch: int, n: int, B: int, S: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of batches first_batch .. first_batch+n-1, stacked: (n*B, S) each."""
+    rows = n * B
+    start = first_batch * B * S
+    buf = np.full(rows * S + 1, PAD, dtype=np.int64)  # (n*B*S + 1,): one extra for the shift
+    piece = stream[start:start + rows * S + 1]
+    buf[:len(piece)] = piece
+    inputs = buf[:-1].reshape(rows, S)  # (n*B, S): stream[w*S : w*S+S]
+    targets = buf[1:].reshape(rows, S)  # (n*B, S): stream[w*S+1 : w*S+S+1]
+    return inputs.copy(), targets.copy()
+
+
+def get_batch(stream: np.ndarray, b: int, B: int, S: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch b as (inputs, targets), each (B, S) int64, padded with 0 past the end."""
+    nb = n_batches(len(stream), B, S)
+    if not 0 <= b < nb:
+        raise IndexError(f"batch {b} is outside the epoch's {nb} batches (0..{nb - 1})")
+    return _windows(stream, b, 1, B, S)
+
+
+@dataclass(frozen=True)
+class Group:
+    """G consecutive batches (fewer in the last group), stacked in batch order."""
+
+    index: int  # group number within the epoch
+    first_batch: int  # epoch batch index of the group's first batch
+    tokens: np.ndarray  # (g*B, S) int64 inputs
+    targets: np.ndarray  # (g*B, S) int64 targets, 0 = padding (ignored by the loss)
+    n_batches: int  # g: G, or fewer in the epoch's last group
+
+
+class BatchGroups:
+    """One epoch of batch groups: iterates exactly ceil(n_batches / G) groups, then stops."""
+
+    def __init__(self, stream: np.ndarray, B: int, S: int, G: int) -> None:
+        _check_sizes(B=B, S=S, G=G)
+        self.stream = np.asarray(stream, dtype=np.int64)
+        if self.stream.ndim != 1:
+            raise DataError(f"the token stream must be 1-D, got shape {self.stream.shape}")
+        self.B, self.S, self.G = int(B), int(S), int(G)
+        self.n_batches = n_batches(len(self.stream), self.B, self.S)
+
+    def __len__(self) -> int:
+        return -(-self.n_batches // self.G)
+
+    def group(self, i: int) -> Group:
+        """Group i (0-based) by random access, e.g. to resume at a step."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"group {i} is outside the epoch's {len(self)} groups "
+                             f"(0..{len(self) - 1})")
+        first = i * self.G
+        g = min(self.G, self.n_batches - first)
+        tokens, targets = _windows(self.stream, first, g, self.B, self.S)
+        return Group(index=i, first_batch=first, tokens=tokens, targets=targets, n_batches=g)
+
+    def __iter__(self) -> Iterator[Group]:
+        for i in range(len(self)):
+            yield self.group(i)
