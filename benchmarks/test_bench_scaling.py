@@ -1,0 +1,66 @@
+"""The fast engine's thread scaling, side by side in one run, and the seed's own workload.
+
+Every measurement: build the trainer (Numba compiled by its warm-up), one warm-up step on a
+one-batch group (first-touch allocations), then `rounds` measured steps of the full group.
+Stored per benchmark: tokens per round, the trainer's statistics over the measured steps
+(Node Zero's reduce/update seconds give its serial share), per-thread CPU seconds sampled by
+`ThreadCpuSampler`, and the process peak RSS over the whole trainer lifetime.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from harness.bench import stats_delta
+from harness.profiling import ThreadCpuSampler, peak_rss_bytes, reset_peak_rss
+
+pytestmark = pytest.mark.bench
+
+
+def measure_fast(benchmark, settings, make_group, threads: int, group: int, kind: str) -> None:
+    from fast.trainer import FastTrainer
+
+    cfg = settings.config(group_size=group)
+    tokens, targets = make_group(cfg, group)
+    b = cfg.train.batch_size
+    window = reset_peak_rss()  # peak RSS of this trainer's life, not of earlier benchmarks
+    built = time.perf_counter()
+    trainer = FastTrainer(cfg, threads)
+    try:
+        build_seconds = time.perf_counter() - built
+        trainer.step(tokens[:b], targets[:b])  # warm-up step on a one-batch group
+        before = trainer.stats()
+        with ThreadCpuSampler(interval=0.25) as sampler:
+            result = benchmark.pedantic(trainer.step, args=(tokens, targets),
+                                        rounds=settings.rounds, iterations=1)
+        after = trainer.stats()
+    finally:
+        trainer.close()
+    assert np.isfinite(result.loss) and result.n_targets == tokens.size
+    profile = sampler.summary()
+    per_thread = profile["thread_cpu_seconds"]
+    benchmark.extra_info.update(
+        kind=kind, engine="fast", threads=threads, group=group, rounds=settings.rounds,
+        tokens_per_round=int(tokens.size), build_seconds=build_seconds,
+        trainer_stats=stats_delta(before, after),
+        thread_cpu_seconds=per_thread, cpu_use=profile["cpu_use"],
+        sampled_wall_seconds=profile["wall_seconds"],
+        peak_rss_bytes=(peak_rss_bytes() if window else None) or profile["peak_rss_bytes"],
+        peak_rss_source="VmHWM" if window else "sampled",
+        rss_times=profile["rss_times"], rss_bytes=profile["rss_bytes"],
+    )
+
+
+def test_fast_scaling(benchmark, bench_settings, make_group, scaling_threads, no_thread_leak):
+    """The same group (G = --ks-scaling-group batches) at each swept thread count."""
+    measure_fast(benchmark, bench_settings, make_group, scaling_threads,
+                 bench_settings.scaling_group, kind="scaling")
+
+
+def test_seed_workload(benchmark, bench_settings, make_group, no_thread_leak):
+    """The seed's run: one full group (63 batches of 32x128 tokens) with 63 workers."""
+    measure_fast(benchmark, bench_settings, make_group, bench_settings.seed_threads,
+                 bench_settings.seed_group_size, kind="seed_workload")

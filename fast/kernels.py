@@ -1,0 +1,743 @@
+"""Numba kernels of every layer, forward and backward, for float32 and float64 arrays.
+
+Names match `reference/layers.py` so the tests pair them by name. Unlike the reference, these
+write into caller-owned buffers (no allocation in the hot path) and work on 2-D (N, C) row
+blocks, N = R*T tokens of R rows. Rules that make them fast and deterministic:
+- matrix products go through BLAS (`np.dot` with an `out` buffer on contiguous 2-D operands or
+  their transposes, which BLAS reads without a copy); weight gradients are ONE GEMM over all N
+  tokens into a scratch block, then added (`+=`) into the gradient in a fixed order;
+- element-wise work (LayerNorm, GELU, causal softmax, cross-entropy) is fused into one loop nest
+  per row; row reductions accumulate in float64 even for float32 arrays;
+- `nogil=True` so worker threads run in parallel; no `fastmath`, no `parallel` (results must not
+  depend on scheduling). `error_model="numpy"` drops Python's zero-division check (a branch
+  per division that stops LLVM from vectorising); it changes no rounding;
+- float32 exp and tanh are vectorisable polynomial forms (a few ulp; libm's are scalar calls
+  and cost more than the GEMMs around them); float64 keeps libm for 1e-10 agreement;
+- row sums (softmax, LayerNorm, cross-entropy) run in 8 fixed float64 lanes: a fixed order,
+  so the same inputs give the same bits, and several times faster than one serial chain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+LN_EPS = 1e-5  # SPEC 1, the same as reference.layers.LN_EPS
+PAD_ID = 0  # targets equal to it are ignored (SPEC 2)
+kernel = njit(nogil=True, cache=True, error_model="numpy")  # every kernel's compile options
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_A = 0.044715
+
+# Eigen/XLA's float32 tanh: odd 13/6 rational minimax, a few ulp, clamped where tanh == +-1.
+_TANH_CLAMP = 7.90531110763549805
+_TANH_ALPHA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
+               5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
+               -2.76076847742355e-16)
+_TANH_BETA = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
+              1.19825839466702e-06)
+
+
+# ---------------------------------------------------------------- scalar helpers by dtype
+
+
+def cast_like(arr, value):  # pragma: no cover - replaced by the overload inside njit code
+    """`value` converted to the dtype of `arr`, so float32 loops stay float32 (full SIMD)."""
+    raise NotImplementedError("cast_like is only callable from Numba-compiled code")
+
+
+@overload(cast_like, inline="always")
+def _cast_like_impl(arr, value):
+    if arr.dtype == types.float32:
+        return lambda arr, value: np.float32(value)
+    return lambda arr, value: np.float64(value)
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 `bits` (builds 2**n for exp)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+def exp_scalar(x):  # pragma: no cover - replaced by the overload inside njit code
+    """exp(x); float32: Cephes' expf polynomial (<= 2 ulp, vectorisable), float64: libm."""
+    raise NotImplementedError("exp_scalar is only callable from Numba-compiled code")
+
+
+@overload(exp_scalar, inline="always")
+def _exp_scalar_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        f = np.float32
+        lo, hi, log2e, c1, c2 = f(-87.0), f(88.0), f(1.44269504088896341), f(0.693359375), \
+            f(-2.12194440e-4)
+        p0, p1, p2, p3, p4, p5 = (f(1.9875691500e-4), f(1.3981999507e-3), f(8.3334519073e-3),
+                                  f(4.1665795894e-2), f(1.6666665459e-1), f(5.0000001201e-1))
+        half, one = f(0.5), f(1.0)
+
+        def impl32(x):
+            x = min(max(x, lo), hi)  # exp(-87) ~ 1.6e-38: the smallest normal scale 2**-126
+            n = np.floor(x * log2e + half)
+            r = x - n * c1 - n * c2  # Cody-Waite: x = n ln2 + r, |r| <= ln2/2
+            p = p0 * r + p1
+            p = p * r + p2
+            p = p * r + p3
+            p = p * r + p4
+            p = p * r + p5
+            y = p * r * r + r + one
+            return y * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+        return impl32
+    return lambda x: math.exp(x)
+
+
+def gelu_scalar(u):  # pragma: no cover - replaced by the overload inside njit code
+    """(gelu(u), dgelu/du) for one value; the dtype of u picks the implementation."""
+    raise NotImplementedError("gelu_scalar is only callable from Numba-compiled code")
+
+
+@overload(gelu_scalar, inline="always")
+def _gelu_scalar_impl(u):
+    if isinstance(u, types.Float) and u.bitwidth == 32:
+        f = np.float32
+        a1, a3, a5, a7, a9, a11, a13 = (f(c) for c in _TANH_ALPHA)
+        b0, b2, b4, b6 = (f(c) for c in _TANH_BETA)
+        clamp, c, a, half, one, three_a = (f(_TANH_CLAMP), f(GELU_C), f(GELU_A), f(0.5),
+                                           f(1.0), f(3.0 * GELU_A))
+
+        def impl32(u):
+            z = c * (u + a * u * u * u)
+            z = min(max(z, -clamp), clamp)
+            z2 = z * z
+            p = z2 * a13 + a11
+            p = p * z2 + a9
+            p = p * z2 + a7
+            p = p * z2 + a5
+            p = p * z2 + a3
+            p = p * z2 + a1
+            q = z2 * b6 + b4
+            q = q * z2 + b2
+            q = q * z2 + b0
+            th = z * p / q
+            y = half * u * (one + th)
+            dy = half * (one + th) + half * u * (one - th * th) * c * (one + three_a * u * u)
+            return y, dy
+        return impl32
+
+    def impl64(u):
+        th = math.tanh(GELU_C * (u + GELU_A * u * u * u))
+        y = 0.5 * u * (1.0 + th)
+        dy = 0.5 * (1.0 + th) + 0.5 * u * (1.0 - th * th) * GELU_C * (1.0 + 3.0 * GELU_A * u * u)
+        return y, dy
+    return impl64
+
+
+@kernel
+def row_sum(a, n):
+    """float64 sum of a[0:n] in 8 fixed lanes (deterministic, pipelined)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        s0 += a[j]
+        s1 += a[j + 1]
+        s2 += a[j + 2]
+        s3 += a[j + 3]
+        s4 += a[j + 4]
+        s5 += a[j + 5]
+        s6 += a[j + 6]
+        s7 += a[j + 7]
+        j += 8
+    while j < n:
+        s0 += a[j]
+        j += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@kernel
+def row_dot(a, b, n):
+    """float64 sum of a[j] * b[j], j < n, in 8 fixed lanes."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        s0 += a[j] * b[j]
+        s1 += a[j + 1] * b[j + 1]
+        s2 += a[j + 2] * b[j + 2]
+        s3 += a[j + 3] * b[j + 3]
+        s4 += a[j + 4] * b[j + 4]
+        s5 += a[j + 5] * b[j + 5]
+        s6 += a[j + 6] * b[j + 6]
+        s7 += a[j + 7] * b[j + 7]
+        j += 8
+    while j < n:
+        s0 += a[j] * b[j]
+        j += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@kernel
+def row_max(a, n):
+    """max of a[0:n] (n >= 1), 4 lanes; max is exact, so any order gives the same bits."""
+    m0 = m1 = m2 = m3 = a[0]
+    j = 0
+    while j + 4 <= n:
+        m0 = max(m0, a[j])
+        m1 = max(m1, a[j + 1])
+        m2 = max(m2, a[j + 2])
+        m3 = max(m3, a[j + 3])
+        j += 4
+    while j < n:
+        m0 = max(m0, a[j])
+        j += 1
+    return max(max(m0, m1), max(m2, m3))
+
+
+# ---------------------------------------------------------------- embedding
+
+
+@kernel
+def embedding_forward(tokens, wte, wpe, out):
+    """out (R*T, d) = wte[tokens] + wpe[0:T]; tokens (R, T) int64, wte (V, d), wpe (S, d)."""
+    R, T = tokens.shape
+    d = wte.shape[1]
+    for r in range(R):
+        for t in range(T):
+            n = r * T + t
+            tok = tokens[r, t]
+            for j in range(d):
+                out[n, j] = wte[tok, j] + wpe[t, j]
+
+
+@kernel
+def embedding_backward(dout, tokens, dwte, dwpe):
+    """Differentiates `out = wte[tokens] + wpe[0:T]`: dwte (V, d) +=, dwpe (S, d) +=.
+
+    dout (R*T, d); tokens in row order, so a repeated token accumulates in a fixed order.
+    """
+    R, T = tokens.shape
+    d = dout.shape[1]
+    for r in range(R):
+        for t in range(T):
+            n = r * T + t
+            tok = tokens[r, t]
+            for j in range(d):
+                dwte[tok, j] += dout[n, j]
+                dwpe[t, j] += dout[n, j]
+
+
+# ---------------------------------------------------------------- layernorm
+
+
+@kernel
+def layernorm_forward(x, g, b, out, mean, rstd):
+    """out (N, d) = (x - mean) * rstd * g + b over the last axis; saves mean, rstd (N,)."""
+    N, d = x.shape
+    for i in range(N):
+        xi = x[i]
+        mu = row_sum(xi, d) / d  # float64
+        mu_c = cast_like(x, mu)
+        v = 0.0
+        for j in range(d):
+            diff = np.float64(xi[j] - mu_c)
+            v += diff * diff
+        rs = cast_like(x, 1.0 / math.sqrt(v / d + LN_EPS))
+        oi = out[i]
+        for j in range(d):
+            oi[j] = (xi[j] - mu_c) * rs * g[j] + b[j]
+        mean[i] = mu_c
+        rstd[i] = rs
+
+
+@kernel
+def layernorm_backward(dout, x, mean, rstd, g, dx, dg, db):
+    """Differentiates `out = (x - mean) * rstd * g + b`: dx (N, d) +=, dg (d,) +=, db (d,) +=.
+
+    dx is ADDED to because LayerNorm sits on a residual branch: the caller passes the residual
+    gradient and receives residual + branch.
+    """
+    N, d = x.shape
+    dg_acc = np.zeros(d, np.float64)
+    db_acc = np.zeros(d, np.float64)
+    xhat = np.empty(d, x.dtype)
+    dxhat = np.empty(d, x.dtype)
+    for i in range(N):
+        mu = mean[i]
+        rs = rstd[i]
+        xi = x[i]
+        di = dout[i]
+        for j in range(d):
+            xhat[j] = (xi[j] - mu) * rs
+            dxhat[j] = di[j] * g[j]
+            dg_acc[j] += di[j] * xhat[j]
+            db_acc[j] += di[j]
+        m1 = cast_like(x, row_sum(dxhat, d) / d)
+        m2 = cast_like(x, row_dot(dxhat, xhat, d) / d)
+        dxi = dx[i]
+        for j in range(d):
+            dxi[j] += rs * (dxhat[j] - m1 - xhat[j] * m2)
+    for j in range(d):
+        dg[j] += dg_acc[j]
+        db[j] += db_acc[j]
+
+
+# ---------------------------------------------------------------- linear
+
+
+@kernel
+def linear_forward(x, w, b, out):
+    """out (N, o) = x (N, i) @ w (i, o) + b (o,)."""
+    np.dot(x, w, out)
+    N, o = out.shape
+    for n in range(N):
+        for j in range(o):
+            out[n, j] += b[j]
+
+
+@kernel
+def bias_grad_add(dout, db):
+    """db (o,) += column sums of dout (N, o), accumulated in float64 in row order."""
+    N, o = dout.shape
+    acc = np.zeros(o, np.float64)
+    for n in range(N):
+        for j in range(o):
+            acc[j] += dout[n, j]
+    for j in range(o):
+        db[j] += acc[j]
+
+
+@kernel
+def weight_grad_add(a, dout, dw, scratch):
+    """dw (i, o) += a (N, i)^T @ dout (N, o): one GEMM over all N tokens, then one add."""
+    i = a.shape[1]
+    o = dout.shape[1]
+    tmp = scratch[:i * o].reshape((i, o))
+    np.dot(a.T, dout, tmp)
+    dw_flat = dw.reshape(i * o)
+    tmp_flat = scratch[:i * o]
+    for k in range(i * o):
+        dw_flat[k] += tmp_flat[k]
+
+
+@kernel
+def linear_backward(dout, x, w, dx, dw, db, scratch):
+    """Differentiates `out = x @ w + b`: dx (N, i) =, dw (i, o) +=, db (o,) +=.
+
+    scratch: 1-D, at least i*o elements (the weight-gradient GEMM lands there first).
+    """
+    np.dot(dout, w.T, dx)
+    weight_grad_add(x, dout, dw, scratch)
+    bias_grad_add(dout, db)
+
+
+# ---------------------------------------------------------------- attention
+
+
+def attention_scratch_size(T: int, head_dim: int) -> int:
+    """Elements of scratch `attention_forward`/`attention_backward` need for T positions."""
+    return 7 * T * head_dim + T * T
+
+
+@kernel
+def _gather_head(src, r0, col, T, dh, dst):
+    """dst (T, dh) = src[r0:r0+T, col:col+dh], a contiguous copy of one head's block."""
+    for t in range(T):
+        for c in range(dh):
+            dst[t, c] = src[r0 + t, col + c]
+
+
+@kernel
+def _scatter_head(src, dst, r0, col, T, dh):
+    """dst[r0:r0+T, col:col+dh] = src (T, dh)."""
+    for t in range(T):
+        for c in range(dh):
+            dst[r0 + t, col + c] = src[t, c]
+
+
+@kernel
+def _causal_softmax(A, scale):
+    """In place: A (T, T) scores -> softmax(A * scale) over j <= i, zeros above the diagonal."""
+    T = A.shape[0]
+    sc = cast_like(A, scale)
+    for i in range(T):
+        ai = A[i]
+        m = row_max(ai, i + 1)
+        for j in range(i + 1):
+            ai[j] = exp_scalar((ai[j] - m) * sc)
+        inv = cast_like(A, 1.0 / row_sum(ai, i + 1))
+        for j in range(i + 1):
+            ai[j] = ai[j] * inv
+        for j in range(i + 1, T):
+            ai[j] = 0.0
+
+
+@kernel
+def attention_forward(qkv, n_heads, out, att, scratch):
+    """Causal multi-head attention core, per (row, head) with BLAS on contiguous blocks.
+
+    qkv (R*T, 3d) holds q, k, v in that order; att (R, H, T, T) receives the probabilities
+    (saved for backward); out (R*T, d) the merged heads; scratch as `attention_scratch_size`.
+    """
+    R, H, T = att.shape[0], att.shape[1], att.shape[2]
+    d = qkv.shape[1] // 3
+    dh = d // n_heads
+    scale = 1.0 / math.sqrt(dh)
+    blk = T * dh
+    q = scratch[0:blk].reshape((T, dh))
+    k = scratch[blk:2 * blk].reshape((T, dh))
+    v = scratch[2 * blk:3 * blk].reshape((T, dh))
+    o = scratch[3 * blk:4 * blk].reshape((T, dh))
+    for r in range(R):
+        for h in range(H):
+            _gather_head(qkv, r * T, h * dh, T, dh, q)
+            _gather_head(qkv, r * T, d + h * dh, T, dh, k)
+            _gather_head(qkv, r * T, 2 * d + h * dh, T, dh, v)
+            A = att[r, h]  # (T, T)
+            np.dot(q, k.T, A)
+            _causal_softmax(A, scale)
+            np.dot(A, v, o)
+            _scatter_head(o, out, r * T, h * dh, T, dh)
+
+
+@kernel
+def attention_backward(dout, qkv, att, n_heads, dqkv, scratch):
+    """Differentiates `out = merge(softmax(q k^T * scale, causal) @ v)`: dqkv (R*T, 3d) =.
+
+    dout (R*T, d); qkv and att as saved by `attention_forward`.
+    """
+    R, H, T = att.shape[0], att.shape[1], att.shape[2]
+    d = qkv.shape[1] // 3
+    dh = d // n_heads
+    scale = 1.0 / math.sqrt(dh)
+    blk = T * dh
+    q = scratch[0:blk].reshape((T, dh))
+    k = scratch[blk:2 * blk].reshape((T, dh))
+    v = scratch[2 * blk:3 * blk].reshape((T, dh))
+    dy = scratch[3 * blk:4 * blk].reshape((T, dh))
+    dq = scratch[4 * blk:5 * blk].reshape((T, dh))
+    dk = scratch[5 * blk:6 * blk].reshape((T, dh))
+    dv = scratch[6 * blk:7 * blk].reshape((T, dh))
+    dA = scratch[7 * blk:7 * blk + T * T].reshape((T, T))
+    sc = cast_like(dA, scale)
+    for r in range(R):
+        for h in range(H):
+            _gather_head(qkv, r * T, h * dh, T, dh, q)
+            _gather_head(qkv, r * T, d + h * dh, T, dh, k)
+            _gather_head(qkv, r * T, 2 * d + h * dh, T, dh, v)
+            _gather_head(dout, r * T, h * dh, T, dh, dy)
+            P = att[r, h]  # (T, T)
+            np.dot(dy, v.T, dA)  # dP       from  o = P @ v
+            np.dot(P.T, dy, dv)  # dv = P^T dy
+            for i in range(T):  # softmax backward: dS = P * (dP - sum_j P dP) * scale
+                pi = P[i]
+                di = dA[i]
+                s = cast_like(dA, row_dot(pi, di, i + 1))
+                for j in range(i + 1):
+                    di[j] = pi[j] * (di[j] - s) * sc
+                for j in range(i + 1, T):
+                    di[j] = 0.0
+            np.dot(dA, k, dq)  # from  S = q @ k^T * scale
+            np.dot(dA.T, q, dk)
+            _scatter_head(dq, dqkv, r * T, h * dh, T, dh)
+            _scatter_head(dk, dqkv, r * T, d + h * dh, T, dh)
+            _scatter_head(dv, dqkv, r * T, 2 * d + h * dh, T, dh)
+
+
+# ---------------------------------------------------------------- gelu
+
+
+@kernel
+def gelu_forward(u, out):
+    """out (N, f) = 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3)))."""
+    uf = u.reshape(u.size)
+    of = out.reshape(out.size)
+    for i in range(uf.size):
+        y, _ = gelu_scalar(uf[i])
+        of[i] = y
+
+
+@kernel
+def gelu_backward(dout, u):
+    """Differentiates `out = gelu(u)`: dout (N, f) is overwritten IN PLACE by du = dout gelu'(u).
+
+    In place on purpose: one array read and written at the same index vectorises, while two
+    arrays that happen to alias make LLVM's overlap check fall back to scalar code.
+    """
+    uf = u.reshape(u.size)
+    df = dout.reshape(dout.size)
+    for i in range(uf.size):
+        _, dy = gelu_scalar(uf[i])
+        df[i] = df[i] * dy
+
+
+# ---------------------------------------------------------------- tied output logits
+
+
+@kernel
+def logits_forward(x, wte, out):
+    """out (N, V) = x (N, d) @ wte (V, d)^T: the tied output layer on the final-LN output."""
+    np.dot(x, wte.T, out)
+
+
+@kernel
+def logits_backward(dlogits, x, wte, dx, dwte, scratch):
+    """Differentiates `out = x @ wte^T`: dx (N, d) =, dwte (V, d) +=; scratch >= V*d."""
+    np.dot(dlogits, wte, dx)
+    weight_grad_add(dlogits, x, dwte, scratch)
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+
+@kernel
+def crossentropy_forward(logits, targets):
+    """(SUM of -log softmax(logits)[target] over non-pad targets, their count).
+
+    logits (N, V) are overwritten IN PLACE by the softmax on non-pad rows (pad rows are left
+    as they are); targets (N,) int64, PAD_ID rows ignored.
+    """
+    N, V = logits.shape
+    loss = 0.0
+    count = 0
+    for n in range(N):
+        tgt = targets[n]
+        if tgt == PAD_ID:
+            continue
+        li = logits[n]
+        m = row_max(li, V)
+        z_t = np.float64(li[tgt] - m)
+        for j in range(V):
+            li[j] = exp_scalar(li[j] - m)
+        tot = row_sum(li, V)
+        loss += math.log(tot) - z_t
+        count += 1
+        inv = cast_like(logits, 1.0 / tot)
+        for j in range(V):
+            li[j] = li[j] * inv
+    return loss, count
+
+
+@kernel
+def crossentropy_backward(probs, targets, dloss):
+    """Differentiates the loss SUM: probs (N, V) are overwritten IN PLACE by
+    dlogits = dloss (softmax - onehot(target)), and by 0 on pad rows."""
+    N, V = probs.shape
+    dl = cast_like(probs, dloss)
+    for n in range(N):
+        tgt = targets[n]
+        pn = probs[n]
+        if tgt == PAD_ID:
+            for j in range(V):
+                pn[j] = 0.0
+            continue
+        for j in range(V):
+            pn[j] = pn[j] * dl
+        pn[tgt] -= dl
+
+
+KERNEL_NAMES = ("embedding", "layernorm", "linear", "attention", "gelu", "logits",
+                "crossentropy")
+
+
+# ---------------------------------------------------------------- workspace layout
+
+# Parameter index inside one layer's block of 12 registry entries (reference.params order).
+LN1_G, LN1_B, W_QKV, B_QKV, W_O, B_O, LN2_G, LN2_B, W_FC, B_FC, W_PROJ, B_PROJ = range(12)
+_PER_LAYER = 12
+_WTE, _WPE, _FIRST_LAYER = 0, 1, 2
+
+# Workspace regions, in buffer order (index into Workspace.offsets).
+(R_X, R_LN1, R_LN1_MEAN, R_LN1_RSTD, R_QKV, R_ATT, R_Y, R_XMID, R_LN2, R_LN2_MEAN, R_LN2_RSTD,
+ R_U, R_G, R_LNF, R_LNF_MEAN, R_LNF_RSTD, R_LOGITS, R_DRES, R_DLN, R_DF, R_DQKV, R_WSCRATCH,
+ R_ASCRATCH) = range(23)
+REGION_NAMES = ("x", "ln1", "ln1_mean", "ln1_rstd", "qkv", "att", "y", "xmid", "ln2",
+                "ln2_mean", "ln2_rstd", "u", "g", "lnf", "lnf_mean", "lnf_rstd", "logits",
+                "dres", "dln", "dff", "dqkv", "wscratch", "ascratch")
+
+
+def workspace_region_sizes(V: int, S: int, d: int, L: int, H: int, f: int,
+                           micro_batch: int) -> list[int]:
+    """Elements of each region for `micro_batch` rows of S tokens (order of REGION_NAMES)."""
+    N = micro_batch * S
+    return [
+        (L + 1) * N * d,  # x: residual stream entering each layer, and the final one
+        L * N * d, L * N, L * N,  # ln1 output, mean, rstd
+        L * N * 3 * d,  # qkv
+        L * micro_batch * H * S * S,  # attention probabilities
+        L * N * d,  # y: merged heads before w_o
+        L * N * d,  # xmid: residual after attention
+        L * N * d, L * N, L * N,  # ln2 output, mean, rstd
+        L * N * f, L * N * f,  # u = pre-GELU, g = GELU(u)
+        N * d, N, N,  # final LayerNorm
+        N * V,  # logits, then probabilities, then dlogits (in place)
+        N * d,  # dres: gradient of the residual stream
+        N * d,  # dln: gradient entering a linear's input (LN output or merged heads)
+        N * f,  # dff: gradient of g, then of u (in place)
+        N * 3 * d,  # dqkv
+        max(V * d, 3 * d * d, d * f),  # weight-gradient GEMM block
+        attention_scratch_size(S, d // H),
+    ]
+
+
+# ---------------------------------------------------------------- the whole model, one batch
+
+
+@kernel
+def _vec(flat, offs, i):
+    """Parameter/gradient tensor i of the registry as a 1-D view."""
+    return flat[offs[i]:offs[i + 1]]
+
+
+@kernel
+def _mat(flat, offs, i, rows, cols):
+    """Parameter/gradient tensor i of the registry as a (rows, cols) view."""
+    return flat[offs[i]:offs[i] + rows * cols].reshape((rows, cols))
+
+
+@kernel
+def _reg(buf, woffs, region, layer, per_layer, rows, cols):
+    """(rows, cols) view of one layer's slot in a workspace region; slots are per_layer long."""
+    a = woffs[region] + layer * per_layer
+    return buf[a:a + rows * cols].reshape((rows, cols))
+
+
+@kernel
+def _reg1(buf, woffs, region, layer, per_layer, n):
+    a = woffs[region] + layer * per_layer
+    return buf[a:a + n]
+
+
+@kernel
+def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot):
+    """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
+
+    params, grads: flat vectors in registry order, tensor i at poffs[i]:poffs[i+1]; tokens,
+    targets (B, T) int64; buf: a workspace laid out by `workspace_region_sizes`, region r at
+    woffs[r]; dims = (V, S, d, L, H, f, micro_batch); progress[slot] += 1 after every layer.
+    Returns (loss_sum float64, n_targets int64). It lives here, beside the kernels it calls,
+    because Numba's on-disk cache only notices edits to the caller's own file.
+    """
+    V, S, d, L, H, f, micro = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    B, T = tokens.shape
+    Nmax = micro * S  # region slots are sized for full micro-batches of S tokens
+    wte = _mat(params, poffs, _WTE, V, d)
+    wpe = _mat(params, poffs, _WPE, S, d)
+    dwte = _mat(grads, poffs, _WTE, V, d)
+    dwpe = _mat(grads, poffs, _WPE, S, d)
+    nf = _FIRST_LAYER + _PER_LAYER * L
+    lnf_g, lnf_b = _vec(params, poffs, nf), _vec(params, poffs, nf + 1)
+    dlnf_g, dlnf_b = _vec(grads, poffs, nf), _vec(grads, poffs, nf + 1)
+    wscr = buf[woffs[R_WSCRATCH]:woffs[R_WSCRATCH + 1]]
+    ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
+    loss_total = 0.0
+    n_total = 0
+    for r0 in range(0, B, micro):
+        R = min(micro, B - r0)
+        N = R * T
+        tok = tokens[r0:r0 + R]
+        tgt = targets[r0:r0 + R].copy().reshape(N)  # (N,) small
+        # ---------------- forward
+        x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
+        embedding_forward(tok, wte, wpe, x0)
+        progress[slot] += 1
+        for layer in range(L):
+            p = _FIRST_LAYER + _PER_LAYER * layer
+            x = _reg(buf, woffs, R_X, layer, Nmax * d, N, d)
+            ln1 = _reg(buf, woffs, R_LN1, layer, Nmax * d, N, d)
+            mu1 = _reg1(buf, woffs, R_LN1_MEAN, layer, Nmax, N)
+            rs1 = _reg1(buf, woffs, R_LN1_RSTD, layer, Nmax, N)
+            qkv = _reg(buf, woffs, R_QKV, layer, Nmax * 3 * d, N, 3 * d)
+            att_a = woffs[R_ATT] + layer * micro * H * S * S
+            att = buf[att_a:att_a + R * H * T * T].reshape((R, H, T, T))
+            y = _reg(buf, woffs, R_Y, layer, Nmax * d, N, d)
+            xmid = _reg(buf, woffs, R_XMID, layer, Nmax * d, N, d)
+            ln2 = _reg(buf, woffs, R_LN2, layer, Nmax * d, N, d)
+            mu2 = _reg1(buf, woffs, R_LN2_MEAN, layer, Nmax, N)
+            rs2 = _reg1(buf, woffs, R_LN2_RSTD, layer, Nmax, N)
+            u = _reg(buf, woffs, R_U, layer, Nmax * f, N, f)
+            g = _reg(buf, woffs, R_G, layer, Nmax * f, N, f)
+            xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
+
+            layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
+                                ln1, mu1, rs1)
+            linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
+                             _vec(params, poffs, p + B_QKV), qkv)
+            attention_forward(qkv, H, y, att, ascr)
+            linear_forward(y, _mat(params, poffs, p + W_O, d, d),
+                             _vec(params, poffs, p + B_O), xmid)
+            for i in range(N):  # xmid = x + attn
+                for j in range(d):
+                    xmid[i, j] += x[i, j]
+            layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
+                                _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
+            linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
+                             _vec(params, poffs, p + B_FC), u)
+            gelu_forward(u, g)
+            linear_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
+                             _vec(params, poffs, p + B_PROJ), xout)
+            for i in range(N):  # x_next = xmid + mlp
+                for j in range(d):
+                    xout[i, j] += xmid[i, j]
+            progress[slot] += 1
+        xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
+        lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
+        muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
+        rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
+        logits = _reg(buf, woffs, R_LOGITS, 0, 0, N, V)
+        layernorm_forward(xL, lnf_g, lnf_b, lnf, muf, rsf)
+        logits_forward(lnf, wte, logits)
+        loss, count = crossentropy_forward(logits, tgt)  # logits -> probs in place
+        loss_total += loss
+        n_total += count
+        progress[slot] += 1
+        # ---------------- backward (d loss_sum = 1)
+        crossentropy_backward(logits, tgt, 1.0)  # probs -> dlogits in place
+        dres = _reg(buf, woffs, R_DRES, 0, 0, N, d)
+        dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
+        dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
+        dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
+        logits_backward(logits, lnf, wte, dln, dwte, wscr)
+        dres[:, :] = 0.0
+        layernorm_backward(dln, xL, muf, rsf, lnf_g, dres, dlnf_g, dlnf_b)
+        progress[slot] += 1
+        for layer in range(L - 1, -1, -1):
+            p = _FIRST_LAYER + _PER_LAYER * layer
+            x = _reg(buf, woffs, R_X, layer, Nmax * d, N, d)
+            ln1 = _reg(buf, woffs, R_LN1, layer, Nmax * d, N, d)
+            mu1 = _reg1(buf, woffs, R_LN1_MEAN, layer, Nmax, N)
+            rs1 = _reg1(buf, woffs, R_LN1_RSTD, layer, Nmax, N)
+            qkv = _reg(buf, woffs, R_QKV, layer, Nmax * 3 * d, N, 3 * d)
+            att_a = woffs[R_ATT] + layer * micro * H * S * S
+            att = buf[att_a:att_a + R * H * T * T].reshape((R, H, T, T))
+            y = _reg(buf, woffs, R_Y, layer, Nmax * d, N, d)
+            xmid = _reg(buf, woffs, R_XMID, layer, Nmax * d, N, d)
+            ln2 = _reg(buf, woffs, R_LN2, layer, Nmax * d, N, d)
+            mu2 = _reg1(buf, woffs, R_LN2_MEAN, layer, Nmax, N)
+            rs2 = _reg1(buf, woffs, R_LN2_RSTD, layer, Nmax, N)
+            u = _reg(buf, woffs, R_U, layer, Nmax * f, N, f)
+            g = _reg(buf, woffs, R_G, layer, Nmax * f, N, f)
+            # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
+            linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
+                              _mat(grads, poffs, p + W_PROJ, f, d),
+                              _vec(grads, poffs, p + B_PROJ), wscr)
+            gelu_backward(dff, u)  # g = gelu(u); dff becomes du in place
+            linear_backward(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
+                              _mat(grads, poffs, p + W_FC, d, f),
+                              _vec(grads, poffs, p + B_FC), wscr)
+            layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
+                                 _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
+            # xmid = x + y @ w_o + b_o   (dres now holds d xmid)
+            linear_backward(dres, y, _mat(params, poffs, p + W_O, d, d), dln,
+                              _mat(grads, poffs, p + W_O, d, d),
+                              _vec(grads, poffs, p + B_O), wscr)
+            attention_backward(dln, qkv, att, H, dqkv, ascr)
+            linear_backward(dqkv, ln1, _mat(params, poffs, p + W_QKV, d, 3 * d), dln,
+                              _mat(grads, poffs, p + W_QKV, d, 3 * d),
+                              _vec(grads, poffs, p + B_QKV), wscr)
+            layernorm_backward(dln, x, mu1, rs1, _vec(params, poffs, p + LN1_G), dres,
+                                 _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
+            progress[slot] += 1
+        embedding_backward(dres, tok, dwte, dwpe)  # dres holds d x0
+        progress[slot] += 1
+    return loss_total, n_total

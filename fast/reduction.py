@@ -1,0 +1,159 @@
+"""Gradient memory and its reduction: 12 position segments, per-position tickets, chunked sums.
+
+Lock-free by construction (SPEC 4): batch b adds straight into the segment of position b % 12,
+and only when that position's ticket says it is b's turn (b-12 finished). No lock ever guards
+gradient memory; the ticket's Condition is used only to sleep until the turn comes. After
+Point A the 12 segments are summed elementwise in position order 0..11, split into fixed
+parameter chunks that threads take in parallel; each chunk's squared norm is a float64 loop and
+Node Zero adds the chunk norms in chunk order. Chunks depend on the config only (CHUNK_ELEMENTS),
+never on T, so every thread count produces the same bits.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from fast.barrier import IdleDeadline
+from fast.spheres import POSITIONS
+
+CHUNK_ELEMENTS = 65536  # 64Ki parameters per reduction/update chunk: 256 KB of float32, cache-sized
+TICKET_POLL_SECONDS = 0.2  # a ticket waiter re-checks abort and its idle deadline this often
+
+
+class PositionSegments:
+    """Twelve flat gradient vectors (one per symmetry position) in the engine dtype."""
+
+    def __init__(self, n_params: int, dtype=np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        self.n_params = n_params
+        self.data = np.zeros((POSITIONS, n_params), dtype=self.dtype)  # (12, n_params)
+
+    def segment(self, position: int) -> np.ndarray:
+        """The contiguous flat vector of one position (a view)."""
+        return self.data[position]
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+
+class TicketsAborted(RuntimeError):
+    """A ticket wait ended because the trainer was aborted (a secondary error, never the cause)."""
+
+
+class PositionTickets:
+    """Per position, the next batch index allowed to write its segment (monotonic per step)."""
+
+    def __init__(self, timeout: float | None = None, progress=None) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = list(range(POSITIONS))  # position p: batch p writes first
+        self._aborted: str | None = None
+        self._timeout = timeout
+        self._progress = progress
+
+    def reset(self) -> None:
+        """Start of a step (no worker is running): batch p is first at position p."""
+        with self._cond:
+            self._next = list(range(POSITIONS))
+
+    def wait_turn(self, batch: int) -> None:
+        """Block until `batch` may write its position's segment (batch - 12 has finished)."""
+        position = batch % POSITIONS
+        deadline = IdleDeadline(self._timeout, self._progress)
+        with self._cond:
+            while self._next[position] != batch:
+                if self._aborted is not None:
+                    raise TicketsAborted(f"ticket wait for batch {batch} aborted: {self._aborted}")
+                if self._next[position] > batch:
+                    raise RuntimeError(f"batch {batch} asked for its turn twice in one step")
+                remaining = deadline.remaining()
+                if remaining is not None and remaining <= 0:
+                    raise TicketsAborted(
+                        f"batch {batch} waited {deadline.timeout:g} s without progress for "
+                        f"batch {self._next[position]} of position {position} to finish")
+                self._cond.wait(TICKET_POLL_SECONDS if remaining is None
+                                else min(TICKET_POLL_SECONDS, remaining))
+
+    def advance(self, batch: int) -> None:
+        """`batch` finished writing: the next batch of its position (batch + 12) may go."""
+        with self._cond:
+            self._next[batch % POSITIONS] = batch + POSITIONS
+            self._cond.notify_all()
+
+    def next_batches(self) -> list[int]:
+        with self._cond:
+            return list(self._next)
+
+    def abort(self, reason: str) -> None:
+        with self._cond:
+            self._aborted = reason
+            self._cond.notify_all()
+
+
+def chunk_bounds(n_params: int, chunk: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
+    """Fixed [start, stop) parameter chunks covering 0..n_params (depends on sizes only)."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    return [(lo, min(lo + chunk, n_params)) for lo in range(0, n_params, chunk)]
+
+
+@numba.njit(nogil=True, cache=True)
+def reduce_chunk(segments, n_positions, total, start, stop, n_targets):  # pragma: no cover
+    """total[i] = (seg[0,i] + seg[1,i] + ... + seg[n_positions-1,i]) / n_targets, i in chunk.
+
+    segments (12, P), total (P,). Summed in position order in float64, divided once, stored in
+    the engine dtype: elementwise, so the bits do not depend on how chunks are shared out.
+    """
+    inv = np.float64(n_targets)
+    for i in range(start, stop):
+        acc = np.float64(segments[0, i])
+        for p in range(1, n_positions):
+            acc += np.float64(segments[p, i])
+        total[i] = acc / inv
+
+
+@numba.njit(nogil=True, cache=True)
+def chunk_sq_norm(total, start, stop):  # pragma: no cover
+    """sum(total[start:stop]**2) accumulated in float64 in index order (deterministic)."""
+    acc = 0.0
+    for i in range(start, stop):
+        x = np.float64(total[i])
+        acc += x * x
+    return acc
+
+
+@numba.njit(nogil=True, cache=True)
+def zero_segment(segment):  # pragma: no cover
+    """segment[:] = 0 without holding the GIL (first batch of a position in a step)."""
+    for i in range(segment.shape[0]):
+        segment[i] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def first_nonfinite(x, start, stop):  # pragma: no cover
+    """Index of the first NaN/Inf in x[start:stop], or -1 (early exit: cheap when clean)."""
+    for i in range(start, stop):
+        if not np.isfinite(x[i]):
+            return i
+    return -1
+
+
+def sum_chunk_norms(chunk_norms: np.ndarray) -> float:
+    """Node Zero's part: the chunk norms added in chunk order (a plain loop, no pairwise sum)."""
+    acc = 0.0
+    for value in chunk_norms.tolist():
+        acc += value
+    return acc
+
+
+def warmup(dtype) -> None:
+    """Compile the reduction kernels for `dtype` before any thread starts."""
+    seg = np.zeros((POSITIONS, 4), dtype=dtype)
+    total = np.zeros(4, dtype=dtype)
+    reduce_chunk(seg, POSITIONS, total, 0, 4, 1)
+    chunk_sq_norm(total, 0, 4)
+    zero_segment(seg[0])
+    first_nonfinite(total, 0, 4)

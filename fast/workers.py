@@ -1,0 +1,122 @@
+"""The worker thread loop: batches with position tickets, then a share of reduction and update.
+
+Worker i runs batches i, i+T, i+2T, ... of each group (fast.spheres.worker_batches), in that
+order. Batch b waits for its position's ticket (batch b-12 finished), then adds its gradient
+straight into position b % 12's segment: no lock on gradient memory, and the segment's bits
+depend only on batch indices. Its activations live in a Workspace allocated when it starts its
+first batch of the group and dropped after its last, so with T=63 only about 12 exist at once
+(the ones holding tickets). Like ThreadPoolExecutor's workers: any BaseException is caught,
+recorded with thread, step and batch, and turned into broken barriers so nobody waits forever;
+a closed JobBoard is the shutdown sentinel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fast.engine import batch_forward_backward
+from fast.heartbeat import Heartbeat, Phase
+from fast.node_zero import Shared, StepJob
+from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
+from fast.spheres import POSITIONS, position_of, worker_batches
+from fast.update import apply_chunk
+
+
+class Worker:
+    """One `ks-worker-<i>` thread."""
+
+    def __init__(self, index: int, shared: Shared, heartbeat: Heartbeat) -> None:
+        self.index = index
+        self.shared = shared
+        self.hb = heartbeat
+
+    def run(self) -> None:
+        self.hb.start()
+        seen = 0
+        try:
+            while True:
+                self.hb.set(Phase.IDLE)
+                job = self.shared.board.wait_next(seen, self.shared.abort)
+                if job is None:
+                    break
+                seen = job.generation
+                self.run_step(job)
+        except BaseException as exc:
+            self.shared.fail_from(self.hb, exc)
+        finally:
+            self.hb.set(Phase.STOPPED)
+
+    def run_step(self, job: StepJob) -> None:
+        self.compute_batches(job)
+        self.point_a(job)
+        self.reduce(job)
+        self.wait(self.shared.barriers.reduced, Phase.WAITING_REDUCED)
+        self.wait(self.shared.barriers.decided, Phase.WAITING_DECISION)
+        if job.apply:
+            self.update(job)
+        self.wait(self.shared.barriers.point_b, Phase.WAITING_B)
+
+    def compute_batches(self, job: StepJob) -> None:
+        s, hb = self.shared, self.hb
+        B = s.config.train.batch_size
+        batches = worker_batches(self.index, job.n_batches, s.n_workers)
+        if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
+            s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
+            return
+        workspace = None
+        for k, b in enumerate(batches):
+            p = position_of(b)
+            hb.set(Phase.WAITING_TICKET, step=job.step, batch=b)
+            s.tickets.wait_turn(b)
+            hb.set(Phase.COMPUTING, batch=b)
+            poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
+            segment = s.segments.segment(p)
+            if b < POSITIONS:  # the position's first batch of this step starts from zero
+                zero_segment(segment)
+            if workspace is None:
+                workspace = s.model.new_workspace()
+            loss, n = batch_forward_backward(s.model, s.params, segment,
+                                             job.tokens[b * B:(b + 1) * B],
+                                             job.targets[b * B:(b + 1) * B],
+                                             workspace, s.heartbeats.progress, hb.slot)
+            if poison:
+                segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
+            job.batch_loss[b] = loss
+            job.batch_n[b] = n
+            job.batch_worker[b] = self.index
+            if job.bad_batch[p] < 0 and first_nonfinite(segment, 0, segment.shape[0]) >= 0:
+                job.bad_batch[p] = b  # the first batch after which this position went bad
+            hb.batches += 1
+            s.tickets.advance(b)
+        del workspace  # released at the end of this worker's share of the group
+
+    def point_a(self, job: StepJob) -> None:
+        """Every batch of the group is done (T workers + Node Zero meet here)."""
+        self.wait(self.shared.barriers.point_a, Phase.WAITING_A)
+
+    def my_chunks(self) -> list[tuple[int, int]]:
+        """Chunks c = i, i+T, ... of the fixed chunk list (which thread does one never matters)."""
+        return self.shared.chunks[self.index::self.shared.n_workers]
+
+    def reduce(self, job: StepJob) -> None:
+        s = self.shared
+        self.hb.set(Phase.REDUCING)
+        used = min(job.n_batches, POSITIONS)  # positions without a batch hold stale data
+        n_targets = int(job.batch_n.sum())
+        for c in range(self.index, len(s.chunks), s.n_workers):
+            lo, hi = s.chunks[c]
+            reduce_chunk(s.segments.data, used, s.total, lo, hi, n_targets)
+            s.chunk_norms[c] = chunk_sq_norm(s.total, lo, hi)
+            self.hb.tick()
+
+    def update(self, job: StepJob) -> None:
+        s = self.shared
+        self.hb.set(Phase.UPDATING)
+        for lo, hi in self.my_chunks():
+            apply_chunk(s.params, s.total, s.adam_m, s.adam_v, s.decay, lo, hi, job.scalars,
+                        s.config.train)
+            self.hb.tick()
+
+    def wait(self, barrier, phase: Phase) -> None:
+        self.hb.set(phase)
+        barrier.wait(self.index)

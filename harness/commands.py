@@ -1,0 +1,108 @@
+"""`spheres train` and `spheres grads`: wire arguments to corpus, engine and loop."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from harness.corpus import load_corpus, one_group_tokens
+from harness.engines import default_threads, make_engine
+from harness.export import check_writable, write_grads_npz
+from harness.train import load_resume, run_training, write_text_atomic
+from reference.config import Config, preset
+from reference.errors import InputError
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The preset with the command line's overrides applied (validated)."""
+    changes = {"seed": args.seed}
+    if getattr(args, "group_size", None):
+        changes["group_size"] = args.group_size
+    if getattr(args, "lr", None):
+        changes["lr"] = args.lr
+    if getattr(args, "total_steps", None):
+        changes["total_steps"] = args.total_steps
+    return preset(args.preset, **changes)
+
+
+def parse_faults(specs: list[str]):
+    """`--inject` strings -> fault objects (the fast engine's parser says what is wrong)."""
+    if not specs:
+        return None
+    from fast.faults import parse_inject
+
+    return [parse_inject(s) for s in specs]
+
+
+def warn_unfired(engine) -> None:
+    """A drill that never fired is reported, never silently dropped (SPEC 5)."""
+    unfired = getattr(engine, "unfired_faults", None)
+    for fault in (unfired() if callable(unfired) else []):
+        print(f"spheres: warning: injected fault never fired: {fault}", file=sys.stderr,
+              flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.steps is not None and args.epochs is not None:
+        raise InputError("give --steps or --epochs, not both")
+    if args.json is not None:
+        check_writable(args.json)
+    faults = parse_faults(args.inject)
+    resume = load_resume(args.resume) if args.resume else None
+    if resume is not None:
+        cfg, vocab, start_step = resume.config, resume.vocab, resume.state.step
+        print(f"resuming from step {start_step} ({args.resume})", file=sys.stderr, flush=True)
+    else:
+        cfg, vocab, start_step = config_from_args(args), None, 0
+    n_synth = args.synthetic_tokens or one_group_tokens(cfg, 4)
+    corpus = load_corpus(cfg, args.data, synthetic_tokens=n_synth, vocab=vocab)
+    threads = args.threads or default_threads()
+    dtype = args.dtype or "float32"
+    print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary {len(corpus.vocab)}; "
+          f"engine {args.engine} ({dtype if args.engine == 'fast' else 'float64'}), "
+          f"threads {threads}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    engine = make_engine(args.engine, cfg, threads=threads, dtype=dtype,
+                         stall_timeout=args.stall_timeout, faults=faults)
+    try:
+        compile_seconds = time.perf_counter() - t0
+        if resume is not None:
+            engine.load_state(resume.state)
+        summary = run_training(engine, corpus, cfg, steps=args.steps, epochs=args.epochs,
+                               start_step=start_step, checkpoint_dir=args.checkpoint_dir,
+                               checkpoint_every=args.checkpoint_every,
+                               compile_seconds=compile_seconds)
+        warn_unfired(engine)
+    finally:
+        engine.close()
+    print(f"done: {summary.steps} steps, {summary.tokens:,} tokens in {summary.seconds:.2f}s "
+          f"({summary.tokens_per_s:,.0f} tok/s; start-up {summary.compile_seconds:.2f}s), "
+          f"final loss {summary.final_loss:.4f}, peak RSS {summary.peak_rss_bytes / 2**20:.0f} MiB",
+          flush=True)
+    if args.json is not None:
+        write_text_atomic(args.json, summary.to_json())
+    return 0
+
+
+def cmd_grads(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    check_writable(out)
+    cfg = config_from_args(args)
+    corpus = load_corpus(cfg, args.data, synthetic_tokens=one_group_tokens(cfg, 1))
+    group = corpus.groups(cfg).group(0)
+    dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
+    if args.engine == "reference" and dtype != "float64":
+        warnings.warn("the reference engine computes in float64; --dtype is ignored", stacklevel=1)
+    engine = make_engine(args.engine, cfg, threads=args.threads or default_threads(), dtype=dtype)
+    try:
+        result = engine.group_grads(group.tokens, group.targets)
+        params = engine.state().params
+    finally:
+        engine.close()
+    write_grads_npz(out, cfg, group.tokens, group.targets, params, result)
+    print(f"loss {result.loss:.6f} over {result.n_targets} targets; gradients written to {out}",
+          flush=True)
+    return 0

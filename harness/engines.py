@@ -1,0 +1,42 @@
+"""The one place that knows both engines: build either behind the `Engine` interface."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from reference.config import Config
+from reference.engine import Engine, ReferenceEngine
+from reference.errors import InputError
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def default_threads() -> int:
+    """Threads = cores: T workers use T cores (BLAS is limited to one thread per worker)."""
+    return os.cpu_count() or 1
+
+
+def parse_dtype(name: str) -> type[np.floating]:
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; choose float32 or float64")
+    return DTYPES[name]
+
+
+def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float32",
+                params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
+                faults=None) -> Engine:
+    """`reference` (float64 NumPy, single thread) or `fast` (Numba, Node Zero + T workers)."""
+    if kind == "reference":
+        if faults:
+            raise InputError("--inject needs the fast engine (the reference has no threads)")
+        return ReferenceEngine(cfg, params=params)
+    if kind == "fast":
+        if threads < 1:
+            raise InputError(f"--threads must be at least 1, got {threads}")
+        from fast.trainer import FastTrainer  # imported late: compiles Numba kernels
+
+        return FastTrainer(cfg, threads, dtype=parse_dtype(dtype), params=params,
+                           stall_timeout=stall_timeout, faults=faults)
+    raise InputError(f"unknown engine {kind!r}; choose reference or fast")

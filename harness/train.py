@@ -1,0 +1,138 @@
+"""The training loop behind `spheres train`: steps over batch groups, progress, checkpoints.
+
+Step s always trains group `s % groups_per_epoch` of epoch `s // groups_per_epoch`, and a
+checkpoint holds parameters, both Adam moments and s, so `--resume` continues bitwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.corpus import Corpus
+from reference.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from reference.config import Config
+from reference.engine import Engine
+from reference.errors import InputError
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class TrainSummary:
+    steps: int  # optimiser steps taken by this run
+    tokens: int  # non-pad targets trained on by this run
+    seconds: float  # wall seconds inside training steps (compile and start-up excluded)
+    tokens_per_s: float
+    compile_seconds: float  # engine start-up: Numba compilation and thread creation
+    peak_rss_bytes: int
+    final_loss: float
+    start_step: int = 0
+    end_step: int = 0
+    epochs_completed: int = 0
+    losses: list[float] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to path via a temp file and rename, so no reader sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint inside a folder."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest_checkpoint(p)
+        if found is None:
+            raise InputError(f"--resume {p}: the folder holds no checkpoint (step-*.npz)")
+        return found
+    if not p.exists():
+        raise InputError(f"--resume {p}: no such checkpoint file")
+    return p
+
+
+def load_resume(path: str | Path):
+    """The checkpoint to continue from (state, config, vocabulary)."""
+    return load_checkpoint(resolve_resume(path))
+
+
+ProgressFn = Callable[[str], None]
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | None = None,
+                 epochs: int | None = None, start_step: int = 0,
+                 checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
+                 compile_seconds: float = 0.0,
+                 progress: ProgressFn = stderr_progress) -> TrainSummary:
+    """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`."""
+    groups = corpus.groups(cfg)
+    per_epoch = len(groups)
+    if steps is None:
+        steps = (epochs if epochs is not None else 1) * per_epoch
+    if steps < 0:
+        raise InputError(f"--steps must be >= 0, got {steps}")
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    summary = TrainSummary(steps=0, tokens=0, seconds=0.0, tokens_per_s=0.0,
+                           compile_seconds=compile_seconds, peak_rss_bytes=0,
+                           final_loss=float("nan"), start_step=start_step, end_step=start_step)
+    progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
+             f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
+    for s in range(start_step, start_step + steps):
+        epoch, gi = divmod(s, per_epoch)
+        group = groups.group(gi)
+        t0 = time.perf_counter()
+        result = engine.step(group.tokens, group.targets)
+        dt = time.perf_counter() - t0
+        summary.steps += 1
+        summary.seconds += dt
+        summary.tokens += result.n_targets
+        summary.losses.append(result.loss)
+        summary.final_loss = result.loss
+        summary.end_step = s + 1
+        rate = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
+        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} group {gi + 1}/{per_epoch} "
+                 f"loss {result.loss:.4f} | norm {result.grad_norm:.3f} | lr {result.lr:.2e} | "
+                 f"{result.n_targets / dt:,.0f} tok/s (avg {rate:,.0f}) | {dt:.2f}s")
+        last = s + 1 == start_step + steps
+        if checkpoint_dir is not None and (last or (checkpoint_every and
+                                                    (s + 1) % checkpoint_every == 0)):
+            path = checkpoint_path(checkpoint_dir, s + 1)
+            save_checkpoint(path, engine.state(), cfg, corpus.vocab,
+                            extra={"data": corpus.source, "epoch": epoch})
+            summary.checkpoints.append(str(path))
+            progress(f"  checkpoint written: {path}")
+    summary.epochs_completed = summary.end_step // per_epoch
+    summary.tokens_per_s = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
+    summary.peak_rss_bytes = peak_rss_bytes()
+    return summary

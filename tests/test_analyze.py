@@ -1,0 +1,109 @@
+"""`spheres analyze --quick`: a complete report whose numbers are those of results.json; an
+injected fault turns verdicts to FAIL; bad --out or --data leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.report import SECTIONS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("analyze") / "report"
+    code = main(["analyze", "--quick", "--threads", "2", "--out", str(out)])
+    assert code == 0, f"analyze --quick failed with exit {code}"
+    return out
+
+
+def test_report_has_every_section(quick_report: Path):
+    text = (quick_report / "analysis.md").read_text()
+    for _, heading in SECTIONS:
+        assert f"## {heading}" in text, heading
+    assert "PASS" in text and "CPU seconds / wall seconds / cores" in text
+
+
+def test_plots_are_valid_pngs(quick_report: Path):
+    results = json.loads((quick_report / "results.json").read_text())
+    names = set(results["plots"].values())
+    assert {"loss.png", "throughput.png", "cpu_per_thread.png", "memory.png",
+            "equivalence.png"} <= names
+    for name in names:
+        data = (quick_report / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
+        assert f"]({name})" in (quick_report / "analysis.md").read_text()
+
+
+def test_report_numbers_come_from_results_json(quick_report: Path):
+    results = json.loads((quick_report / "results.json").read_text())
+    text = (quick_report / "analysis.md").read_text()
+    assert results["checks"], "no checks were made"
+    for check in results["checks"]:
+        mark = "PASS" if check["passed"] else "FAIL"
+        assert f"**{mark}** {check['title']}: {check['figure']}" in text, check["title"]
+    for point in results["performance"]["throughput"]:
+        assert f"| {point['threads']} | {point['tokens_per_s']:,.0f} |" in text
+    tr = results["training"]
+    assert f"{tr['tokens_per_s']:,.0f} tokens/s" in text
+    perf = results["performance"]
+    assert f"= {perf['cpu_utilisation']:.1%}" in text
+    # CPU use is CPU seconds / wall seconds / cores, not the seed's arithmetic
+    assert perf["cpu_utilisation"] == pytest.approx(
+        perf["cpu_seconds"] / perf["wall_seconds"] / perf["cores"])
+    assert results["verdict"] == "PASS", [c for c in results["checks"] if not c["passed"]]
+
+
+def test_injected_fault_marks_fail_and_exits_nonzero(tmp_path, capsys):
+    out = tmp_path / "faulty"
+    code, stdout, _ = run(["analyze", "--quick", "--threads", "2", "--out", str(out),
+                           "--inject", "raise:target=worker=1,step=1"], capsys)
+    assert code == 4
+    results = json.loads((out / "results.json").read_text())
+    assert results["verdict"] == "FAIL"
+    failed = {c["title"] for c in results["checks"] if not c["passed"]}
+    assert "every requested step finished" in failed
+    assert "ks-worker-1" in results["training"]["error"]
+    assert "**FAIL** every requested step finished" in (out / "analysis.md").read_text()
+
+
+def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits: use a file as parent
+            target = tmp_path / "a-file"
+            target.write_text("x")
+            out = target / "report"
+        else:
+            out = locked / "report"
+        code, _, err = run(["analyze", "--quick", "--out", str(out)], capsys)
+    finally:
+        os.chmod(locked, 0o700)
+    assert code == 2 and "spheres: error:" in err and "--out" in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.rglob("*partial*")]
+
+
+def test_bad_data_exits_2_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "report"
+    code, _, err = run(["analyze", "--quick", "--data", str(tmp_path / "missing.txt"),
+                        "--out", str(out)], capsys)
+    assert code == 2 and "missing.txt" in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))

@@ -1,0 +1,190 @@
+"""`make bench` bookkeeping: FLOP count, targets, summary and exit code (no benchmark is run)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from harness import bench
+from reference.config import preset
+from reference.params import param_specs
+
+
+def _matmul_weights_from_registry(m) -> int:
+    """Independent count: every 2-D weight except the embeddings, plus the tied output V*d."""
+    hidden = sum(s.size for s in param_specs(m) if len(s.shape) == 2 and ".w_" in s.name)
+    return hidden + m.vocab_size * m.d_model
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "seed"])
+def test_flops_per_token_matches_the_registry(name):
+    m = preset(name).model
+    expected = 6 * _matmul_weights_from_registry(m) + 12 * m.n_layers * m.seq_len * m.d_model
+    assert bench.flops_per_token(m) == expected
+
+
+def test_seed_flops_per_token_is_about_32_million():
+    # 6 * (6 * 786432 + 788 * 256) + 12 * 6 * 128 * 256, worked by hand
+    assert bench.flops_per_token(preset("seed").model) == 31_881_216
+
+
+def test_ratio_target_pass_fail_missing_and_skip():
+    t = bench.RatioTarget("two vs one", "a", "b", 1.8)
+    ok = t.check({"a": 190.0, "b": 100.0})
+    assert (ok.status, ok.measured) == ("pass", pytest.approx(1.9))
+    bad = t.check({"a": 162.0, "b": 100.0})
+    assert bad.status == "fail"
+    assert "1.62x" in bad.message and "short by 0.18x" in bad.message and "10%" in bad.message
+    missing = t.check({"a": 162.0})
+    assert missing.status == "fail" and "no measurement of b" in missing.message
+    skipped = bench.RatioTarget("torch", "a", "b", 1.5, skip_unless="torch",
+                                skip_message="skipped: torch not importable")
+    verdict = skipped.check({"a": 1.0, "b": 1.0, "torch": False})
+    assert verdict.status == "skipped" and verdict.message == "skipped: torch not importable"
+
+
+def test_limit_target_in_units():
+    t = bench.LimitTarget("rss", "rss_bytes", 1.32, "GB", 1e9)
+    assert t.check({"rss_bytes": 1.0e9}).status == "pass"
+    over = t.check({"rss_bytes": 1.5e9})
+    assert over.status == "fail" and "over by 0.18 GB" in over.message
+    assert "14%" in over.message
+    exists = bench.LimitTarget("runs", "seconds")
+    assert exists.check({"seconds": 123.0}).status == "pass"
+    assert exists.check({"seconds": float("nan")}).status == "fail"
+
+
+def test_stats_delta_subtracts_nested_numbers():
+    before = {"ks-node-zero": {"batches": 0, "reduce_seconds": 1.0, "role": "node-zero"},
+              "list": [1, 2.5]}
+    after = {"ks-node-zero": {"batches": 0, "reduce_seconds": 1.75, "role": "node-zero"},
+             "list": [4, 3.0]}
+    assert bench.stats_delta(before, after) == {
+        "ks-node-zero": {"batches": 0, "reduce_seconds": 0.75, "role": "node-zero"},
+        "list": [3, 0.5]}
+
+
+@pytest.mark.parametrize("shape", ["by_name", "list", "nested"])
+def test_node_zero_seconds_reads_reduce_and_update(shape):
+    nz = {"role": "node-zero", "name": "ks-node-zero", "reduce_seconds": 0.5,
+          "update_seconds": 0.25, "wait_a_seconds": 9.0, "cpu_seconds": 3.0}
+    worker = {"role": "worker", "name": "ks-worker-0", "reduce_seconds": 7.0,
+              "update_seconds": 7.0}
+    stats = {"by_name": {"ks-node-zero": nz, "ks-worker-0": worker},
+             "list": [worker, nz],
+             "nested": {"steps": 3, "threads": [worker, nz]}}[shape]
+    assert bench.node_zero_seconds(stats) == pytest.approx(0.75)
+    assert bench.node_zero_seconds({"nothing": 1}) is None
+
+
+def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
+    """A pytest-benchmark JSON as the suites write it, with chosen times."""
+    fpt = bench.flops_per_token(preset("seed").model)
+    tokens = 8 * 32 * 128
+
+    def entry(name, best, **extra):
+        return {"name": name, "fullname": f"benchmarks/x.py::{name}",
+                "stats": {"min": best, "mean": best * 1.1}, "extra_info": extra}
+
+    nz = {"ks-node-zero": {"reduce_seconds": 0.2, "update_seconds": 0.05}}
+    benchmarks = [
+        entry("test_matmul_peak[all]", 0.1, kind="matmul_peak", cores="all",
+              flops_per_round=fpt * tokens),  # peak = fpt * tokens / 0.1
+        entry("test_matmul_peak[one]", 0.2, kind="matmul_peak", cores="one",
+              flops_per_round=fpt * tokens),
+        entry("test_fast_scaling[T1]", 10.0, kind="scaling", engine="fast", threads=1, group=8,
+              tokens_per_round=tokens, rounds=1, trainer_stats=nz, cpu_use=0.5,
+              thread_cpu_seconds={"ks-worker-0": 9.9, "ks-node-zero": 0.1},
+              peak_rss_bytes=4e8),
+        entry("test_fast_scaling[T2]", t2_seconds, kind="scaling", engine="fast", threads=2,
+              group=8, tokens_per_round=tokens, rounds=1, trainer_stats=nz, cpu_use=1.0,
+              thread_cpu_seconds={"ks-worker-0": 5.0, "ks-worker-1": 4.9}, peak_rss_bytes=5e8),
+        entry("test_seed_workload", 63 / 8 * 5.2, kind="seed_workload", engine="fast",
+              threads=63, group=63, tokens_per_round=63 * 32 * 128, rounds=1,
+              trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={}, peak_rss_bytes=seed_rss),
+        entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
+    ]
+    if with_torch:
+        benchmarks.append(entry("test_torch_eager", 20.0, kind="engine", engine="torch",
+                                threads=2, group=8, tokens_per_round=tokens))
+    benchmarks[-1 if not with_torch else -2]["fullname"] = "benchmarks/test_bench_tokenize.py::t"
+    return {"benchmarks": benchmarks,
+            "kissing_spheres": {"machine": {"cores": 2}, "settings": {"preset": "seed"},
+                                "config": preset("seed").to_dict()}}
+
+
+def test_summary_figures_are_computed_from_the_json():
+    s = bench.summarize(_fake_bench(), torch_available=False)
+    m = s["metrics"]
+    tokens = 8 * 32 * 128
+    assert m["fast_tokens_per_s_T1"] == pytest.approx(tokens / 10.0)
+    assert m["fast_tokens_per_s_T2"] == pytest.approx(tokens / 5.0)
+    assert m["matmul_peak_flops"] == pytest.approx(s["flops_per_token"] * tokens / 0.1)
+    rows = {r["name"]: r for r in s["engines"]}
+    t2 = rows["test_fast_scaling[T2]"]
+    assert t2["speedup"] == pytest.approx(2.0) and t2["efficiency"] == pytest.approx(1.0)
+    assert t2["node_zero_share"] == pytest.approx(0.25 / (5.0 * 1.1))  # over the mean round
+    # best fast rate is T2 (tokens/5 s): its model FLOP/s over the peak (tokens/0.1 s)
+    assert m["model_flops_per_s"] / m["matmul_peak_flops"] == pytest.approx(0.1 / 5.0)
+    assert m["tokenize_seconds"] == 4.0 and m["tokenize_peak_bytes"] == pytest.approx(300e6)
+    verdicts = {v["name"]: v for v in s["targets"]}
+    assert verdicts["2 threads vs 1 thread tokens/s"]["status"] == "pass"
+    assert verdicts["seed workload peak RSS"]["status"] == "pass"
+    assert verdicts["model FLOP/s vs float32 matmul peak (all cores)"]["status"] == "fail"
+    assert verdicts["fast vs PyTorch eager tokens/s (same threads)"]["status"] == "skipped"
+    assert not s["passed"]
+
+
+def test_torch_comparison_uses_the_same_thread_count():
+    s = bench.summarize(_fake_bench(with_torch=True), torch_available=True)
+    verdict = next(v for v in s["targets"] if "PyTorch" in v["name"])
+    assert verdict["status"] == "pass" and verdict["measured"] == pytest.approx(20.0 / 5.0)
+
+
+def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_fake_bench(seed_rss=2.0e9, t2_seconds=8.0)))
+    code = bench.main(["--summarize", str(path), "--out-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "seed workload peak RSS: missed: 2 GB" in out
+    assert "2 threads vs 1 thread tokens/s: missed: 1.25x" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["bench_json"] == str(path) and not summary["passed"]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| seed workload peak RSS | < 1.32 GB |" in md and "FAIL |" in md
+    assert "![throughput](throughput.png)" in md
+    assert (tmp_path / "out" / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_main_exits_0_when_every_target_is_met(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "TARGETS", bench.TARGETS[:2] + bench.TARGETS[4:])
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_fake_bench()))
+    assert bench.main(["--summarize", str(path), "--out-dir", str(tmp_path)]) == 0
+
+
+def test_main_fails_clearly_without_results(tmp_path, capsys):
+    code = bench.main(["--summarize", str(tmp_path / "absent.json"), "--out-dir",
+                       str(tmp_path)])
+    assert code == 1 and "no benchmark results" in capsys.readouterr().out
+
+
+def test_pytest_command_enables_benchmarks_and_json(tmp_path):
+    args = bench.parse_args(["--quick"])
+    cmd = bench.pytest_command(tmp_path / "r.json", args)
+    for flag in ("--benchmark-enable", f"--benchmark-json={tmp_path / 'r.json'}", "-m",
+                 "bench", "-p", "no:cacheprovider", "--ks-preset=small"):
+        assert flag in cmd
+    assert math.isfinite(args.scaling_group)
+
+
+def test_busy_machine_matmul_peak_falls_back_to_one_core_with_a_warning():
+    data = _fake_bench()
+    data["benchmarks"][0]["stats"]["min"] = 0.4  # all cores slower than one core (0.2 s)
+    s = bench.summarize(data, torch_available=False)
+    assert s["metrics"]["matmul_peak_flops"] == pytest.approx(
+        s["metrics"]["matmul_peak_flops_one_core"])
+    assert s["warnings"] and "machine was busy" in s["warnings"][0]

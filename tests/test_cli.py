@@ -1,0 +1,156 @@
+"""The command line: bad input gives exit 2 and one line naming the problem; grads and train
+write what SPEC 6 says; --resume continues bitwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main, parse_threads
+from reference.config import preset
+from reference.errors import InputError
+from reference.model import group_loss_and_grads
+from reference.params import param_specs
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """main(argv) in-process; argparse usage errors count as exit 2 like the real command."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("spheres: error:")]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    return lines[0]
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00\x81 not text")
+    squad = tmp_path / "squad.json"
+    squad.write_text('{"data": [{"paragraphs": [{"qas": []}]}]}')  # no "context"
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data": [')
+    return {
+        "missing": (tmp_path / "nope.txt", "does not exist"),
+        "empty": (empty, "empty"),
+        "undecodable": (binary, "binary.txt"),
+        "squad-missing-key": (squad, "context"),
+        "squad-bad-json": (broken, "broken.json"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "undecodable", "squad-missing-key",
+                                  "squad-bad-json"])
+def test_bad_data_exits_2_with_one_line(case, bad_inputs, capsys, tmp_path):
+    path, needle = bad_inputs[case]
+    out = tmp_path / "g.npz"
+    code, _, err = run(["grads", "--data", str(path), "--out", str(out)], capsys)
+    assert code == 2
+    assert needle in error_line(err)
+    assert not out.exists(), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["grads", "--preset", "huge", "--out", "x.npz"], "invalid choice"),
+    (["train", "--group-size", "0"], "at least 1"),
+    (["train", "--threads", "-3"], "at least 1"),
+    (["train", "--stall-timeout", "0"], "positive"),
+    (["verify", "--threads", "5-2"], "5-2"),
+    (["verify", "--presets", "tiny,nope"], "nope"),
+    (["train", "--engine", "fast", "--inject", "explode:target=worker=0,step=1"], "explode"),
+])
+def test_bad_usage_exits_2(argv, needle, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert needle in err
+
+
+def test_unwritable_output_exits_2(capsys, tmp_path):
+    code, _, err = run(["grads", "--out", str(tmp_path / "no" / "such" / "g.npz")], capsys)
+    assert code == 2 and "does not exist" in error_line(err)
+
+
+def test_parse_threads_ranges_and_lists():
+    assert parse_threads("1-4,8,3") == [1, 2, 3, 4, 8]
+    assert parse_threads("63") == [63]
+    with pytest.raises(InputError):
+        parse_threads("0-3")
+    with pytest.raises(InputError):
+        parse_threads("a,b")
+
+
+def test_grads_npz_matches_reference_model(capsys, tmp_path):
+    out = tmp_path / "ref.npz"
+    code, stdout, _ = run(["grads", "--engine", "reference", "--seed", "3", "--out", str(out)],
+                          capsys)
+    assert code == 0 and "loss" in stdout
+    z = np.load(out)
+    cfg = preset("tiny", seed=3)
+    assert json.loads(str(z["config"]))["model"]["vocab_size"] == cfg.model.vocab_size
+    G, B, S = cfg.train.group_size, cfg.train.batch_size, cfg.model.seq_len
+    assert z["tokens"].shape == (G * B, S) and z["tokens"].dtype == np.int64
+    assert z["targets"].shape == (G * B, S) and z["targets"].dtype == np.int64
+    # targets are the inputs shifted by one inside the stream
+    assert np.array_equal(z["tokens"][0, 1:], z["targets"][0, :-1])
+    params = {s.name: z[f"param/{s.name}"] for s in param_specs(cfg.model)}
+    loss, n, grads = group_loss_and_grads(params, cfg.model, z["tokens"], z["targets"], B)
+    assert float(z["loss"]) == loss
+    for s in param_specs(cfg.model):
+        assert np.array_equal(z[f"grad/{s.name}"], grads[s.name]), s.name
+
+
+def test_grads_fast_engine_agrees_with_reference(capsys, tmp_path, no_thread_leak):
+    ref, fast = tmp_path / "ref.npz", tmp_path / "fast.npz"
+    assert run(["grads", "--engine", "reference", "--out", str(ref)], capsys)[0] == 0
+    assert run(["grads", "--engine", "fast", "--threads", "3", "--dtype", "float64", "--out",
+                str(fast)], capsys)[0] == 0
+    a, b = np.load(ref), np.load(fast)
+    assert np.array_equal(a["tokens"], b["tokens"])
+    for s in param_specs(preset("tiny").model):
+        g_ref, g_fast = a[f"grad/{s.name}"], b[f"grad/{s.name}"]
+        err = np.linalg.norm(g_fast - g_ref) / max(np.linalg.norm(g_ref), 1e-300)
+        assert err <= 1e-10, (s.name, err)
+
+
+def _final_params(folder: Path) -> dict[str, np.ndarray]:
+    from reference.checkpoint import latest_checkpoint, load_checkpoint
+
+    return load_checkpoint(latest_checkpoint(folder)).state.params
+
+
+def test_resume_is_bitwise(capsys, tmp_path, no_thread_leak):
+    common = ["train", "--engine", "fast", "--threads", "2", "--preset", "tiny"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    summary = tmp_path / "summary.json"
+    assert run(common + ["--steps", "4", "--checkpoint-dir", str(straight), "--json",
+                         str(summary)], capsys)[0] == 0
+    assert run(common + ["--steps", "2", "--checkpoint-dir", str(split)], capsys)[0] == 0
+    code, _, err = run(common + ["--steps", "2", "--resume", str(split), "--checkpoint-dir",
+                                 str(split)], capsys)
+    assert code == 0, err
+    a, b = _final_params(straight), _final_params(split)
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+    s = json.loads(summary.read_text())
+    for key in ("steps", "tokens", "seconds", "tokens_per_s", "compile_seconds",
+                "peak_rss_bytes", "final_loss"):
+        assert key in s
+    assert s["steps"] == 4 and s["tokens"] > 0 and s["tokens_per_s"] > 0
+
+
+def test_train_progress_is_printed_per_step(capsys, tmp_path, no_thread_leak):
+    code, _, err = run(["train", "--engine", "fast", "--threads", "2", "--steps", "3"], capsys)
+    assert code == 0
+    assert sum("[step " in ln and "tok/s" in ln for ln in err.splitlines()) == 3

@@ -1,0 +1,165 @@
+"""Profiling tools measure what they claim, checked against independent measurements."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from harness import profiling
+from harness.profiling import ThreadCpuSampler, cpu_use
+
+
+def _spin(cpu_seconds: float, done: list[float]) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < cpu_seconds:
+        pass
+    done.append(time.thread_time() - start)
+
+
+def test_cpu_use_is_cpu_seconds_over_wall_over_cores():
+    assert cpu_use(4.0, 2.0, 2) == pytest.approx(1.0)
+    assert cpu_use(1.0, 2.0, 4) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="wall_seconds"):
+        cpu_use(1.0, 0.0, 2)
+
+
+def test_sampler_attributes_cpu_to_named_threads(no_thread_leak):
+    spun: list[float] = []
+    with ThreadCpuSampler(interval=0.05) as sampler:
+        busy = threading.Thread(target=_spin, args=(0.4, spun), name="ks-test-busy")
+        idle = threading.Thread(target=time.sleep, args=(0.4,), name="ks-test-idle")
+        busy.start()
+        idle.start()
+        busy.join()
+        idle.join()
+        assert any(t.name == "ks-profiler" for t in threading.enumerate())
+    per_thread = sampler.thread_cpu_seconds()
+    # the thread's own clock is the independent truth; allow one sampling interval of loss
+    assert per_thread["ks-test-busy"] == pytest.approx(spun[0], abs=0.08)
+    assert per_thread["ks-test-idle"] < 0.05
+    summary = sampler.summary(cores=2)
+    json.dumps(summary)  # JSON-ready for reports and bench results
+    assert summary["cpu_seconds_total"] >= per_thread["ks-test-busy"]
+    assert summary["cpu_use"] == pytest.approx(
+        summary["cpu_seconds_total"] / summary["wall_seconds"] / 2)
+    for _, use in sampler.utilisation(cores=2):
+        assert 0.0 <= use <= 1.5  # one busy thread of two cores: about 0.5 per interval
+    assert max(use for _, use in sampler.utilisation(cores=2)) > 0.3
+    assert not any(t.name == "ks-profiler" for t in threading.enumerate())
+
+
+def test_sampler_sees_memory_rise_and_stops_idempotently(no_thread_leak):
+    size = 200 * 2**20
+    with ThreadCpuSampler(interval=0.02) as sampler:
+        base = sampler.samples[0].rss
+        block = np.ones(size // 8)  # touched pages count in RSS
+        time.sleep(0.15)
+        del block
+        time.sleep(0.05)
+    sampler.stop()  # second stop is a no-op
+    times, rss = sampler.rss_series()
+    assert len(times) == len(rss) >= 3
+    assert times == sorted(times)
+    assert sampler.peak_rss >= base + 0.9 * size
+    assert sampler.peak_rss == max(rss)
+
+
+def test_peak_rss_window_reset():
+    if not profiling.reset_peak_rss():
+        pytest.skip("this kernel cannot reset VmHWM (/proc/self/clear_refs)")
+    block = np.ones(150 * 2**20 // 8)
+    high = profiling.peak_rss_bytes()
+    del block
+    assert profiling.reset_peak_rss()
+    low = profiling.peak_rss_bytes()
+    assert high - low >= 0.9 * 150 * 2**20
+
+
+def _allocate_known_block() -> float:
+    block = np.ones(5_000_000)  # 40 MB, the largest allocation alive at the peak
+    return float(block.sum())
+
+
+def test_memray_reports_peak_and_the_allocating_line(tmp_path):
+    result = profiling.memray_profile(_allocate_known_block, tmp_path)
+    assert "error" not in result, result.get("error")
+    assert result["result"] == 5_000_000.0
+    assert result["peak_bytes"] >= 40_000_000
+    top = result["top_sites"][0]
+    lines, first = inspect.getsourcelines(_allocate_known_block)
+    block_line = first + next(i for i, line in enumerate(lines) if "np.ones" in line)
+    assert (top["function"], top["file"], top["line"]) == (
+        "_allocate_known_block", __file__, block_line)
+    assert top["bytes"] >= 40_000_000
+    assert (tmp_path / "memray.bin").is_file()
+
+
+def test_memray_failure_is_reported_not_raised(tmp_path):
+    import memray
+
+    with memray.Tracker(str(tmp_path / "outer.bin")):  # a second tracker cannot start
+        result = profiling.memray_profile(lambda: 7, tmp_path / "inner")
+    assert "error" in result and "memray" in result["error"]
+    assert result["result"] == 7  # fn still ran
+
+
+def test_memray_lets_the_functions_own_error_through(tmp_path):
+    def boom():
+        raise KeyError("from fn")
+
+    with pytest.raises(KeyError, match="from fn"):
+        profiling.memray_profile(boom, tmp_path)
+    assert profiling.memray_profile(lambda: 1, tmp_path)["result"] == 1  # tracker was released
+
+
+def test_pyspy_dump_of_this_process_names_this_test():
+    text = profiling.pyspy_dump(os.getpid())
+    assert "test_pyspy_dump_of_this_process_names_this_test" in text, text[:2000]
+
+
+def test_pyspy_flamegraph_of_a_busy_child(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nt = time.time()\nwhile time.time() - t < 6: pass"])
+    try:
+        time.sleep(0.5)
+        result = profiling.pyspy_flamegraph(child.pid, 1, tmp_path / "fg.svg")
+    finally:
+        child.kill()
+        child.wait()
+    assert result["ok"], result
+    assert "--nonblocking" in result["command"]
+    assert "<svg" in (tmp_path / "fg.svg").read_text()
+
+
+def test_pyspy_missing_gives_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiling, "find_pyspy", lambda: None)
+    assert profiling.pyspy_dump(os.getpid()).startswith("py-spy dump unavailable: py-spy not")
+    result = profiling.pyspy_flamegraph(os.getpid(), 1, tmp_path / "fg.svg")
+    assert not result["ok"] and "py-spy not found" in result["error"]
+
+
+def test_pyspy_is_found_beside_the_interpreter():
+    exe = profiling.find_pyspy()
+    assert exe is not None and os.path.dirname(exe) == os.path.dirname(sys.executable)
+
+
+def test_machine_info_describes_this_machine():
+    import numba
+
+    info = profiling.machine_info()
+    json.dumps(info)
+    assert info["cores"] == len(os.sched_getaffinity(0))
+    assert info["numpy"] == np.__version__ and info["numba"] == numba.__version__
+    assert info["memory_total_bytes"] > 2**28
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=profiling.REPO_ROOT,
+                          capture_output=True, text=True)
+    if head.returncode == 0:
+        assert info["git"]["commit"] == head.stdout.strip()
