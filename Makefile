@@ -37,7 +37,7 @@ analyze-quick: $(STAMP)
 	$(BIN)/spheres analyze --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check reference fast harness tests
+	$(BIN)/ruff check reference fast harness tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from harness.bench import stats_delta
-from harness.profiling import ThreadCpuSampler, peak_rss_bytes, reset_peak_rss
+from harness.profiling import (
+    ThreadCpuSampler,
+    peak_rss_bytes,
+    release_free_memory,
+    reset_peak_rss,
+)
 
 pytestmark = pytest.mark.bench
 
@@ -26,6 +31,7 @@ def measure_fast(benchmark, settings, make_group, threads: int, group: int, kind
     cfg = settings.config(group_size=group)
     tokens, targets = make_group(cfg, group)
     b = cfg.train.batch_size
+    release_free_memory()  # earlier benchmarks' freed memory must not count here
     window = reset_peak_rss()  # peak RSS of this trainer's life, not of earlier benchmarks
     built = time.perf_counter()
     trainer = FastTrainer(cfg, threads)

@@ -4,8 +4,8 @@ Names match `reference/layers.py` so the tests pair them by name. Unlike the ref
 write into caller-owned buffers (no allocation in the hot path) and work on 2-D (N, C) row
 blocks, N = R*T tokens of R rows. Rules that make them fast and deterministic:
 - matrix products go through BLAS (`np.dot` with an `out` buffer on contiguous 2-D operands or
-  their transposes, which BLAS reads without a copy); weight gradients are ONE GEMM over all N
-  tokens into a scratch block, then added (`+=`) into the gradient in a fixed order;
+  their transposes, which BLAS reads without a copy); a weight gradient is ONE GEMM over all N
+  tokens that accumulates (`+=`, beta = 1) straight into the gradient;
 - element-wise work (LayerNorm, GELU, causal softmax, cross-entropy) is fused into one loop nest
   per row; row reductions accumulate in float64 even for float32 arrays;
 - `nogil=True` so worker threads run in parallel; no `fastmath`, no `parallel` (results must not
@@ -194,6 +194,44 @@ def row_max(a, n):
     return max(max(m0, m1), max(m2, m3))
 
 
+def _gemm_signature(dt):
+    return types.intc(types.char, types.char, types.char, types.intp, types.intp, types.intp,
+                      types.CPointer(dt), types.CPointer(dt), types.intp, types.CPointer(dt),
+                      types.intp, types.CPointer(dt), types.CPointer(dt), types.intp)
+
+
+# Numba's own BLAS entry (the one np.dot uses, backed by scipy's cython_blas); called directly
+# for beta = 1, i.e. GEMM that accumulates into its output.
+_XXGEMM = {types.float32: types.ExternalFunction("numba_xxgemm", _gemm_signature(types.float32)),
+           types.float64: types.ExternalFunction("numba_xxgemm", _gemm_signature(types.float64))}
+
+
+def gemm_tn_acc(a, b, c):  # pragma: no cover - replaced by the overload inside njit code
+    """c (i, o) += a (N, i)^T @ b (N, o), all C-contiguous, in one BLAS call (beta = 1)."""
+    raise NotImplementedError("gemm_tn_acc is only callable from Numba-compiled code")
+
+
+@overload(gemm_tn_acc)
+def _gemm_tn_acc_impl(a, b, c):
+    fn = _XXGEMM[a.dtype]
+    kind = ord("s") if a.dtype == types.float32 else ord("d")
+    np_dt = np.float32 if a.dtype == types.float32 else np.float64
+    notrans, trans = ord("n"), ord("t")
+
+    def impl(a, b, c):
+        N, i = a.shape
+        o = b.shape[1]
+        if b.shape[0] != N or c.shape[0] != i or c.shape[1] != o:
+            raise ValueError("gemm_tn_acc: shapes do not match")
+        one = np.ones(1, np_dt)
+        # Column-major view of the row-major product: c^T (o, i) += b^T (o, N) @ a (N, i).
+        status = fn(kind, notrans, trans, o, i, N, one.ctypes, b.ctypes, o, a.ctypes, i,
+                    one.ctypes, c.ctypes, o)
+        if status != 0:
+            raise RuntimeError("BLAS gemm failed")
+    return impl
+
+
 # ---------------------------------------------------------------- embedding
 
 
@@ -308,26 +346,13 @@ def bias_grad_add(dout, db):
 
 
 @kernel
-def weight_grad_add(a, dout, dw, scratch):
-    """dw (i, o) += a (N, i)^T @ dout (N, o): one GEMM over all N tokens, then one add."""
-    i = a.shape[1]
-    o = dout.shape[1]
-    tmp = scratch[:i * o].reshape((i, o))
-    np.dot(a.T, dout, tmp)
-    dw_flat = dw.reshape(i * o)
-    tmp_flat = scratch[:i * o]
-    for k in range(i * o):
-        dw_flat[k] += tmp_flat[k]
-
-
-@kernel
-def linear_backward(dout, x, w, dx, dw, db, scratch):
+def linear_backward(dout, x, w, dx, dw, db):
     """Differentiates `out = x @ w + b`: dx (N, i) =, dw (i, o) +=, db (o,) +=.
 
-    scratch: 1-D, at least i*o elements (the weight-gradient GEMM lands there first).
+    dw is one GEMM over all N tokens that accumulates straight into the gradient (beta = 1).
     """
     np.dot(dout, w.T, dx)
-    weight_grad_add(x, dout, dw, scratch)
+    gemm_tn_acc(x, dout, dw)
     bias_grad_add(dout, db)
 
 
@@ -481,10 +506,10 @@ def logits_forward(x, wte, out):
 
 
 @kernel
-def logits_backward(dlogits, x, wte, dx, dwte, scratch):
-    """Differentiates `out = x @ wte^T`: dx (N, d) =, dwte (V, d) +=; scratch >= V*d."""
+def logits_backward(dlogits, x, wte, dx, dwte):
+    """Differentiates `out = x @ wte^T`: dx (N, d) =, dwte (V, d) += dlogits^T @ x."""
     np.dot(dlogits, wte, dx)
-    weight_grad_add(dlogits, x, dwte, scratch)
+    gemm_tn_acc(dlogits, x, dwte)
 
 
 # ---------------------------------------------------------------- cross-entropy
@@ -549,11 +574,11 @@ _WTE, _WPE, _FIRST_LAYER = 0, 1, 2
 
 # Workspace regions, in buffer order (index into Workspace.offsets).
 (R_X, R_LN1, R_LN1_MEAN, R_LN1_RSTD, R_QKV, R_ATT, R_Y, R_XMID, R_LN2, R_LN2_MEAN, R_LN2_RSTD,
- R_U, R_G, R_LNF, R_LNF_MEAN, R_LNF_RSTD, R_LOGITS, R_DRES, R_DLN, R_DF, R_DQKV, R_WSCRATCH,
- R_ASCRATCH) = range(23)
+ R_U, R_G, R_LNF, R_LNF_MEAN, R_LNF_RSTD, R_LOGITS, R_DRES, R_DLN, R_DF, R_DQKV,
+ R_ASCRATCH) = range(22)
 REGION_NAMES = ("x", "ln1", "ln1_mean", "ln1_rstd", "qkv", "att", "y", "xmid", "ln2",
                 "ln2_mean", "ln2_rstd", "u", "g", "lnf", "lnf_mean", "lnf_rstd", "logits",
-                "dres", "dln", "dff", "dqkv", "wscratch", "ascratch")
+                "dres", "dln", "dff", "dqkv", "ascratch")
 
 
 def workspace_region_sizes(V: int, S: int, d: int, L: int, H: int, f: int,
@@ -575,7 +600,6 @@ def workspace_region_sizes(V: int, S: int, d: int, L: int, H: int, f: int,
         N * d,  # dln: gradient entering a linear's input (LN output or merged heads)
         N * f,  # dff: gradient of g, then of u (in place)
         N * 3 * d,  # dqkv
-        max(V * d, 3 * d * d, d * f),  # weight-gradient GEMM block
         attention_scratch_size(S, d // H),
     ]
 
@@ -628,7 +652,6 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     nf = _FIRST_LAYER + _PER_LAYER * L
     lnf_g, lnf_b = _vec(params, poffs, nf), _vec(params, poffs, nf + 1)
     dlnf_g, dlnf_b = _vec(grads, poffs, nf), _vec(grads, poffs, nf + 1)
-    wscr = buf[woffs[R_WSCRATCH]:woffs[R_WSCRATCH + 1]]
     ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
     loss_total = 0.0
     n_total = 0
@@ -697,7 +720,7 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
         dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
         dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
-        logits_backward(logits, lnf, wte, dln, dwte, wscr)
+        logits_backward(logits, lnf, wte, dln, dwte)
         dres[:, :] = 0.0
         layernorm_backward(dln, xL, muf, rsf, lnf_g, dres, dlnf_g, dlnf_b)
         progress[slot] += 1
@@ -720,21 +743,21 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
             # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
             linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
                               _mat(grads, poffs, p + W_PROJ, f, d),
-                              _vec(grads, poffs, p + B_PROJ), wscr)
+                              _vec(grads, poffs, p + B_PROJ))
             gelu_backward(dff, u)  # g = gelu(u); dff becomes du in place
             linear_backward(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
                               _mat(grads, poffs, p + W_FC, d, f),
-                              _vec(grads, poffs, p + B_FC), wscr)
+                              _vec(grads, poffs, p + B_FC))
             layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
                                  _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
             # xmid = x + y @ w_o + b_o   (dres now holds d xmid)
             linear_backward(dres, y, _mat(params, poffs, p + W_O, d, d), dln,
                               _mat(grads, poffs, p + W_O, d, d),
-                              _vec(grads, poffs, p + B_O), wscr)
+                              _vec(grads, poffs, p + B_O))
             attention_backward(dln, qkv, att, H, dqkv, ascr)
             linear_backward(dqkv, ln1, _mat(params, poffs, p + W_QKV, d, 3 * d), dln,
                               _mat(grads, poffs, p + W_QKV, d, 3 * d),
-                              _vec(grads, poffs, p + B_QKV), wscr)
+                              _vec(grads, poffs, p + B_QKV))
             layernorm_backward(dln, x, mu1, rs1, _vec(params, poffs, p + LN1_G), dres,
                                  _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
             progress[slot] += 1

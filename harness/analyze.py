@@ -73,6 +73,7 @@ class Plan:
     throughput_group: int  # batches per group in the throughput sweep
     command: str = ""
     extra_verify: list[str] = field(default_factory=list)  # more presets for the gates
+    extra_threads: list[int] = field(default_factory=list)  # their (shorter) thread sweep
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -95,7 +96,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 stall_timeout=args.stall_timeout, inject=list(args.inject), quick=args.quick,
                 synthetic_tokens=synth, sweep_threads=sweep, throughput_threads=tput,
                 throughput_group=tput_g, command="spheres " + " ".join(sys.argv[1:]),
-                extra_verify=[] if args.quick else ["small"])
+                extra_verify=[] if args.quick else ["small"],
+                extra_threads=sorted({1, 2, threads, 13, 63}))
 
 
 def default_out(plan: Plan) -> Path:
@@ -254,13 +256,17 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dic
 
 
 def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> dict:
-    configs = [preset("tiny", seed=plan.seed)]
-    configs += [preset(p, seed=plan.seed) for p in plan.extra_verify]
     t0 = time.perf_counter()
-    report = run_verify(configs, ["float64", "float32"], plan.sweep_threads, trajectory_steps=3,
+    report = run_verify([preset("tiny", seed=plan.seed)], ["float64", "float32"],
+                        plan.sweep_threads, trajectory_steps=3,
                         out=lambda line: say(f"[verify] {line}"))
     records = [dict(vars(r), passed=r.passed) for r in report.records]
-    if cfg.preset not in {c.preset for c in configs}:
+    if plan.extra_verify:  # larger presets cost seconds per run: a shorter thread sweep
+        extra = run_verify([preset(p, seed=plan.seed) for p in plan.extra_verify],
+                           ["float64", "float32"], plan.extra_threads, trajectory_steps=3,
+                           out=lambda line: say(f"[verify] {line}"))
+        records += [dict(vars(r), passed=r.passed) for r in extra.records]
+    if cfg.preset not in {"tiny", *plan.extra_verify}:
         # the analysed preset itself, on a 2-batch group so the float64 reference stays short
         small = cfg.replace(group_size=2)
         extra = run_verify([small], ["float64", "float32"],
@@ -270,7 +276,9 @@ def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> dict:
     return {"records": records, "seconds": time.perf_counter() - t0,
             "presets": sorted({r["preset"] for r in records}),
             "dtypes": ["float64", "float32"], "runs": len(records),
-            "threads_label": _label(plan.sweep_threads),
+            "threads_label": "; ".join(
+                f"{name} {_label(sorted({r['threads'] for r in records if r['preset'] == name}))}"
+                for name in dict.fromkeys(r["preset"] for r in records)),
             "failures": [f for r in records for f in r["failures"]]}
 
 

@@ -274,6 +274,12 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
     if tokenize:
         metrics.update(tokenize_seconds=tokenize["seconds"],
                        tokenize_peak_bytes=tokenize["peak_bytes"])
+    for r in rows:
+        expected = min(r["threads"], cores) / cores  # CPU use the workers alone could reach
+        if r["cpu_use"] is not None and r["cpu_use"] < 0.8 * expected:
+            warnings.append(f"{r['name']}: CPU use {r['cpu_use']:.0%} of the machine, "
+                            f"below the {expected:.0%} its {r['threads']} thread(s) could use: "
+                            "other processes competed for the cores, its tokens/s is understated")
     verdicts = [t.check(metrics) for t in TARGETS]
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -378,7 +384,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "Rates use each benchmark's best round. Speedup is against the 1-thread sweep point, "
         "efficiency is speedup / min(threads, cores). Node Zero share = Node Zero's seconds "
-        "reducing and updating / step wall time.",
+        "reducing and updating / step wall time. The model FLOP/s target uses the fastest "
+        "fast-engine row.",
+        "",
         *[f"![{k}]({Path(v).name})" for k, v in summary.get("plots", {}).items()],
         "",
         *[f"Warning: {w}." for w in summary.get("warnings", [])],

@@ -12,6 +12,8 @@ CPU use is always CPU seconds / wall seconds / cores (`cpu_use`); the seed divid
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import re
@@ -52,6 +54,19 @@ def available_cores() -> int:
 
 
 # --------------------------------------------------------------------------- peak RSS (Linux)
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand free heap pages back to the OS (glibc malloc_trim, all arenas).
+
+    Call before `reset_peak_rss()` so a window's peak is not inflated or hidden by memory an
+    earlier measurement freed but the allocator kept.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def reset_peak_rss() -> bool:

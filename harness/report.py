@@ -145,7 +145,7 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
     elif key == "architecture":
         eq = r["equivalence"]
         lines += [f"Equivalence gates: {eq['runs']} runs over presets {', '.join(eq['presets'])}, "
-                  f"thread counts {eq['threads_label']}, dtypes {', '.join(eq['dtypes'])} in "
+                  f"thread counts ({eq['threads_label']}), dtypes {', '.join(eq['dtypes'])} in "
                   f"{eq['seconds']:.1f} s.", ""]
         lines += _image(r, "equivalence", "equivalence error against threads")
     elif key == "known_issues":

@@ -188,3 +188,10 @@ def test_busy_machine_matmul_peak_falls_back_to_one_core_with_a_warning():
     assert s["metrics"]["matmul_peak_flops"] == pytest.approx(
         s["metrics"]["matmul_peak_flops_one_core"])
     assert s["warnings"] and "machine was busy" in s["warnings"][0]
+
+
+def test_cpu_starved_benchmark_is_flagged():
+    data = _fake_bench()
+    data["benchmarks"][3]["extra_info"]["cpu_use"] = 0.41  # 2 threads on 2 cores, 41% busy
+    warnings = bench.summarize(data, torch_available=False)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("test_fast_scaling[T2]: CPU use 41%")

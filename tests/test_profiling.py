@@ -83,6 +83,19 @@ def test_peak_rss_window_reset():
     assert high - low >= 0.9 * 150 * 2**20
 
 
+def test_release_free_memory_returns_freed_heap_to_the_os():
+    import psutil
+
+    proc = psutil.Process()
+    blocks = [bytearray(4000) for _ in range(50_000)]  # 200 MB of small heap chunks
+    pin = bytearray(4000)  # keeps the heap top in use, so free() alone cannot shrink it
+    del blocks
+    held = proc.memory_info().rss
+    profiling.release_free_memory()
+    assert held - proc.memory_info().rss >= 100 * 2**20
+    del pin
+
+
 def _allocate_known_block() -> float:
     block = np.ones(5_000_000)  # 40 MB, the largest allocation alive at the peak
     return float(block.sum())
@@ -125,18 +138,20 @@ def test_pyspy_dump_of_this_process_names_this_test():
     assert "test_pyspy_dump_of_this_process_names_this_test" in text, text[:2000]
 
 
-def test_pyspy_flamegraph_of_a_busy_child(tmp_path):
+@pytest.mark.parametrize("native", [False, True])
+def test_pyspy_flamegraph_of_a_busy_child(tmp_path, native):
     child = subprocess.Popen([sys.executable, "-c",
                               "import time\nt = time.time()\nwhile time.time() - t < 6: pass"])
     try:
         time.sleep(0.5)
-        result = profiling.pyspy_flamegraph(child.pid, 1, tmp_path / "fg.svg")
+        result = profiling.pyspy_flamegraph(child.pid, 1, tmp_path / "fg.svg", native=native)
     finally:
         child.kill()
         child.wait()
     assert result["ok"], result
-    assert "--nonblocking" in result["command"]
-    assert "<svg" in (tmp_path / "fg.svg").read_text()
+    assert ("--native" if native else "--nonblocking") in result["command"]
+    svg = (tmp_path / "fg.svg").read_text()
+    assert "<svg" in svg and "&lt;module&gt; (&lt;string&gt;:3)" in svg  # the busy loop line
 
 
 def test_pyspy_missing_gives_clear_errors(tmp_path, monkeypatch):
