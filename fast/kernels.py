@@ -5,7 +5,9 @@ write into caller-owned buffers (no allocation in the hot path) and work on 2-D 
 blocks, N = R*T tokens of R rows. Rules that make them fast and deterministic:
 - matrix products go through BLAS (`np.dot` with an `out` buffer on contiguous 2-D operands or
   their transposes, which BLAS reads without a copy); a weight gradient is ONE GEMM over all N
-  tokens that accumulates (`+=`, beta = 1) straight into the gradient;
+  tokens that accumulates (`+=`, beta = 1) straight into the gradient; attention reads each
+  head's q, k, v straight out of qkv as strided blocks and skips the keys a causal block of
+  queries cannot see;
 - element-wise work (LayerNorm, GELU, causal softmax, cross-entropy) is fused into one loop nest
   per row; row reductions accumulate in float64 even for float32 arrays;
 - `nogil=True` so worker threads run in parallel; no `fastmath`, no `parallel` (results must not
@@ -22,6 +24,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+# Numba's np.dot calls scipy's OpenBLAS, which Numba loads lazily at the first matrix product.
+# Importing it with this module makes a `threadpoolctl.threadpool_limits(1)` entered after
+# importing the engine cover it; otherwise that BLAS keeps its default thread pool and every
+# "single-threaded" worker silently runs two BLAS threads (measured: 2 workers ran at 0.5x).
+import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
@@ -232,6 +240,39 @@ def _gemm_tn_acc_impl(a, b, c):
     return impl
 
 
+def gemm_rm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
+            accumulate):  # pragma: no cover - replaced by the overload inside njit code
+    """Row-major C (m, n) [+]= op(A) (m, k) @ op(B) (k, n) on blocks of flat arrays.
+
+    A block starts at a[a_off] with row stride lda (likewise B, C); op is a transpose when
+    trans_* is True. Strided blocks let attention read each head's q, k, v straight out of qkv
+    and compute only the causal (lower) part of the scores. Only callable from Numba code.
+    """
+    raise NotImplementedError("gemm_rm is only callable from Numba-compiled code")
+
+
+@overload(gemm_rm)
+def _gemm_rm_impl(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
+                  accumulate):
+    fn = _XXGEMM[a.dtype]
+    kind = ord("s") if a.dtype == types.float32 else ord("d")
+    np_dt = np.float32 if a.dtype == types.float32 else np.float64
+    notrans, trans = ord("n"), ord("t")
+
+    def impl(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
+             accumulate):
+        alpha_beta = np.ones(2, np_dt)
+        if not accumulate:
+            alpha_beta[1] = 0.0
+        # Column-major view: C^T (n, m) = op(B)^T (n, k) @ op(A)^T (k, m).
+        status = fn(kind, trans if trans_b else notrans, trans if trans_a else notrans,
+                    n, m, k, alpha_beta[0:].ctypes, b[b_off:].ctypes, ldb, a[a_off:].ctypes,
+                    lda, alpha_beta[1:].ctypes, c[c_off:].ctypes, ldc)
+        if status != 0:
+            raise RuntimeError("BLAS gemm failed")
+    return impl
+
+
 # ---------------------------------------------------------------- embedding
 
 
@@ -359,114 +400,104 @@ def linear_backward(dout, x, w, dx, dw, db):
 # ---------------------------------------------------------------- attention
 
 
+ATTENTION_BLOCK = 64  # query rows per causal block: keys past the block's last row are skipped
+
+
 def attention_scratch_size(T: int, head_dim: int) -> int:
-    """Elements of scratch `attention_forward`/`attention_backward` need for T positions."""
-    return 7 * T * head_dim + T * T
+    """Elements of scratch `attention_backward` needs for T positions (one (T, T) block)."""
+    return T * T
 
 
 @kernel
-def _gather_head(src, r0, col, T, dh, dst):
-    """dst (T, dh) = src[r0:r0+T, col:col+dh], a contiguous copy of one head's block."""
-    for t in range(T):
-        for c in range(dh):
-            dst[t, c] = src[r0 + t, col + c]
+def _softmax_row(ai, i, sc):
+    """In place on one score row ai (T,): softmax(ai[0:i+1] * sc), zeros after position i."""
+    m = row_max(ai, i + 1)
+    for j in range(i + 1):
+        ai[j] = exp_scalar((ai[j] - m) * sc)
+    inv = cast_like(ai, 1.0 / row_sum(ai, i + 1))
+    for j in range(i + 1):
+        ai[j] = ai[j] * inv
+    for j in range(i + 1, ai.shape[0]):
+        ai[j] = 0.0
 
 
 @kernel
-def _scatter_head(src, dst, r0, col, T, dh):
-    """dst[r0:r0+T, col:col+dh] = src (T, dh)."""
-    for t in range(T):
-        for c in range(dh):
-            dst[r0 + t, col + c] = src[t, c]
-
-
-@kernel
-def _causal_softmax(A, scale):
-    """In place: A (T, T) scores -> softmax(A * scale) over j <= i, zeros above the diagonal."""
-    T = A.shape[0]
-    sc = cast_like(A, scale)
-    for i in range(T):
-        ai = A[i]
-        m = row_max(ai, i + 1)
-        for j in range(i + 1):
-            ai[j] = exp_scalar((ai[j] - m) * sc)
-        inv = cast_like(A, 1.0 / row_sum(ai, i + 1))
-        for j in range(i + 1):
-            ai[j] = ai[j] * inv
-        for j in range(i + 1, T):
-            ai[j] = 0.0
-
-
-@kernel
-def attention_forward(qkv, n_heads, out, att, scratch):
-    """Causal multi-head attention core, per (row, head) with BLAS on contiguous blocks.
+def attention_forward(qkv, n_heads, out, att):
+    """Causal multi-head attention core: BLAS on strided head blocks, causal blocks only.
 
     qkv (R*T, 3d) holds q, k, v in that order; att (R, H, T, T) receives the probabilities
-    (saved for backward); out (R*T, d) the merged heads; scratch as `attention_scratch_size`.
+    (zero above the diagonal, saved for backward); out (R*T, d) the merged heads.
     """
     R, H, T = att.shape[0], att.shape[1], att.shape[2]
     d = qkv.shape[1] // 3
     dh = d // n_heads
-    scale = 1.0 / math.sqrt(dh)
-    blk = T * dh
-    q = scratch[0:blk].reshape((T, dh))
-    k = scratch[blk:2 * blk].reshape((T, dh))
-    v = scratch[2 * blk:3 * blk].reshape((T, dh))
-    o = scratch[3 * blk:4 * blk].reshape((T, dh))
+    sc = cast_like(att, 1.0 / math.sqrt(dh))
+    qf = qkv.reshape(qkv.size)
+    of = out.reshape(out.size)
+    af = att.reshape(att.size)
     for r in range(R):
         for h in range(H):
-            _gather_head(qkv, r * T, h * dh, T, dh, q)
-            _gather_head(qkv, r * T, d + h * dh, T, dh, k)
-            _gather_head(qkv, r * T, 2 * d + h * dh, T, dh, v)
-            A = att[r, h]  # (T, T)
-            np.dot(q, k.T, A)
-            _causal_softmax(A, scale)
-            np.dot(A, v, o)
-            _scatter_head(o, out, r * T, h * dh, T, dh)
+            q0 = r * T * 3 * d + h * dh  # q[r, t, head h] at q0 + t * 3d; k at +d, v at +2d
+            a0 = (r * H + h) * T * T
+            for i0 in range(0, T, ATTENTION_BLOCK):
+                i1 = min(T, i0 + ATTENTION_BLOCK)  # rows i0..i1-1 see keys 0..i1-1 at most
+                # scores S[i0:i1, :i1] = q[i0:i1] @ k[:i1]^T
+                gemm_rm(False, True, i1 - i0, i1, dh, qf, q0 + i0 * 3 * d, 3 * d,
+                        qf, q0 + d, 3 * d, af, a0 + i0 * T, T, False)
+                for i in range(i0, i1):
+                    _softmax_row(att[r, h, i], i, sc)
+                # out[i0:i1, head] = P[i0:i1, :i1] @ v[:i1]
+                gemm_rm(False, False, i1 - i0, dh, i1, af, a0 + i0 * T, T,
+                        qf, q0 + 2 * d, 3 * d, of, (r * T + i0) * d + h * dh, d, False)
 
 
 @kernel
 def attention_backward(dout, qkv, att, n_heads, dqkv, scratch):
     """Differentiates `out = merge(softmax(q k^T * scale, causal) @ v)`: dqkv (R*T, 3d) =.
 
-    dout (R*T, d); qkv and att as saved by `attention_forward`.
+    dout (R*T, d); qkv and att as saved by `attention_forward`; scratch >= T*T elements.
     """
     R, H, T = att.shape[0], att.shape[1], att.shape[2]
     d = qkv.shape[1] // 3
     dh = d // n_heads
-    scale = 1.0 / math.sqrt(dh)
-    blk = T * dh
-    q = scratch[0:blk].reshape((T, dh))
-    k = scratch[blk:2 * blk].reshape((T, dh))
-    v = scratch[2 * blk:3 * blk].reshape((T, dh))
-    dy = scratch[3 * blk:4 * blk].reshape((T, dh))
-    dq = scratch[4 * blk:5 * blk].reshape((T, dh))
-    dk = scratch[5 * blk:6 * blk].reshape((T, dh))
-    dv = scratch[6 * blk:7 * blk].reshape((T, dh))
-    dA = scratch[7 * blk:7 * blk + T * T].reshape((T, T))
-    sc = cast_like(dA, scale)
+    sc = cast_like(att, 1.0 / math.sqrt(dh))
+    qf = qkv.reshape(qkv.size)
+    gf = dqkv.reshape(dqkv.size)
+    yf = dout.reshape(dout.size)
+    af = att.reshape(att.size)
+    dA = scratch[:T * T].reshape((T, T))
+    n_blocks = (T + ATTENTION_BLOCK - 1) // ATTENTION_BLOCK
     for r in range(R):
         for h in range(H):
-            _gather_head(qkv, r * T, h * dh, T, dh, q)
-            _gather_head(qkv, r * T, d + h * dh, T, dh, k)
-            _gather_head(qkv, r * T, 2 * d + h * dh, T, dh, v)
-            _gather_head(dout, r * T, h * dh, T, dh, dy)
-            P = att[r, h]  # (T, T)
-            np.dot(dy, v.T, dA)  # dP       from  o = P @ v
-            np.dot(P.T, dy, dv)  # dv = P^T dy
-            for i in range(T):  # softmax backward: dS = P * (dP - sum_j P dP) * scale
-                pi = P[i]
-                di = dA[i]
-                s = cast_like(dA, row_dot(pi, di, i + 1))
-                for j in range(i + 1):
-                    di[j] = pi[j] * (di[j] - s) * sc
-                for j in range(i + 1, T):
-                    di[j] = 0.0
-            np.dot(dA, k, dq)  # from  S = q @ k^T * scale
-            np.dot(dA.T, q, dk)
-            _scatter_head(dq, dqkv, r * T, h * dh, T, dh)
-            _scatter_head(dk, dqkv, r * T, d + h * dh, T, dh)
-            _scatter_head(dv, dqkv, r * T, 2 * d + h * dh, T, dh)
+            q0 = r * T * 3 * d + h * dh
+            y0 = r * T * d + h * dh
+            a0 = (r * H + h) * T * T
+            # Last block first: it covers every key, so its dk, dv products initialise them
+            # (accumulate=False) and the earlier, shorter blocks add to them.
+            for blk in range(n_blocks - 1, -1, -1):
+                i0 = blk * ATTENTION_BLOCK
+                i1 = min(T, i0 + ATTENTION_BLOCK)
+                first = blk < n_blocks - 1
+                # dP[i0:i1, :i1] = dy[i0:i1] @ v[:i1]^T          from  out = P @ v
+                gemm_rm(False, True, i1 - i0, i1, dh, yf, y0 + i0 * d, d,
+                        qf, q0 + 2 * d, 3 * d, scratch, i0 * T, T, False)
+                # dv[:i1] (+)= P[i0:i1, :i1]^T @ dy[i0:i1]
+                gemm_rm(True, False, i1, dh, i1 - i0, af, a0 + i0 * T, T,
+                        yf, y0 + i0 * d, d, gf, q0 + 2 * d, 3 * d, first)
+                for i in range(i0, i1):  # dS = P * (dP - sum_j P dP) * scale, j <= i
+                    pi = att[r, h, i]
+                    di = dA[i]
+                    s = cast_like(dA, row_dot(pi, di, i + 1))
+                    for j in range(i + 1):
+                        di[j] = pi[j] * (di[j] - s) * sc
+                    for j in range(i + 1, i1):
+                        di[j] = 0.0
+                # dq[i0:i1] = dS[i0:i1, :i1] @ k[:i1]             from  S = q @ k^T * scale
+                gemm_rm(False, False, i1 - i0, dh, i1, scratch, i0 * T, T,
+                        qf, q0 + d, 3 * d, gf, q0 + i0 * 3 * d, 3 * d, False)
+                # dk[:i1] (+)= dS[i0:i1, :i1]^T @ q[i0:i1]
+                gemm_rm(True, False, i1, dh, i1 - i0, scratch, i0 * T, T,
+                        qf, q0 + i0 * 3 * d, 3 * d, gf, q0 + d, 3 * d, first)
 
 
 # ---------------------------------------------------------------- gelu
@@ -686,7 +717,7 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
                                 ln1, mu1, rs1)
             linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
                              _vec(params, poffs, p + B_QKV), qkv)
-            attention_forward(qkv, H, y, att, ascr)
+            attention_forward(qkv, H, y, att)
             linear_forward(y, _mat(params, poffs, p + W_O, d, d),
                              _vec(params, poffs, p + B_O), xmid)
             for i in range(N):  # xmid = x + attn

@@ -42,6 +42,7 @@ class TrainSummary:
     compile_seconds: float  # engine start-up: Numba compilation and thread creation
     peak_rss_bytes: int
     final_loss: float
+    mean_loss: float = float("nan")  # token-weighted over the run: sum(loss*n) / sum(n)
     start_step: int = 0
     end_step: int = 0
     epochs_completed: int = 0
@@ -108,6 +109,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                            final_loss=float("nan"), start_step=start_step, end_step=start_step)
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
+    token_counts: list[int] = []  # each step's non-pad targets: the loss weights
     for s in range(start_step, start_step + steps):
         epoch, gi = divmod(s, per_epoch)
         group = groups.group(gi)
@@ -118,6 +120,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.seconds += dt
         summary.tokens += result.n_targets
         summary.losses.append(result.loss)
+        token_counts.append(result.n_targets)
         summary.final_loss = result.loss
         summary.end_step = s + 1
         rate = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
@@ -132,6 +135,8 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                             extra={"data": corpus.source, "epoch": epoch})
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
+    loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
+    summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
     summary.epochs_completed = summary.end_step // per_epoch
     summary.tokens_per_s = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
     summary.peak_rss_bytes = peak_rss_bytes()

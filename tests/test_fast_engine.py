@@ -209,3 +209,44 @@ def test_flat_layout_round_trip_and_workspace_size():
     floor = ((M.n_layers + 1) * N * M.d_model + M.n_layers * N * (3 * M.d_model + 2 * M.d_ff)
              + M.n_layers * 2 * M.n_heads * M.seq_len ** 2) * 8
     assert floor < ws.nbytes < 4 * floor
+
+
+_BLAS_PROBE = """
+import os, time
+import numpy as np
+from threadpoolctl import threadpool_limits
+from fast.engine import FastModel, batch_forward_backward
+from reference.config import ModelConfig
+from reference.params import init_params
+m = ModelConfig(vocab_size=300, seq_len=64, d_model=256, n_layers=2, n_heads=4, d_ff=1024)
+model = FastModel(m, np.float32, 4)
+flat = model.flatten(init_params(m, 0))
+rng = np.random.default_rng(0)
+tokens, targets = rng.integers(1, 300, (8, 64)), rng.integers(1, 300, (8, 64))
+ws, seg, prog = model.new_workspace(), np.zeros_like(flat), np.zeros(1, np.int64)
+with threadpool_limits(1):  # entered BEFORE the first matrix product of the process
+    batch_forward_backward(model, flat, seg, tokens, targets, ws, prog, 0)
+    proc0, thread0 = os.times(), time.thread_time()
+    for _ in range(6):
+        batch_forward_backward(model, flat, seg, tokens, targets, ws, prog, 0)
+    thread_cpu = time.thread_time() - thread0
+    proc1 = os.times()
+print((proc1.user - proc0.user) + (proc1.system - proc0.system), thread_cpu)
+"""
+
+
+def test_threadpool_limit_covers_the_blas_the_kernels_use():
+    """threadpool_limits(1) entered right after importing the engine must bind Numba's BLAS:
+    the process may burn no more CPU than its one computing thread. (Numba loads scipy's
+    OpenBLAS lazily at the first product; loaded after the limit, it kept a second BLAS thread
+    behind every worker.) A fresh interpreter, so no earlier test has loaded it already."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _BLAS_PROBE], cwd=root, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    proc_cpu, thread_cpu = map(float, done.stdout.split())
+    assert proc_cpu <= 1.25 * thread_cpu + 0.05, (proc_cpu, thread_cpu)

@@ -110,7 +110,7 @@ def case_attention(rng, dt):
     att_ref = cache[3]  # (R,H,T,T) probabilities
     scratch = np.empty(K.attention_scratch_size(T, d // H), dt)
     y, att = np.empty((N, d), dt), np.empty((R, H, T, T), dt)
-    K.attention_forward(qkv, H, y, att, scratch)
+    K.attention_forward(qkv, H, y, att)
     dqkv = np.empty((N, 3 * d), dt)
     K.attention_backward(dout, qkv, att, H, dqkv, scratch)
     return {"y": (y, y_ref.reshape(N, d)), "att": (att, att_ref),
@@ -224,3 +224,25 @@ def test_float32_softmax_exp_is_accurate_over_a_wide_range():
     assert np.max(np.abs(probs[0][big] - want[big]) / want[big]) < 1e-6
     assert n == 1
     assert abs(loss - (np.log(e.sum()) - (z[1] - z.max()))) <= 1e-5 * abs(loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_attention_with_several_causal_blocks(dtype):
+    """T spans 2 full query blocks and a partial one, so the skipped key ranges and the
+    accumulated dk, dv of earlier blocks are exercised."""
+    rows, heads, width = 2, 2, 8
+    length = 2 * K.ATTENTION_BLOCK + 5
+    n = rows * length
+    rng = np.random.default_rng(5)
+    qkv, qkv64 = as_dtype(rng, (n, 3 * width), dtype, scale=1.5)
+    dout, dout64 = as_dtype(rng, (n, width), dtype)
+    y_ref, cache = ref.attention_forward(qkv64.reshape(rows, length, 3 * width), heads)
+    dqkv_ref = ref.attention_backward(dout64.reshape(rows, length, width), cache)
+    y, att = np.empty((n, width), dtype), np.full((rows, heads, length, length), np.nan, dtype)
+    K.attention_forward(qkv, heads, y, att)
+    dqkv = np.full((n, 3 * width), np.nan, dtype)
+    K.attention_backward(dout, qkv, att, heads, dqkv,
+                         np.full(K.attention_scratch_size(length, width // heads), np.nan, dtype))
+    for got, want in ((y, y_ref.reshape(n, width)), (att, cache[3]),
+                      (dqkv, dqkv_ref.reshape(n, 3 * width))):
+        assert rel_err(got, want) <= TOL[dtype]
