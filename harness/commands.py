@@ -11,7 +11,8 @@ from pathlib import Path
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine
 from harness.export import check_writable, write_grads_npz
-from harness.train import load_resume, run_training, write_text_atomic
+from harness.train import load_resume, run_training
+from reference.atomic import atomic_write_text
 from reference.config import Config, preset
 from reference.errors import InputError
 
@@ -83,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"final loss {summary.final_loss:.4f}, peak RSS {summary.peak_rss_bytes / 2**20:.0f} MiB",
           flush=True)
     if args.json is not None:
-        write_text_atomic(args.json, summary.to_json())
+        atomic_write_text(args.json, summary.to_json())
     return 0
 
 

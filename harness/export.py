@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from reference.atomic import atomic_write
 from reference.config import Config
 from reference.engine import StepResult
 from reference.errors import InputError
@@ -37,13 +37,4 @@ def write_grads_npz(path: Path, cfg: Config, tokens: np.ndarray, targets: np.nda
     for spec in param_specs(cfg.model):
         arrays[f"param/{spec.name}"] = np.asarray(params[spec.name])
         arrays[f"grad/{spec.name}"] = np.asarray(result.grads[spec.name], dtype=np.float64)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))

@@ -7,16 +7,14 @@ checkpoint holds parameters, both Adam moments and s, so `--resume` continues bi
 from __future__ import annotations
 
 import json
-import os
-import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.corpus import Corpus
+from harness.profiling import peak_rss_bytes
 from reference.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -26,11 +24,6 @@ from reference.checkpoint import (
 from reference.config import Config
 from reference.engine import Engine
 from reference.errors import InputError
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
@@ -51,18 +44,6 @@ class TrainSummary:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temp file and rename, so no reader sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_resume(path: str | Path) -> Path:
@@ -139,5 +120,5 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
     summary.epochs_completed = summary.end_step // per_epoch
     summary.tokens_per_s = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
-    summary.peak_rss_bytes = peak_rss_bytes()
+    summary.peak_rss_bytes = peak_rss_bytes() or 0
     return summary

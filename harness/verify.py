@@ -23,7 +23,7 @@ import numpy as np
 from harness.corpus import load_corpus
 from harness.engines import make_engine
 from harness.export import check_writable
-from harness.train import write_text_atomic
+from reference.atomic import atomic_write_text
 from reference.config import PRESETS, Config, preset
 from reference.engine import ReferenceEngine
 from reference.errors import InputError
@@ -273,9 +273,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         faults=parse_faults(args.inject),
                         out=lambda line: print(line, flush=True))
     if args.json is not None:
-        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2))
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     if args.markdown is not None:
-        write_text_atomic(args.markdown, markdown_summary(report))
+        atomic_write_text(args.markdown, markdown_summary(report))
     if report.failures:
         print(f"verify: FAIL: {len(report.failures)} gate(s) failed:", file=sys.stderr)
         for f in report.failures:

@@ -8,20 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
+from support import run_cli
 
 from harness.cli import main
 from harness.report import SECTIONS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +63,7 @@ def test_report_numbers_come_from_results_json(quick_report: Path):
 
 def test_injected_fault_marks_fail_and_exits_nonzero(tmp_path, capsys):
     out = tmp_path / "faulty"
-    code, stdout, _ = run(["analyze", "--quick", "--threads", "2", "--out", str(out),
+    code, stdout, _ = run_cli(["analyze", "--quick", "--threads", "2", "--out", str(out),
                            "--inject", "raise:target=worker=1,step=1"], capsys)
     assert code == 4
     results = json.loads((out / "results.json").read_text())
@@ -93,7 +85,7 @@ def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys):
             out = target / "report"
         else:
             out = locked / "report"
-        code, _, err = run(["analyze", "--quick", "--out", str(out)], capsys)
+        code, _, err = run_cli(["analyze", "--quick", "--out", str(out)], capsys)
     finally:
         os.chmod(locked, 0o700)
     assert code == 2 and "spheres: error:" in err and "--out" in err
@@ -103,7 +95,7 @@ def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys):
 
 def test_bad_data_exits_2_and_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "report"
-    code, _, err = run(["analyze", "--quick", "--data", str(tmp_path / "missing.txt"),
+    code, _, err = run_cli(["analyze", "--quick", "--data", str(tmp_path / "missing.txt"),
                         "--out", str(out)], capsys)
     assert code == 2 and "missing.txt" in err
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))

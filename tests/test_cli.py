@@ -8,22 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_cli
 
-from harness.cli import main, parse_threads
+from harness.cli import parse_threads
 from reference.config import preset
 from reference.errors import InputError
 from reference.model import group_loss_and_grads
 from reference.params import param_specs
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """main(argv) in-process; argparse usage errors count as exit 2 like the real command."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_line(err: str) -> str:
@@ -56,7 +47,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_data_exits_2_with_one_line(case, bad_inputs, capsys, tmp_path):
     path, needle = bad_inputs[case]
     out = tmp_path / "g.npz"
-    code, _, err = run(["grads", "--data", str(path), "--out", str(out)], capsys)
+    code, _, err = run_cli(["grads", "--data", str(path), "--out", str(out)], capsys)
     assert code == 2
     assert needle in error_line(err)
     assert not out.exists(), "nothing may be written on bad input"
@@ -72,13 +63,13 @@ def test_bad_data_exits_2_with_one_line(case, bad_inputs, capsys, tmp_path):
     (["train", "--engine", "fast", "--inject", "explode:target=worker=0,step=1"], "explode"),
 ])
 def test_bad_usage_exits_2(argv, needle, capsys):
-    code, _, err = run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2
     assert needle in err
 
 
 def test_unwritable_output_exits_2(capsys, tmp_path):
-    code, _, err = run(["grads", "--out", str(tmp_path / "no" / "such" / "g.npz")], capsys)
+    code, _, err = run_cli(["grads", "--out", str(tmp_path / "no" / "such" / "g.npz")], capsys)
     assert code == 2 and "does not exist" in error_line(err)
 
 
@@ -93,7 +84,7 @@ def test_parse_threads_ranges_and_lists():
 
 def test_grads_npz_matches_reference_model(capsys, tmp_path):
     out = tmp_path / "ref.npz"
-    code, stdout, _ = run(["grads", "--engine", "reference", "--seed", "3", "--out", str(out)],
+    code, stdout, _ = run_cli(["grads", "--engine", "reference", "--seed", "3", "--out", str(out)],
                           capsys)
     assert code == 0 and "loss" in stdout
     z = np.load(out)
@@ -113,8 +104,8 @@ def test_grads_npz_matches_reference_model(capsys, tmp_path):
 
 def test_grads_fast_engine_agrees_with_reference(capsys, tmp_path, no_thread_leak):
     ref, fast = tmp_path / "ref.npz", tmp_path / "fast.npz"
-    assert run(["grads", "--engine", "reference", "--out", str(ref)], capsys)[0] == 0
-    assert run(["grads", "--engine", "fast", "--threads", "3", "--dtype", "float64", "--out",
+    assert run_cli(["grads", "--engine", "reference", "--out", str(ref)], capsys)[0] == 0
+    assert run_cli(["grads", "--engine", "fast", "--threads", "3", "--dtype", "float64", "--out",
                 str(fast)], capsys)[0] == 0
     a, b = np.load(ref), np.load(fast)
     assert np.array_equal(a["tokens"], b["tokens"])
@@ -134,10 +125,10 @@ def test_resume_is_bitwise(capsys, tmp_path, no_thread_leak):
     common = ["train", "--engine", "fast", "--threads", "2", "--preset", "tiny"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     summary = tmp_path / "summary.json"
-    assert run(common + ["--steps", "4", "--checkpoint-dir", str(straight), "--json",
+    assert run_cli(common + ["--steps", "4", "--checkpoint-dir", str(straight), "--json",
                          str(summary)], capsys)[0] == 0
-    assert run(common + ["--steps", "2", "--checkpoint-dir", str(split)], capsys)[0] == 0
-    code, _, err = run(common + ["--steps", "2", "--resume", str(split), "--checkpoint-dir",
+    assert run_cli(common + ["--steps", "2", "--checkpoint-dir", str(split)], capsys)[0] == 0
+    code, _, err = run_cli(common + ["--steps", "2", "--resume", str(split), "--checkpoint-dir",
                                  str(split)], capsys)
     assert code == 0, err
     a, b = _final_params(straight), _final_params(split)
@@ -151,6 +142,6 @@ def test_resume_is_bitwise(capsys, tmp_path, no_thread_leak):
 
 
 def test_train_progress_is_printed_per_step(capsys, tmp_path, no_thread_leak):
-    code, _, err = run(["train", "--engine", "fast", "--threads", "2", "--steps", "3"], capsys)
+    code, _, err = run_cli(["train", "--engine", "fast", "--threads", "2", "--steps", "3"], capsys)
     assert code == 0
     assert sum("[step " in ln and "tok/s" in ln for ln in err.splitlines()) == 3

@@ -13,7 +13,6 @@ and when it started and ended.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import digest, rel
 
 import fast.trainer
 import fast.workers
@@ -73,19 +73,6 @@ def _groups(cfg, full_batches: int, tail_targets: int = 0, seed: int = 0) -> Bat
     b, s = cfg.train.batch_size, cfg.model.seq_len
     n = full_batches * b * s + tail_targets + 1
     return BatchGroups(_stream(n, seed), b, s, cfg.train.group_size)
-
-
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return h.hexdigest()
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    scale = float(np.linalg.norm(b))
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b)) / (scale or 1.0)
 
 
 def _definition(params: dict, tokens: np.ndarray, targets: np.ndarray
@@ -264,7 +251,7 @@ def test_08_2_workers_own_their_activation_buffers(monkeypatch, no_thread_leak):
     assert first.n_targets == n
     for name, value in want.items():
         assert np.all(np.isfinite(first.grads[name])), name
-        assert _rel(first.grads[name], value) <= 1e-10, name
+        assert rel(first.grads[name], value) <= 1e-10, name
 
     # broken: every worker gets the same Workspace (patched after warm-up, so only the
     # trainer's model is affected). The race usually corrupts the numbers (NaN on `small`), but
@@ -524,7 +511,7 @@ def assert_short_group_is_the_token_weighted_mean(full: Group, short: Group) -> 
     assert r.n_targets == n == np.count_nonzero(short.targets), (r.n_targets, n)
     assert abs(r.loss - loss_sum / n) <= 1e-12 * loss_sum / n, (r.loss, loss_sum / n)
     for name, value in grads.items():
-        assert _rel(r.grads[name], value) <= 1e-10, f"{name} is not the group's mean gradient"
+        assert rel(r.grads[name], value) <= 1e-10, f"{name} is not the group's mean gradient"
     return (r_full.loss, r_full.n_targets), (r.loss, r.n_targets)
 
 
@@ -591,7 +578,7 @@ def assert_blind_past_the_end(compute) -> None:
             f"T={cols}: the result depends on memory past the end of the batch"
         want_loss, want_n, want = batch_loss_and_grads(params, CFG.model, tokens, targets)
         assert n == want_n and abs(loss - want_loss) <= 1e-12 * want_loss
-        assert _rel(grad, model.flatten(want)) <= 1e-10
+        assert rel(grad, model.flatten(want)) <= 1e-10
 
 
 def _compute_with_poisoned_workspace(tokens, targets):
@@ -781,7 +768,7 @@ def test_08_10_more_threads_than_batches_is_valid_and_bitwise_equal(monkeypatch,
     for threads in (1, 63):
         with FastTrainer(cfg, threads) as tr:
             results = [tr.step(grp.tokens, grp.targets) for grp in groups]
-            runs[threads] = ([(r.loss, r.grad_norm) for r in results], _digest(tr.state().params))
+            runs[threads] = ([(r.loss, r.grad_norm) for r in results], digest(tr.state().params))
             if threads == 63:
                 assert [r.stats["batch_worker"] for r in results] == [[0, 1, 2, 3, 4], [0, 1]]
     assert runs[63] == runs[1]
@@ -952,7 +939,7 @@ def late_worker_run(monkeypatch, trainer_cls=FastTrainer, faults=None):
             tr.step(g.tokens, g.targets)
             windows.append((max(c.end for c in rec.calls[calls:]),
                             min(rec.reduce_starts[reduces:])))
-        return windows, _digest(tr.state().params)
+        return windows, digest(tr.state().params)
 
 
 def assert_late_worker_harmless(windows, digest: str, clean_digest: str) -> None:

@@ -6,12 +6,12 @@ optimiser trajectory; thread-count independence is checked bitwise by hashing by
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
 import numpy as np
 import pytest
+from support import digest, rel
 
 from fast.trainer import FastTrainer
 from fast.update import adamw_chunk, decay_mask, step_scalars
@@ -37,19 +37,6 @@ def _groups(cfg, n_batches_full: int, tail_tokens: int, seed: int = 0) -> BatchG
     return BatchGroups(_stream(n, seed), cfg.train.batch_size, S, cfg.train.group_size)
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return h.hexdigest()
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    scale = np.linalg.norm(b)
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / (scale if scale > 0 else 1.0))
-
-
 # -- bitwise thread-count independence ---------------------------------------------------------
 
 THREAD_COUNTS = [1, 2, 3, 5, 7, 11, 12, 13, 24, 63]
@@ -68,8 +55,8 @@ def test_every_thread_count_gives_identical_bits(no_thread_leak):
             s0 = tr.step(g0.tokens, g0.targets)
             s1 = tr.step(g1.tokens, g1.targets)
             st = tr.state()
-            digests[T] = (_digest(r.grads), r.loss, r.grad_norm, s0.loss, s1.loss,
-                          s1.grad_norm, _digest(st.params), _digest(st.adam_v))
+            digests[T] = (digest(r.grads), r.loss, r.grad_norm, s0.loss, s1.loss,
+                          s1.grad_norm, digest(st.params), digest(st.adam_v))
             stats = tr.stats()
             per_worker = [w["batches"] for w in stats["workers"]]
             assert sum(per_worker) == 2 * 26 + 14  # group_grads + two steps
@@ -86,7 +73,7 @@ def test_float64_bits_match_across_thread_counts(no_thread_leak):
     for T in (1, 4, 13):
         with FastTrainer(CFG, T, dtype=np.float64, chunk_size=SMALL_CHUNK) as tr:
             tr.step(g.tokens, g.targets)
-            seen.add(_digest(tr.state().params))
+            seen.add(digest(tr.state().params))
     assert len(seen) == 1
 
 
@@ -104,7 +91,7 @@ def test_gradients_and_loss_match_the_reference(dtype, grad_tol, no_thread_leak)
     for spec in param_specs(CFG.model):
         assert r.grads[spec.name].dtype == np.float64
         assert r.grads[spec.name].shape == spec.shape
-        err = _rel(r.grads[spec.name], ref.grads[spec.name])
+        err = rel(r.grads[spec.name], ref.grads[spec.name])
         assert err <= grad_tol, f"{spec.name}: relative L2 error {err:.2e}"
 
 
@@ -119,11 +106,11 @@ def test_short_padded_last_group_matches_reference_without_stale_gradients(no_th
         after_full = tr.group_grads(short.tokens, short.targets)
     with FastTrainer(CFG, 5, dtype=np.float64) as fresh:
         alone = fresh.group_grads(short.tokens, short.targets)
-    assert _digest(after_full.grads) == _digest(alone.grads)
+    assert digest(after_full.grads) == digest(alone.grads)
     assert after_full.n_targets == ref.n_targets  # the denominator counts only real targets
     assert abs(after_full.loss - ref.loss) <= 1e-12 * ref.loss
     for name, value in ref.grads.items():
-        assert _rel(after_full.grads[name], value) <= 1e-10, name
+        assert rel(after_full.grads[name], value) <= 1e-10, name
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
@@ -139,7 +126,7 @@ def test_five_steps_follow_the_reference_trajectory(dtype, tol, no_thread_leak):
     assert state.step == ref.state().step == 5
     for name, value in ref.state().params.items():
         assert state.params[name].dtype == dtype
-        err = _rel(state.params[name], value)
+        err = rel(state.params[name], value)
         assert err <= tol, f"{name}: relative L2 error {err:.2e} after 5 steps"
 
 
@@ -175,11 +162,11 @@ def test_more_threads_than_batches(no_thread_leak):
     cfg = CFG.replace(group_size=5)
     g = _groups(cfg, 5, 0).group(0)
     with FastTrainer(cfg, 1) as one:
-        expected = _digest(one.group_grads(g.tokens, g.targets).grads)
+        expected = digest(one.group_grads(g.tokens, g.targets).grads)
     with FastTrainer(cfg, 63) as tr:
         r = tr.group_grads(g.tokens, g.targets)
         stats = tr.stats()
-    assert _digest(r.grads) == expected
+    assert digest(r.grads) == expected
     per_worker = [w["batches"] for w in stats["workers"]]
     assert per_worker == [1] * 5 + [0] * 58
     assert stats["node_zero"]["batches"] == 0
@@ -236,11 +223,11 @@ def test_state_round_trip_continues_bitwise(no_thread_leak):
         a.step(g0.tokens, g0.targets)
         saved = a.state()
         a.step(g1.tokens, g1.targets)
-        expected = _digest(a.state().params)
+        expected = digest(a.state().params)
     with FastTrainer(CFG, 5) as b:
         b.load_state(saved)
         b.step(g1.tokens, g1.targets)
-        assert _digest(b.state().params) == expected and b.state().step == 2
+        assert digest(b.state().params) == expected and b.state().step == 2
 
 
 def test_bad_groups_raise_input_errors_and_leave_the_trainer_usable(no_thread_leak):
