@@ -664,6 +664,28 @@ def _reg1(buf, woffs, region, layer, per_layer, n):
 
 
 @kernel
+def _layer_cache(buf, woffs, layer, micro, R, T, S, d, f, H):
+    """One layer's activations in the workspace, for R rows of T tokens (forward and backward
+    read the same views): x, ln1 (+ mean, rstd), qkv, att (R,H,T,T), y, xmid, ln2 (+ mean,
+    rstd), u (pre-GELU) and g (post-GELU)."""
+    Nmax, N = micro * S, R * T  # slots are sized for full micro-batches of S tokens
+    att_a = woffs[R_ATT] + layer * micro * H * S * S
+    return (_reg(buf, woffs, R_X, layer, Nmax * d, N, d),
+            _reg(buf, woffs, R_LN1, layer, Nmax * d, N, d),
+            _reg1(buf, woffs, R_LN1_MEAN, layer, Nmax, N),
+            _reg1(buf, woffs, R_LN1_RSTD, layer, Nmax, N),
+            _reg(buf, woffs, R_QKV, layer, Nmax * 3 * d, N, 3 * d),
+            buf[att_a:att_a + R * H * T * T].reshape((R, H, T, T)),
+            _reg(buf, woffs, R_Y, layer, Nmax * d, N, d),
+            _reg(buf, woffs, R_XMID, layer, Nmax * d, N, d),
+            _reg(buf, woffs, R_LN2, layer, Nmax * d, N, d),
+            _reg1(buf, woffs, R_LN2_MEAN, layer, Nmax, N),
+            _reg1(buf, woffs, R_LN2_RSTD, layer, Nmax, N),
+            _reg(buf, woffs, R_U, layer, Nmax * f, N, f),
+            _reg(buf, woffs, R_G, layer, Nmax * f, N, f))
+
+
+@kernel
 def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot):
     """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
 
@@ -697,20 +719,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         progress[slot] += 1
         for layer in range(L):
             p = _FIRST_LAYER + _PER_LAYER * layer
-            x = _reg(buf, woffs, R_X, layer, Nmax * d, N, d)
-            ln1 = _reg(buf, woffs, R_LN1, layer, Nmax * d, N, d)
-            mu1 = _reg1(buf, woffs, R_LN1_MEAN, layer, Nmax, N)
-            rs1 = _reg1(buf, woffs, R_LN1_RSTD, layer, Nmax, N)
-            qkv = _reg(buf, woffs, R_QKV, layer, Nmax * 3 * d, N, 3 * d)
-            att_a = woffs[R_ATT] + layer * micro * H * S * S
-            att = buf[att_a:att_a + R * H * T * T].reshape((R, H, T, T))
-            y = _reg(buf, woffs, R_Y, layer, Nmax * d, N, d)
-            xmid = _reg(buf, woffs, R_XMID, layer, Nmax * d, N, d)
-            ln2 = _reg(buf, woffs, R_LN2, layer, Nmax * d, N, d)
-            mu2 = _reg1(buf, woffs, R_LN2_MEAN, layer, Nmax, N)
-            rs2 = _reg1(buf, woffs, R_LN2_RSTD, layer, Nmax, N)
-            u = _reg(buf, woffs, R_U, layer, Nmax * f, N, f)
-            g = _reg(buf, woffs, R_G, layer, Nmax * f, N, f)
+            x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
+                buf, woffs, layer, micro, R, T, S, d, f, H)
             xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
 
             layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
@@ -757,20 +767,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         progress[slot] += 1
         for layer in range(L - 1, -1, -1):
             p = _FIRST_LAYER + _PER_LAYER * layer
-            x = _reg(buf, woffs, R_X, layer, Nmax * d, N, d)
-            ln1 = _reg(buf, woffs, R_LN1, layer, Nmax * d, N, d)
-            mu1 = _reg1(buf, woffs, R_LN1_MEAN, layer, Nmax, N)
-            rs1 = _reg1(buf, woffs, R_LN1_RSTD, layer, Nmax, N)
-            qkv = _reg(buf, woffs, R_QKV, layer, Nmax * 3 * d, N, 3 * d)
-            att_a = woffs[R_ATT] + layer * micro * H * S * S
-            att = buf[att_a:att_a + R * H * T * T].reshape((R, H, T, T))
-            y = _reg(buf, woffs, R_Y, layer, Nmax * d, N, d)
-            xmid = _reg(buf, woffs, R_XMID, layer, Nmax * d, N, d)
-            ln2 = _reg(buf, woffs, R_LN2, layer, Nmax * d, N, d)
-            mu2 = _reg1(buf, woffs, R_LN2_MEAN, layer, Nmax, N)
-            rs2 = _reg1(buf, woffs, R_LN2_RSTD, layer, Nmax, N)
-            u = _reg(buf, woffs, R_U, layer, Nmax * f, N, f)
-            g = _reg(buf, woffs, R_G, layer, Nmax * f, N, f)
+            x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
+                buf, woffs, layer, micro, R, T, S, d, f, H)
             # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
             linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
                               _mat(grads, poffs, p + W_PROJ, f, d),
