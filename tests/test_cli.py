@@ -145,3 +145,31 @@ def test_train_progress_is_printed_per_step(capsys, tmp_path, no_thread_leak):
     code, _, err = run_cli(["train", "--engine", "fast", "--threads", "2", "--steps", "3"], capsys)
     assert code == 0
     assert sum("[step " in ln and "tok/s" in ln for ln in err.splitlines()) == 3
+
+
+def test_verify_full_tiny_sweep_passes_and_writes_json_and_markdown(capsys, tmp_path,
+                                                                    no_thread_leak):
+    js, md = tmp_path / "v.json", tmp_path / "v.md"
+    code, out, _ = run_cli(["verify", "--presets", "tiny", "--threads", "1-63", "--json",
+                            str(js), "--markdown", str(md)], capsys)
+    assert code == 0, out
+    report = json.loads(js.read_text())
+    assert report["passed"] and len(report["records"]) == 2 * 63
+    assert {r["threads"] for r in report["records"]} == set(range(1, 64))
+    assert len({r["grad_hash"] for r in report["records"] if r["dtype"] == "float32"}) == 1
+    assert "| tiny | float32 | 63 |" in md.read_text()
+    assert sum(ln.startswith("tiny ") for ln in out.splitlines()) == 126  # a row per run
+
+
+def test_verify_exits_1_naming_check_preset_dtype_threads_and_tensor(capsys, monkeypatch,
+                                                                     no_thread_leak):
+    import harness.verify as verify
+
+    # a gate that cannot be met (float32 gradients equal to float64 ones to 1e-12) must fail
+    monkeypatch.setitem(verify.GRAD_TOL, "float32", 1e-12)
+    code, _, err = run_cli(["verify", "--presets", "tiny", "--threads", "1,3",
+                            "--dtypes", "float32"], capsys)
+    assert code == 1
+    line = next(ln for ln in err.splitlines() if "grad-equivalence" in ln)
+    assert "preset tiny" in line and "float32" in line and "T=1" in line
+    assert "worst tensor" in line
