@@ -173,6 +173,17 @@ def known_issues(r: dict[str, Any]) -> list[str]:
         share = (nz.get("reduce_seconds", 0) + nz.get("update_seconds", 0)) / tr["seconds"]
         if share > 0.1:
             issues.append(f"Node Zero's reduce + update take {share:.0%} of training time")
+    workers = r["threads"].get("workers", [])
+    if tr["seconds"] > 0 and workers:
+        late = max(workers, key=lambda w: w["wait_a_seconds"])
+        share = late["wait_a_seconds"] / tr["seconds"]
+        counts = [w["batches"] for w in workers]
+        if share > 0.01:
+            issues.append(f"load imbalance: {late['name']} waited {late['wait_a_seconds']:.1f} s "
+                          f"at Point A ({share:.1%} of training time); workers ran "
+                          f"{min(counts)} to {max(counts)} batches over {tr['steps']} steps, "
+                          f"as G={r['data']['group_size']} does not split evenly over "
+                          f"T={len(workers)}")
     mr = r["memory"].get("memray") or {}
     if mr.get("top"):
         t = mr["top"][0]

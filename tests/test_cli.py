@@ -173,3 +173,46 @@ def test_verify_exits_1_naming_check_preset_dtype_threads_and_tensor(capsys, mon
     line = next(ln for ln in err.splitlines() if "grad-equivalence" in ln)
     assert "preset tiny" in line and "float32" in line and "T=1" in line
     assert "worst tensor" in line
+
+
+def _spheres(args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:
+    """The real command in its own process (the stall path ends it with os._exit)."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, timeout=timeout,
+                          capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+
+
+def test_hang_ends_the_process_with_exit_3_and_a_diagnosis(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    code, out, seconds = _spheres(
+        ["train", "--threads", "2", "--steps", "3", "--stall-timeout", "2", "--checkpoint-dir",
+         str(ckpt), "--inject", "hang:target=worker=1,step=1"], tmp_path, timeout=120)
+    assert code == 3, out
+    assert "ks-worker-1" in out and "STALL" in out
+    diagnosis = json.loads(next(ckpt.glob("stall-*.json")).read_text())
+    assert any(t["name"] == "ks-worker-1" for t in diagnosis["stuck"])
+    assert "ks-worker-1" in json.dumps(diagnosis["stacks"])
+    assert seconds < 60  # start-up + 1 step + stall timeout + a few seconds, never a hang
+
+
+@pytest.mark.parametrize("inject, needle", [
+    ("raise:target=worker=0,step=1", "ks-worker-0"),
+    ("nan:target=worker=1,step=0", "non-finite gradient"),
+])
+def test_faults_exit_4_naming_the_culprit(tmp_path, inject, needle):
+    code, out, _ = _spheres(["train", "--threads", "2", "--steps", "3", "--inject", inject],
+                            tmp_path, timeout=120)
+    assert code == 4, out
+    assert needle in out and "step" in out
+
+
+def test_unfired_fault_is_a_warning(capsys, no_thread_leak):
+    code, _, err = run_cli(["train", "--threads", "2", "--steps", "1", "--inject",
+                            "raise:target=worker=0,step=5"], capsys)
+    assert code == 0
+    assert "never fired" in err and "step=5" in err
