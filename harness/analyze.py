@@ -341,6 +341,10 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
         plots.plot_thread_cpu(cpu, out_dir / "cpu_per_thread.png",
                               wall_seconds=perf["wall_seconds"])
         paths["cpu_per_thread"] = "cpu_per_thread.png"
+    if perf["utilisation"]:
+        plots.plot_utilisation(perf["utilisation_times"], perf["utilisation"],
+                               out_dir / "cpu_over_time.png")
+        paths["cpu_over_time"] = "cpu_over_time.png"
     mem = results["memory"]
     if mem["rss_times"]:
         plots.plot_memory(mem["rss_times"], mem["rss_bytes"], out_dir / "memory.png",
@@ -393,7 +397,9 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
                                                    cores) if training["seconds"] else 0.0,
                         "sampled_thread_cpu_seconds": sampler["thread_cpu_seconds"],
                         "sampled_cpu_use": sampler["cpu_use"],
-                        "sampled_wall_seconds": sampler["wall_seconds"]},
+                        "sampled_wall_seconds": sampler["wall_seconds"],
+                        "utilisation_times": [t for t, _ in sampler["utilisation"]],
+                        "utilisation": [u for _, u in sampler["utilisation"]]},
         "memory": {"peak_rss_bytes": sampler["peak_rss_bytes"],
                    "samples": len(sampler["rss_bytes"]), "rss_times": sampler["rss_times"],
                    "rss_bytes": sampler["rss_bytes"], "memray": memray,

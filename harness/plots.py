@@ -108,6 +108,21 @@ def plot_memory(times: Sequence[float], rss_bytes: Sequence[float], out_path: st
     return _save(fig, out_path)
 
 
+def plot_utilisation(times: Sequence[float], cpu_use: Sequence[float],
+                     out_path: str | Path) -> Path:
+    """CPU use over time as a share of all cores (CPU seconds / wall seconds / cores)."""
+    xs, ys = _check_pair("times", times, "cpu_use", cpu_use)
+    fig, ax = _new_figure()
+    ax.plot(xs, [100.0 * y for y in ys], "-", label="all threads")
+    ax.axhline(100.0, color="grey", linestyle=":", label="every core busy")
+    ax.set_ylim(0, 110)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("CPU use (% of all cores)")
+    ax.set_title("CPU use over time")
+    ax.legend()
+    return _save(fig, out_path)
+
+
 def plot_equivalence(threads: Sequence[int], errors: Sequence[float], out_path: str | Path,
                      tolerance: float, label: str = "max relative error") -> Path:
     """Equivalence error against threads on a log scale, with the tolerance line.

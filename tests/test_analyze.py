@@ -34,8 +34,8 @@ def test_report_has_every_section(quick_report: Path):
 def test_plots_are_valid_pngs(quick_report: Path):
     results = json.loads((quick_report / "results.json").read_text())
     names = set(results["plots"].values())
-    assert {"loss.png", "throughput.png", "cpu_per_thread.png", "memory.png",
-            "equivalence.png"} <= names
+    assert {"loss.png", "throughput.png", "cpu_per_thread.png", "cpu_over_time.png",
+            "memory.png", "equivalence.png"} <= names
     for name in names:
         data = (quick_report / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name

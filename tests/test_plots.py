@@ -65,3 +65,12 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(out)
     assert not out.exists()
+
+
+def test_utilisation_plot_is_a_png_and_rejects_bad_input(tmp_path):
+    from harness.plots import plot_utilisation
+
+    out = plot_utilisation([0.0, 0.5, 1.0], [0.2, 0.9, 1.0], tmp_path / "u.png")
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="cpu_use"):
+        plot_utilisation([0.0, 1.0], [0.5], tmp_path / "bad.png")
