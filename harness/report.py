@@ -119,8 +119,9 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
                   f"{perf['cpu_seconds']:.1f} / {perf['wall_seconds']:.1f} / {perf['cores']} = "
                   f"{perf['cpu_utilisation']:.1%}.", ""]
         lines += _image(r, "throughput", "throughput against threads")
-        lines += [f"Sampled with psutil over the whole run (start-up, training, sweeps): "
-                  f"{perf['sampled_cpu_use']:.1%} of all cores on average.", ""]
+        lines += [f"Sampled with psutil over the training phase (thread start-up included): "
+                  f"{perf['sampled_cpu_use']:.1%} of all cores on average over "
+                  f"{perf['sampled_wall_seconds']:.1f} s.", ""]
         lines += _image(r, "cpu_over_time", "CPU use over time")
         fg = r.get("profiles", {}).get("flamegraph")
         lines += [f"py-spy flame graph of the training phase: [{fg}]({fg})" if fg else
