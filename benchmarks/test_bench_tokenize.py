@@ -7,41 +7,19 @@ here; this file measures and records, it asserts nothing about time.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
+import psutil
 import pytest
 
+from harness.profiling import peak_rss_bytes, release_free_memory, reset_peak_rss
 from reference.data import SEED_CORPUS_TOKENS, Vocab, encode_documents, synthetic_corpus
 
 VOCAB_CAP = 788  # the seed preset's vocabulary
 TARGET_SECONDS = 10.0
 TARGET_PEAK_MB = 500.0
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_kb(field: str) -> int:
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _release_free_heap() -> None:
-    """Return freed heap pages to the OS, so the RSS baseline holds no reusable free memory
-    (else the corpus generator's freed ~300 MB would absorb the work's allocations unseen)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
 
 def _measure_peak(fn: Callable[[], object]) -> tuple[object, float, str]:
     """(result, peak bytes above the starting RSS, method).
@@ -50,19 +28,17 @@ def _measure_peak(fn: Callable[[], object]) -> tuple[object, float, str]:
     which costs nothing during the run (it agrees with tracemalloc's peak within a few MB).
     Elsewhere: tracemalloc (Python allocations only, and ~5x slower).
     """
-    try:
-        _release_free_heap()
-        _CLEAR_REFS.write_text("5")
-        base = _status_kb("VmRSS")
+    release_free_memory()  # else freed corpus-generator memory would absorb the work unseen
+    if reset_peak_rss():
+        base = psutil.Process().memory_info().rss
         result = fn()
-        return result, (_status_kb("VmHWM") - base) * 1024.0, "rss-hwm"
-    except OSError:
-        tracemalloc.start()
-        try:
-            result = fn()
-            return result, float(tracemalloc.get_traced_memory()[1]), "tracemalloc"
-        finally:
-            tracemalloc.stop()
+        return result, float(peak_rss_bytes() - base), "rss-hwm"
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, float(tracemalloc.get_traced_memory()[1]), "tracemalloc"
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import numpy as np
 from harness import plots
 from harness.checks import build_checks, known_issues, recommendations
 from harness.corpus import load_corpus, one_group_tokens
-from harness.engines import default_threads, make_engine
+from harness.engines import default_threads, make_engine, unfired_faults
 from harness.profiling import (
     ThreadCpuSampler,
     cpu_use,
@@ -40,7 +40,7 @@ from harness.profiling import (
     reset_peak_rss,
 )
 from harness.report import render
-from harness.threadstats import thread_stats
+from harness.threadstats import live_ks_threads, thread_stats
 from harness.verify import run_verify
 from reference.batches import n_batches
 from reference.config import Config, preset
@@ -170,7 +170,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     sampler = ThreadCpuSampler(interval=0.1 if plan.quick else 0.25)
     flame: dict[str, Any] = {}
     flame_thread = None
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = live_ks_threads()
     sampler.start()
     t0 = time.perf_counter()
     engine = None
@@ -201,8 +201,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
                 flame_thread.start()
         info["stats"] = thread_stats(engine)
         info["cpu_seconds"] = _engine_cpu(engine) - cpu_before
-        unfired = getattr(engine, "unfired_faults", None)
-        info["unfired_faults"] = [str(f) for f in (unfired() if callable(unfired) else [])]
+        info["unfired_faults"] = unfired_faults(engine)
     except SpheresError as exc:
         info["error"] = str(exc)
         info["error_kind"] = type(exc).__name__
@@ -221,9 +220,8 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     info["seconds"] = float(sum(info["step_seconds"]))
     info["tokens_per_s"] = info["tokens"] / info["seconds"] if info["seconds"] else 0.0
     time.sleep(0.05)
-    info["threads_alive_after_close"] = [
-        t.name for t in threading.enumerate()
-        if t.ident not in threads_before and t.name.startswith("ks-") and t.name != "ks-pyspy"]
+    info["threads_alive_after_close"] = sorted(
+        t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
     info["sampler"] = sampler.summary()
     info["flamegraph"] = flame
     return info
@@ -231,8 +229,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
 
 def _engine_cpu(engine) -> float:
     """CPU seconds used so far by Node Zero and every worker (each thread's own clock)."""
-    stats = engine.stats()
-    return sum(s["cpu_seconds"] for s in [stats["node_zero"], *stats["workers"]])
+    return sum(s["cpu_seconds"] for s in thread_stats(engine)["all"])
 
 
 def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dict]:

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from harness.corpus import load_corpus, one_group_tokens
-from harness.engines import default_threads, make_engine
+from harness.engines import default_threads, make_engine, unfired_faults
 from harness.export import check_writable, write_grads_npz
 from harness.train import load_resume, run_training
 from reference.atomic import atomic_write_text
@@ -40,8 +40,7 @@ def parse_faults(specs: list[str]):
 
 def warn_unfired(engine) -> None:
     """A drill that never fired is reported, never silently dropped (SPEC 5)."""
-    unfired = getattr(engine, "unfired_faults", None)
-    for fault in (unfired() if callable(unfired) else []):
+    for fault in unfired_faults(engine):
         print(f"spheres: warning: injected fault never fired: {fault}", file=sys.stderr,
               flush=True)
 

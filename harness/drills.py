@@ -7,7 +7,6 @@ whether the weights were left untouched, and whether every thread ended.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import make_engine
+from harness.threadstats import live_ks_threads
 from reference.config import preset
 from reference.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 
@@ -44,10 +44,6 @@ DRILLS = [
 ]
 
 
-def _ks_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("ks-") and t.is_alive()}
-
-
 def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
     """One drill; never raises for the expected failure, records everything measured."""
     from fast.faults import parse_inject
@@ -55,7 +51,7 @@ def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
     cfg = preset("tiny")
     corpus = load_corpus(cfg, None, synthetic_tokens=one_group_tokens(cfg, steps))
     groups = corpus.groups(cfg)
-    before = _ks_threads()
+    before = live_ks_threads()
     engine = make_engine("fast", cfg, threads=threads, stall_timeout=drill.stall_timeout,
                          faults=[parse_inject(drill.inject)])
     error: BaseException | None = None
@@ -66,9 +62,9 @@ def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
         for s in range(steps):
             params_before = {k: v.copy() for k, v in engine.state().params.items()}
             t0 = time.perf_counter()
+            group = groups.group(s % len(groups))
             try:
-                engine.step(groups.group(s % len(groups)).tokens,
-                            groups.group(s % len(groups)).targets)
+                engine.step(group.tokens, group.targets)
             except SpheresError as exc:
                 error, detect = exc, time.perf_counter() - t0
                 after = engine.state().params
@@ -78,7 +74,7 @@ def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
         engine.close()
     seconds = time.perf_counter() - t_start
     time.sleep(0.05)
-    leaked = sorted(t.name for t in _ks_threads() - before)
+    leaked = sorted(t.name for t in live_ks_threads() - before)
     message = str(error) if error else "completed"
     if isinstance(error, StallError):
         message += " | " + str(error.diagnosis.get("stuck", ""))

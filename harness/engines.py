@@ -40,3 +40,9 @@ def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float
         return FastTrainer(cfg, threads, dtype=parse_dtype(dtype), params=params,
                            stall_timeout=stall_timeout, faults=faults)
     raise InputError(f"unknown engine {kind!r}; choose reference or fast")
+
+
+def unfired_faults(engine: Engine) -> list[str]:
+    """Injected faults that never fired (the reference engine takes none)."""
+    unfired = getattr(engine, "unfired_faults", None)
+    return [str(f) for f in unfired()] if callable(unfired) else []

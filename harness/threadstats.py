@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fast.spheres import worker_position
 
 
@@ -13,3 +15,8 @@ def thread_stats(engine) -> dict:
     return {"node_zero": node_zero, "workers": workers, "all": [node_zero, *workers],
             "steps": stats["steps"], "segment_bytes": stats["segment_bytes"],
             "chunks": stats["chunks"]}
+
+
+def live_ks_threads() -> set[threading.Thread]:
+    """The project's threads (named ks-*) still alive: after close() there must be none."""
+    return {t for t in threading.enumerate() if t.name.startswith("ks-") and t.is_alive()}
