@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the trajectory check (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
     p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
+    p.add_argument("--junit", type=Path, default=None,
+                   help="write JUnit XML for CI: one test case per preset, dtype and threads")
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",

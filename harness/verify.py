@@ -264,7 +264,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
-    for path in (args.json, args.markdown):
+    for path in (args.json, args.markdown, getattr(args, "junit", None)):
         if path is not None:
             check_writable(path)
     configs = [preset(name, seed=args.seed) for name in presets]
@@ -276,6 +276,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     if args.markdown is not None:
         atomic_write_text(args.markdown, markdown_summary(report))
+    if getattr(args, "junit", None) is not None:
+        from harness.junit import junit_xml
+
+        atomic_write_text(args.junit, junit_xml(report))
     if report.failures:
         print(f"verify: FAIL: {len(report.failures)} gate(s) failed:", file=sys.stderr)
         for f in report.failures:
