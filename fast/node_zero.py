@@ -51,6 +51,7 @@ class StepJob:
     targets: np.ndarray  # (g*B, S') int64
     n_batches: int  # g
     apply_update: bool  # False for group_grads: gradient only
+    eval_only: bool = False  # held-out loss: forward only, no gradient, no update
     generation: int = 0  # set by JobBoard.post
     batch_loss: np.ndarray = field(default=None)  # (g,) float64 loss SUM per batch
     batch_n: np.ndarray = field(default=None)  # (g,) int64 non-pad targets per batch
@@ -211,6 +212,9 @@ class NodeZero:
     def run_step(self, job: StepJob) -> None:
         """Drive one step; the job always ends `done`, with `error` set if it failed."""
         s, party = self.shared, self.shared.node_zero_party
+        if job.eval_only:
+            self.run_eval(job)
+            return
         try:
             self.hb.set(Phase.DISPATCHING, step=job.step)
             s.faults.fire("node-zero", None, job.step, None, self.hb.slot, first=True)
@@ -224,6 +228,29 @@ class NodeZero:
             self.decide(job)
             self.hb.set(Phase.WAITING_DECISION)
             s.barriers.decided.wait(party)
+            self.hb.set(Phase.WAITING_B)
+            s.barriers.point_b.wait(party)
+        except BaseException as exc:
+            s.fail_from(self.hb, exc)
+            job.error = s.error
+        finally:
+            job.done.set()
+
+    def run_eval(self, job: StepJob) -> None:
+        """A held-out evaluation: post, Point A, the loss in batch order, Point B. No faults
+        fire here (drills count training steps) and nothing touches gradients or weights."""
+        s, party = self.shared, self.shared.node_zero_party
+        try:
+            self.hb.set(Phase.DISPATCHING, step=job.step)
+            s.board.post(job)
+            self.hb.set(Phase.WAITING_A)
+            s.barriers.point_a.wait(party)
+            self.hb.set(Phase.DECIDING)
+            loss_sum = 0.0
+            for value in job.batch_loss.tolist():  # batch-index order, whatever T
+                loss_sum += value
+            job.n_targets = int(job.batch_n.sum())
+            job.loss = loss_sum / job.n_targets if job.n_targets else math.nan
             self.hb.set(Phase.WAITING_B)
             s.barriers.point_b.wait(party)
         except BaseException as exc:

@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fast import engine as fast_engine
-from fast import reduction, update
+from fast import evaluate, reduction, update
 from fast.barrier import Barrier
 from fast.engine import FastModel
 from fast.faults import Fault, FaultPlan
@@ -33,6 +33,7 @@ from fast.workers import Worker
 from reference.config import Config
 from reference.engine import StepResult, TrainState
 from reference.errors import InputError
+from reference.evaluate import EvalResult
 from reference.params import init_params
 
 JOIN_SECONDS = 5.0  # close(): how long to wait for a thread before aborting it
@@ -54,6 +55,7 @@ def warm_up(dtype) -> float:
             fast_engine.warmup(dt.type)
             reduction.warmup(dt)
             update.warmup(dt)
+            evaluate.warmup(dt)
             _warm_dtypes.add(dt)
     return time.perf_counter() - start
 
@@ -101,6 +103,7 @@ class FastTrainer:
         self._closed = False
         self._call_lock = threading.Lock()
         self._in_flight_since: float | None = None
+        self._current: StepJob | None = None  # the group in flight, for progress()
         self.unjoined: list[str] = []  # threads close() could not end (stuck in a kernel)
 
         P = self.model.n_params
@@ -166,6 +169,20 @@ class FastTrainer:
             self._step += 1
             return self._result(job, None)
 
+    def eval_loss(self, tokens: np.ndarray, targets: np.ndarray) -> EvalResult:
+        """Held-out loss (forward only, on the workers): batch loss sums in batch order."""
+        with self._call_lock:
+            job = self._run(tokens, targets, apply_update=False, eval_only=True)
+            return EvalResult(loss=job.loss, n_targets=job.n_targets, batches=job.n_batches)
+
+    def progress(self) -> tuple[int, int] | None:
+        """(batches finished, batches) of the group in flight, None between calls. Safe to
+        poll from any thread: it reads which batches the workers have recorded as done."""
+        job = self._current
+        if job is None:
+            return None
+        return int(np.count_nonzero(job.batch_worker >= 0)), job.n_batches
+
     def state(self) -> TrainState:
         with self._call_lock:
             s, copy = self.shared, self._named_copies
@@ -229,7 +246,8 @@ class FastTrainer:
 
     # -- private steps ------------------------------------------------------------------------
 
-    def _run(self, tokens: np.ndarray, targets: np.ndarray, apply_update: bool) -> StepJob:
+    def _run(self, tokens: np.ndarray, targets: np.ndarray, apply_update: bool,
+             eval_only: bool = False) -> StepJob:
         """Hand one group to Node Zero and wait; raise the step's error, if any."""
         if self._closed:
             raise InputError("this FastTrainer is closed; create a new one")
@@ -237,7 +255,8 @@ class FastTrainer:
             raise self.shared.error
         tokens, targets, g = self._check_group(tokens, targets)
         job = StepJob(step=self._step, tokens=tokens, targets=targets, n_batches=g,
-                      apply_update=apply_update)
+                      apply_update=apply_update, eval_only=eval_only)
+        self._current = job
         self._in_flight_since = time.monotonic()
         try:
             self._node_zero.inbox.put(job)
@@ -247,6 +266,7 @@ class FastTrainer:
                     break
         finally:
             self._in_flight_since = None
+            self._current = None
         if self.shared.error is not None:
             raise self.shared.error
         if job.error is not None:

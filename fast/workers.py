@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fast.engine import batch_forward_backward
+from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
 from fast.node_zero import Shared, StepJob
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
@@ -47,6 +48,9 @@ class Worker:
             self.hb.set(Phase.STOPPED)
 
     def run_step(self, job: StepJob) -> None:
+        if job.eval_only:
+            self.run_eval(job)
+            return
         self.compute_batches(job)
         self.point_a(job)
         self.reduce(job)
@@ -89,6 +93,25 @@ class Worker:
             hb.batches += 1
             s.tickets.advance(b)
         del workspace  # released at the end of this worker's share of the group
+
+    def run_eval(self, job: StepJob) -> None:
+        """Held-out loss: this worker's batches forward only, each into its own slot."""
+        s, hb = self.shared, self.hb
+        B = s.config.train.batch_size
+        workspace = None
+        for b in worker_batches(self.index, job.n_batches, s.n_workers):
+            hb.set(Phase.COMPUTING, step=job.step, batch=b)
+            if workspace is None:
+                workspace = s.model.new_workspace()
+            loss, n = batch_forward_loss(s.model, s.params, job.tokens[b * B:(b + 1) * B],
+                                         job.targets[b * B:(b + 1) * B], workspace,
+                                         s.heartbeats.progress, hb.slot)
+            job.batch_loss[b] = loss
+            job.batch_n[b] = n
+            job.batch_worker[b] = self.index
+        del workspace
+        self.point_a(job)
+        self.wait(s.barriers.point_b, Phase.WAITING_B)
 
     def point_a(self, job: StepJob) -> None:
         """Every batch of the group is done (T workers + Node Zero meet here)."""

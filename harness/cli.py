@@ -92,6 +92,14 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
                         "slow:target=node-zero,step=0,seconds=3")
 
 
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no live progress (bar on a terminal, plain lines otherwise)")
+    p.add_argument("--progress-seconds", type=_positive_float, default=None,
+                   help="seconds between plain progress lines when stderr is not a terminal "
+                        "(default: 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spheres",
@@ -121,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (or folder: its newest) to continue from bitwise")
     p.add_argument("--json", type=Path, default=None,
                    help="write a summary: steps, tokens, seconds, tokens_per_s, ...")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="held-out loss every N steps and at the end (default: 0, never)")
+    p.add_argument("--eval-fraction", type=float, default=None, metavar="F",
+                   help="hold out the last F of the token stream, never trained on "
+                        "(default: 0.1 with --eval-every)")
+    _add_progress(p)
     _add_faults(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",
@@ -143,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
     p.add_argument("--junit", type=Path, default=None,
                    help="write JUnit XML for CI: one test case per preset, dtype and threads")
+    _add_progress(p)
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
@@ -160,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    _add_progress(p)
     _add_faults(p)
     return parser
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
 from harness.export import check_writable, write_grads_npz
+from harness.heldout import heldout_from_args
+from harness.progress import train_progress
 from harness.train import load_resume, run_training
 from reference.atomic import atomic_write_text
 from reference.config import Config, preset
@@ -59,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, vocab, start_step = config_from_args(args), None, 0
     n_synth = args.synthetic_tokens or one_group_tokens(cfg, 4)
     corpus = load_corpus(cfg, args.data, synthetic_tokens=n_synth, vocab=vocab)
+    corpus, heldout = heldout_from_args(args, corpus, cfg)
     trained_on = resume.extra.get("data") if resume is not None else None
     if trained_on is not None and trained_on != corpus.source:
         print(f"spheres: warning: the checkpoint was trained on {trained_on}, this run reads "
@@ -66,9 +69,11 @@ def cmd_train(args: argparse.Namespace) -> int:
               "bitwise", file=sys.stderr, flush=True)
     threads = args.threads or default_threads()
     dtype = args.dtype or "float32"
-    print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary {len(corpus.vocab)}; "
-          f"engine {args.engine} ({dtype if args.engine == 'fast' else 'float64'}), "
-          f"threads {threads}", file=sys.stderr, flush=True)
+    if not args.quiet:
+        print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary "
+              f"{len(corpus.vocab)}; engine {args.engine} "
+              f"({dtype if args.engine == 'fast' else 'float64'}), threads {threads}",
+              file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     engine = make_engine(args.engine, cfg, threads=threads, dtype=dtype,
                          stall_timeout=args.stall_timeout, faults=faults)
@@ -76,10 +81,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile_seconds = time.perf_counter() - t0
         if resume is not None:
             engine.load_state(resume.state)
-        summary = run_training(engine, corpus, cfg, steps=args.steps, epochs=args.epochs,
-                               start_step=start_step, checkpoint_dir=args.checkpoint_dir,
-                               checkpoint_every=args.checkpoint_every,
-                               compile_seconds=compile_seconds)
+        live = train_progress(args, engine, corpus, cfg)
+        with live:
+            summary = run_training(engine, corpus, cfg, steps=args.steps, epochs=args.epochs,
+                                   start_step=start_step, checkpoint_dir=args.checkpoint_dir,
+                                   checkpoint_every=args.checkpoint_every,
+                                   compile_seconds=compile_seconds, progress=live.write,
+                                   heldout=heldout, eval_every=args.eval_every, live=live)
         warn_unfired(engine)
     finally:
         engine.close()

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.corpus import Corpus
+from harness.heldout import HeldOut, evaluate
 from harness.profiling import peak_rss_bytes
+from harness.progress import LiveProgress
 from reference.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -41,6 +43,9 @@ class TrainSummary:
     epochs_completed: int = 0
     losses: list[float] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    # held-out loss (--eval-every): [global step, mean loss over the held-out tail]
+    eval_losses: list[list[float]] = field(default_factory=list)
+    final_eval_loss: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -75,7 +80,9 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                  epochs: int | None = None, start_step: int = 0,
                  checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
                  compile_seconds: float = 0.0,
-                 progress: ProgressFn = stderr_progress) -> TrainSummary:
+                 progress: ProgressFn = stderr_progress,
+                 heldout: HeldOut | None = None, eval_every: int = 0,
+                 live: LiveProgress | None = None) -> TrainSummary:
     """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`."""
     groups = corpus.groups(cfg)
     per_epoch = len(groups)
@@ -91,12 +98,21 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
+    if live is not None:
+        live.set_units(steps)
+    if heldout is not None:
+        progress(f"held out: the last {heldout.n_tokens:,} tokens of the stream (from token "
+                 f"{heldout.start:,}), {heldout.n_batches} batches, never trained on")
     for s in range(start_step, start_step + steps):
         epoch, gi = divmod(s, per_epoch)
         group = groups.group(gi)
         t0 = time.perf_counter()
+        if live is not None:
+            live.begin_step(s + 1 - start_step, group.n_batches)
         result = engine.step(group.tokens, group.targets)
         dt = time.perf_counter() - t0
+        if live is not None:
+            live.end_step(result.n_targets, result.loss)
         summary.steps += 1
         summary.seconds += dt
         summary.tokens += result.n_targets
@@ -109,11 +125,22 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                  f"loss {result.loss:.4f} | norm {result.grad_norm:.3f} | lr {result.lr:.2e} | "
                  f"{result.n_targets / dt:,.0f} tok/s (avg {rate:,.0f}) | {dt:.2f}s")
         last = s + 1 == start_step + steps
+        if heldout is not None and (last or (eval_every and (s + 1) % eval_every == 0)):
+            ev = evaluate(engine, heldout)
+            summary.eval_losses.append([s + 1, ev.loss])
+            summary.final_eval_loss = ev.loss
+            if live is not None:
+                live.set_eval(ev.loss)
+            progress(f"  eval loss {ev.loss:.4f} over {ev.n_targets:,} held-out targets "
+                     f"({ev.batches} batches)")
         if checkpoint_dir is not None and (last or (checkpoint_every and
                                                     (s + 1) % checkpoint_every == 0)):
             path = checkpoint_path(checkpoint_dir, s + 1)
             save_checkpoint(path, engine.state(), cfg, corpus.vocab,
-                            extra={"data": corpus.source, "epoch": epoch})
+                            extra={"data": corpus.source, "epoch": epoch,
+                                   **({"eval_loss": summary.final_eval_loss,
+                                       "eval_step": summary.eval_losses[-1][0]}
+                                      if summary.eval_losses else {})})
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))

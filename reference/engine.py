@@ -13,6 +13,7 @@ import numpy as np
 
 from reference.config import Config, ModelConfig
 from reference.errors import InputError, NonFiniteGradientError
+from reference.evaluate import EvalResult, eval_loss
 from reference.model import batch_loss_and_grads, group_loss_and_grads
 from reference.optim import AdamW, check_finite, global_norm
 from reference.params import init_params, param_specs
@@ -93,6 +94,11 @@ class ReferenceEngine:
                                                             self.step_count)
         self.step_count += 1
         return result
+
+    def eval_loss(self, tokens: np.ndarray, targets: np.ndarray) -> EvalResult:
+        """Held-out loss in float64 (forward only); parameters are not changed."""
+        return eval_loss(self.params, self.config.model, tokens, targets,
+                         self.config.train.batch_size)
 
     def _first_bad_batch(self, tokens: np.ndarray, targets: np.ndarray) -> int | None:
         """Index within the group of the first batch whose own gradient is not finite."""

@@ -1,0 +1,290 @@
+"""Live progress inside long work: a tqdm bar on a terminal, plain flushed lines in CI logs.
+
+A run is a sequence of units (training steps, verify cases, analyze phases); a unit may have
+inner work it reports as it goes (a step's G batches). The engine never imports this: it
+exposes `progress() -> (batches done, batches)` for the group in flight (fast/trainer.py), and
+a thread started here polls it. Whoever drives the units calls `begin`/`end`; the poller
+fills in the inner counts, and the renderer shows batches done of G, tokens/s, the unit's
+and the run's ETA, the last loss and held-out loss.
+Modes: "bar" when the stream is a terminal, "lines" when it is not (one flushed line every
+`line_seconds`, plus one as each unit ends), "off" for `--quiet`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+LINE_SECONDS = 5.0  # CI logs: often enough to see a 40 s step move, rare enough not to flood
+POLL_SECONDS = 0.25  # the bar's refresh; reading the engine's counter costs microseconds
+DEFAULT_COLUMNS = 120  # bar width when the terminal reports no size
+DEFAULT_ROWS = 24  # and its height (tqdm hides bars below a 0-row screen)
+JOIN_SECONDS = 2.0  # the poller wakes every POLL_SECONDS, so it ends well within this
+
+Poll = Callable[[], "tuple[int, int] | None"]
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width, 0 when it reports none (a fresh pseudo-terminal)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def choose_mode(quiet: bool, stream: TextIO) -> str:
+    """"off" with --quiet, "bar" on a terminal, else "lines"."""
+    if quiet:
+        return "off"
+    try:
+        return "bar" if stream.isatty() else "lines"
+    except (AttributeError, ValueError):
+        return "lines"
+
+
+def format_seconds(s: float | None) -> str:
+    """12s, 3m05s, 1h02m; "?" when unknown."""
+    if s is None or s != s or s < 0:
+        return "?"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@dataclass
+class Estimate:
+    """What a progress line shows, computed from counts and clocks alone (testable)."""
+
+    unit: int  # 1-based index of the unit running (or last finished)
+    units: int
+    inner_done: int | None  # batches done in this unit (None: the unit reports none)
+    inner_total: int | None
+    tokens_per_s: float | None
+    unit_eta: float | None  # seconds
+    run_eta: float | None
+
+
+def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, done_inner: int,
+             done_tokens: int, inner_done: int | None, inner_total: int | None,
+             unit_elapsed: float, tokens_per_inner: float | None) -> Estimate:
+    """ETAs from the rate so far: inner work (batches) when reported, whole units otherwise.
+
+    done_*: totals over finished units; inner_*: the running unit; tokens_per_inner: the
+    expected tokens of one batch (for tokens/s before the first step has ended)."""
+    elapsed = done_seconds + unit_elapsed
+    tok_rate = None
+    if inner_done is not None and tokens_per_inner:
+        tokens = done_tokens + inner_done * tokens_per_inner
+        tok_rate = tokens / elapsed if elapsed > 0 and tokens else None
+    elif done_tokens and done_seconds > 0:
+        tok_rate = done_tokens / done_seconds
+    remaining_units = max(0, units - unit)
+    if inner_done is not None and inner_total:
+        work = done_inner + inner_done
+        rate = work / elapsed if elapsed > 0 and work else None
+        unit_eta = (inner_total - inner_done) / rate if rate else None
+        per_unit = done_inner / done_units if done_units else inner_total
+        run_eta = unit_eta + remaining_units * per_unit / rate if rate else None
+    else:
+        per_unit = done_seconds / done_units if done_units else None
+        unit_eta = max(0.0, per_unit - unit_elapsed) if per_unit is not None else None
+        run_eta = (unit_eta + remaining_units * per_unit) if per_unit is not None else None
+    return Estimate(unit, units, inner_done, inner_total, tok_rate, unit_eta, run_eta)
+
+
+class LiveProgress:
+    """One run's live progress; a context manager that owns its poller thread."""
+
+    def __init__(self, label: str, units: int, *, mode: str, stream: TextIO | None = None,
+                 poll: Poll | None = None, tokens_per_inner: float | None = None,
+                 unit_name: str = "step", inner_name: str = "batch",
+                 line_seconds: float = LINE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if mode not in ("bar", "lines", "off"):
+            raise ValueError(f"progress mode {mode!r}: expected bar, lines or off")
+        self.label, self.units, self.mode = label, int(units), mode
+        self.stream = stream if stream is not None else sys.stderr
+        self.poll = poll
+        self.tokens_per_inner = tokens_per_inner
+        self.unit_name, self.inner_name = unit_name, inner_name
+        self.line_seconds = line_seconds
+        self.clock = clock
+        self.unit, self.unit_label = 0, ""
+        self.inner_total: int | None = None
+        self.inner_done: int | None = None
+        self.done_units, self.done_seconds, self.done_inner, self.done_tokens = 0, 0.0, 0, 0
+        self.loss: float | None = None
+        self.eval_loss: float | None = None
+        self._unit_start = clock()
+        self._last_line = clock()
+        self._lock = threading.Lock()  # the counts
+        self._render_lock = threading.Lock()  # the bar or the stream
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> LiveProgress:
+        if self.mode != "off":
+            self._thread = threading.Thread(target=self._run, name="ks-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_SECONDS)
+        with self._render_lock:
+            if self._bar is not None:
+                self._bar.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            self.tick()
+
+    # -- driven by the caller -----------------------------------------------------------------
+
+    def begin(self, unit: int, inner_total: int | None = None, label: str = "") -> None:
+        """Unit `unit` (1-based) starts; it has `inner_total` batches (None: not reported)."""
+        with self._lock:
+            self.unit, self.unit_label = unit, label
+            self.inner_total = inner_total
+            self.inner_done = 0 if inner_total is not None else None
+            self._unit_start = self.clock()
+        self._render(line=False)
+
+    def end(self, tokens: int = 0, loss: float | None = None) -> None:
+        """The running unit finished (`tokens` trained on, its loss)."""
+        with self._lock:
+            self.done_units += 1
+            self.done_seconds += self.clock() - self._unit_start
+            self.done_tokens += tokens
+            if self.inner_total is not None:
+                self.done_inner += self.inner_total
+                self.inner_done = self.inner_total
+            if loss is not None:
+                self.loss = loss
+        self._render(line=False)
+
+    def set_units(self, units: int) -> None:
+        """The run's number of units, once the caller knows it."""
+        with self._lock:
+            self.units = int(units)
+        with self._render_lock:
+            if self._bar is not None:
+                self._bar.total = self.units
+
+    def set_eval(self, loss: float) -> None:
+        with self._lock:
+            self.eval_loss = loss
+
+    def write(self, line: str) -> None:
+        """A normal message: above the bar, as a line, or nothing when quiet."""
+        if self.mode == "off":
+            return
+        with self._render_lock:
+            if self._bar is not None:
+                self._bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+
+    # aliases for the training loop
+    def begin_step(self, step: int, n_batches: int) -> None:
+        self.begin(step, n_batches)
+
+    def end_step(self, tokens: int, loss: float) -> None:
+        self.end(tokens, loss)
+
+    # -- polling and rendering ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One poll of the engine's counter; a line when one is due (called by the poller)."""
+        if self.poll is not None and self.inner_total is not None:
+            got = self.poll()
+            if got is not None:
+                with self._lock:
+                    done, total = got
+                    if total == self.inner_total:
+                        self.inner_done = max(self.inner_done or 0, done)
+        due = self.clock() - self._last_line >= self.line_seconds
+        self._render(line=due)
+
+    def estimate(self) -> Estimate:
+        with self._lock:
+            return estimate(unit=self.unit, units=self.units, done_units=self.done_units,
+                            done_seconds=self.done_seconds, done_inner=self.done_inner,
+                            done_tokens=self.done_tokens, inner_done=self.inner_done,
+                            inner_total=self.inner_total,
+                            unit_elapsed=(0.0 if self.done_units == self.unit
+                                          else self.clock() - self._unit_start),
+                            tokens_per_inner=self.tokens_per_inner)
+
+    def describe(self, e: Estimate) -> str:
+        """The shared text of a bar postfix and a plain line."""
+        parts = [f"{self.unit_name} {e.unit}/{e.units}" + (f" {self.unit_label}"
+                                                          if self.unit_label else "")]
+        if e.inner_total is not None:
+            parts.append(f"{self.inner_name} {e.inner_done}/{e.inner_total}")
+        if e.tokens_per_s is not None:
+            parts.append(f"{e.tokens_per_s:,.0f} tok/s")
+        parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
+        parts.append(f"run ETA {format_seconds(e.run_eta)}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval {self.eval_loss:.4f}")
+        return " | ".join(parts)
+
+    def _render(self, *, line: bool) -> None:
+        if self.mode == "off":
+            return
+        with self._render_lock:
+            self._render_locked(line)
+
+    def _make_bar(self):
+        """The tqdm bar, made once the number of units is known (tqdm draws none for 0)."""
+        from tqdm import tqdm
+
+        sized = _columns(self.stream) > 0  # a fresh pseudo-terminal reports 0 x 0
+        return tqdm(total=self.units, unit=self.unit_name, file=self.stream,
+                    dynamic_ncols=sized, ncols=None if sized else DEFAULT_COLUMNS,
+                    nrows=None if sized else DEFAULT_ROWS, leave=True,
+                    bar_format=self.label + ": {percentage:3.0f}%|{bar}| {desc}")
+
+    def _render_locked(self, line: bool) -> None:
+        if self.mode == "bar" and self._bar is None:
+            if not self.units:
+                return
+            self._bar = self._make_bar()
+        e = self.estimate()
+        if self._bar is not None:
+            frac = e.inner_done / e.inner_total if e.inner_total else 0.0
+            position = self.done_units + (0.0 if self.done_units >= e.unit else frac)
+            self._bar.n = min(float(self.units), position)
+            self._bar.set_description_str(self.describe(e), refresh=True)
+        elif line:
+            print(f"{self.label}: {self.describe(e)}", file=self.stream, flush=True)
+            self._last_line = self.clock()
+
+
+def from_args(args, label: str, units: int, **kwargs) -> LiveProgress:
+    """The command line's --quiet and --progress-seconds applied; output on stderr."""
+    stream = kwargs.pop("stream", sys.stderr)
+    seconds = getattr(args, "progress_seconds", None) or LINE_SECONDS
+    return LiveProgress(label, units, mode=choose_mode(getattr(args, "quiet", False), stream),
+                        stream=stream, line_seconds=seconds, **kwargs)
+
+
+def train_progress(args, engine, corpus, cfg) -> LiveProgress:
+    """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
+    return from_args(args, "train", 0, poll=getattr(engine, "progress", None),
+                     tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
