@@ -1,0 +1,149 @@
+"""Live progress: estimates from counts, a tqdm bar on a terminal, plain lines in a pipe,
+nothing with --quiet; the engine's batch counter is polled, never pushed into the engine."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import run_cli
+
+from harness.progress import LiveProgress, choose_mode, estimate, format_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+# worker 0 sleeps (making progress) at its first batch of step 1; worker 1 finishes its 4
+# batches of the 8-batch group meanwhile, so "batch 4/8" must be on screen during the drill
+SLOW_TRAIN = ["train", "--threads", "2", "--steps", "3", "--inject",
+              "slow:target=worker=0,step=1,seconds=2"]
+
+
+def test_estimate_from_batches_and_from_whole_units():
+    # 2 steps of 8 batches took 4 s; the third has 2 of 8 batches after 1 s: 18 batches / 5 s
+    e = estimate(unit=3, units=5, done_units=2, done_seconds=4.0, done_inner=16,
+                 done_tokens=1600, inner_done=2, inner_total=8, unit_elapsed=1.0,
+                 tokens_per_inner=100.0)
+    assert e.unit_eta == pytest.approx(6 / 3.6)
+    assert e.run_eta == pytest.approx(6 / 3.6 + 2 * 8 / 3.6)
+    assert e.tokens_per_s == pytest.approx((1600 + 200) / 5.0)
+    # units without inner work (verify cases, analyze phases): the mean unit time
+    e = estimate(unit=3, units=4, done_units=2, done_seconds=10.0, done_inner=0, done_tokens=0,
+                 inner_done=None, inner_total=None, unit_elapsed=1.0, tokens_per_inner=None)
+    assert e.unit_eta == pytest.approx(4.0) and e.run_eta == pytest.approx(9.0)
+    assert e.tokens_per_s is None
+    # nothing done yet: unknown, shown as "?"
+    e = estimate(unit=1, units=4, done_units=0, done_seconds=0.0, done_inner=0, done_tokens=0,
+                 inner_done=0, inner_total=8, unit_elapsed=0.0, tokens_per_inner=100.0)
+    assert e.unit_eta is None and format_seconds(e.run_eta) == "?"
+    assert format_seconds(125) == "2m05s" and format_seconds(3720) == "1h02m"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_come_every_interval_with_the_polled_batch_count():
+    stream, clock = io.StringIO(), _Clock()
+    state = {"progress": (3, 8)}
+    live = LiveProgress("train", 2, mode="lines", stream=stream, poll=lambda: state["progress"],
+                        tokens_per_inner=64, line_seconds=5.0, clock=clock)
+    live.begin(1, 8)
+    clock.now = 1.0
+    live.tick()
+    assert stream.getvalue() == ""  # not due yet
+    clock.now = 5.5
+    live.tick()
+    line = stream.getvalue()
+    assert line.startswith("train: step 1/2 | batch 3/8 |") and line.endswith("\n")
+    assert "tok/s" in line and "step ETA" in line and "run ETA" in line
+    assert "\r" not in line
+    state["progress"] = None  # between engine calls: the last count stays
+    clock.now = 11.0
+    live.tick()
+    assert stream.getvalue().count("batch 3/8") == 2
+    live.end(tokens=500, loss=3.25)
+    live.set_eval(3.5)
+    clock.now = 17.0
+    live.tick()
+    assert "loss 3.2500 | eval 3.5000" in stream.getvalue().splitlines()[-1]
+
+
+def test_off_writes_nothing_and_mode_follows_the_stream():
+    stream = io.StringIO()
+    with LiveProgress("train", 3, mode="off", stream=stream, line_seconds=0.0) as live:
+        live.begin(1, 8)
+        live.write("a message")
+        live.tick()
+        live.end(10, 1.0)
+    assert stream.getvalue() == ""
+    assert choose_mode(True, sys.stderr) == "off"
+    assert choose_mode(False, io.StringIO()) == "lines"
+
+
+def test_fast_trainer_reports_no_group_when_idle(no_thread_leak):
+    from fast.trainer import FastTrainer
+    from reference.config import preset
+
+    with FastTrainer(preset("tiny"), 2) as trainer:
+        assert trainer.progress() is None
+
+
+def _spheres(args: list[str], stderr) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=stderr, timeout=240)
+
+
+def test_pipe_gets_flushed_plain_lines_inside_a_step():
+    proc = _spheres(SLOW_TRAIN + ["--progress-seconds", "0.3"], subprocess.PIPE)
+    assert proc.returncode == 0, proc.stderr.decode()
+    err = proc.stderr.decode()
+    assert "\r" not in err and "\x1b" not in err
+    inside = [ln for ln in err.splitlines() if ln.startswith("train: step 2/3 | batch 4/8")]
+    assert inside, err
+    assert all("tok/s" in ln and "run ETA" in ln for ln in inside)
+
+
+def test_terminal_gets_a_tqdm_bar():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", *SLOW_TRAIN], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=240) == 0
+        proc.stdout.close()
+    finally:
+        os.close(master)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert "\r" in out  # redrawn in place
+    bars = [seg for seg in out.split("\r") if seg.startswith("train:") and "%|" in seg]
+    assert any("batch 4/8" in seg for seg in bars), out[-2000:]
+    assert any(seg.startswith("train: 100%|") for seg in bars)
+    assert "[step 3/3]" in out  # the per-step lines are still printed, above the bar
+
+
+def test_quiet_prints_no_progress(capsys, no_thread_leak):
+    code, out, err = run_cli(["train", "--threads", "2", "--steps", "2", "--quiet"], capsys)
+    assert code == 0
+    assert "[step" not in err and "train:" not in err and "data:" not in err
+    assert out.startswith("done: 2 steps")
+    code, _, err = run_cli(["train", "--threads", "2", "--steps", "2"], capsys)
+    assert sum(ln.startswith("[step ") for ln in err.splitlines()) == 2
