@@ -449,7 +449,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     tmp = prepare_out(out)
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
-        results = analyze(plan, tmp)
+        from harness.progress import PhaseLines, from_args
+
+        with from_args(args, "analyze", 0, unit_name="phase") as live:
+            phases = PhaseLines(live)
+            results = analyze(plan, tmp, say=phases)
+            phases.finish()
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (tmp / "analysis.md").write_text(render(results))
         if out.exists():

@@ -197,6 +197,15 @@ class LiveProgress:
             else:
                 print(line, file=self.stream, flush=True)
 
+    def write_out(self, line: str) -> None:
+        """A result line for stdout (verify rows, analyze messages): always printed, above
+        the bar when there is one, even with --quiet (results are not progress)."""
+        with self._render_lock:
+            if self._bar is not None:
+                self._bar.write(line, file=sys.stdout)
+            else:
+                print(line, flush=True)
+
     # aliases for the training loop
     def begin_step(self, step: int, n_batches: int) -> None:
         self.begin(step, n_batches)
@@ -236,7 +245,8 @@ class LiveProgress:
             parts.append(f"{self.inner_name} {e.inner_done}/{e.inner_total}")
         if e.tokens_per_s is not None:
             parts.append(f"{e.tokens_per_s:,.0f} tok/s")
-        parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
+        if e.inner_total is not None:  # a unit with inner work: its own ETA too
+            parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
         parts.append(f"run ETA {format_seconds(e.run_eta)}")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
@@ -288,3 +298,30 @@ def train_progress(args, engine, corpus, cfg) -> LiveProgress:
     """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
     return from_args(args, "train", 0, poll=getattr(engine, "progress", None),
                      tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
+
+
+ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "memory")
+
+
+class PhaseLines:
+    """`analyze`'s `say`: prints each line and advances the progress when a line's tag
+    (`[train] ...`) names a later phase; phases skipped after an error just do not appear."""
+
+    def __init__(self, live: LiveProgress, phases: tuple[str, ...] = ANALYZE_PHASES) -> None:
+        self.live, self.phases = live, phases
+        self.current: str | None = None
+        live.set_units(len(phases))
+
+    def __call__(self, line: str) -> None:
+        self.live.write_out(line)
+        tag = line[1:line.find("]")] if line.startswith("[") and "]" in line else None
+        if tag in self.phases and tag != self.current:
+            if self.current is not None:
+                self.live.end()
+            self.current = tag
+            self.live.begin(self.phases.index(tag) + 1, label=tag)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self.live.end()
+            self.current = None

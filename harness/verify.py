@@ -203,7 +203,7 @@ def format_row(r: RunRecord) -> str:
 
 def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
-               out: Callable[[str], None] = print) -> VerifyReport:
+               out: Callable[[str], None] = print, live=None) -> VerifyReport:
     """Run every gate; prints a row per run as it goes; returns all figures."""
     report = VerifyReport()
     start = time.perf_counter()
@@ -216,8 +216,13 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
         for dtype in dtypes:
             records = []
             for T in threads:
+                if live is not None:  # harness.progress.LiveProgress: one unit per run
+                    live.begin(len(report.records) + len(records) + 1,
+                               label=f"{cfg.preset} {dtype} T={T}")
                 rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults)
                 records.append(rec)
+                if live is not None:
+                    live.end()
                 out(format_row(rec))
             check_bitwise(records)
             for r in records:
@@ -268,10 +273,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if path is not None:
             check_writable(path)
     configs = [preset(name, seed=args.seed) for name in presets]
-    report = run_verify(configs, dtypes, threads,
-                        trajectory_steps=args.trajectory_steps, stall_timeout=args.stall_timeout,
-                        faults=parse_faults(args.inject),
-                        out=lambda line: print(line, flush=True))
+    from harness.progress import from_args
+
+    with from_args(args, "verify", len(configs) * len(dtypes) * len(threads),
+                   unit_name="case") as live:
+        report = run_verify(configs, dtypes, threads,
+                            trajectory_steps=args.trajectory_steps,
+                            stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
+                            out=live.write_out, live=live)
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     if args.markdown is not None:

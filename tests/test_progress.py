@@ -147,3 +147,49 @@ def test_quiet_prints_no_progress(capsys, no_thread_leak):
     assert out.startswith("done: 2 steps")
     code, _, err = run_cli(["train", "--threads", "2", "--steps", "2"], capsys)
     assert sum(ln.startswith("[step ") for ln in err.splitlines()) == 2
+
+
+class _Recorder:
+    """Stands in for LiveProgress: records the units it was told about."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def begin(self, unit, inner_total=None, label=""):
+        self.calls.append(("begin", unit, label))
+
+    def end(self, tokens=0, loss=None):
+        self.calls.append(("end",))
+
+
+def test_verify_sweep_reports_one_unit_per_case(no_thread_leak):
+    from harness.verify import run_verify
+    from reference.config import preset
+
+    rec = _Recorder()
+    report = run_verify([preset("tiny")], ["float32"], [1, 2], trajectory_steps=3,
+                        out=lambda line: None, live=rec)
+    assert len(report.records) == 2
+    assert rec.calls == [("begin", 1, "tiny float32 T=1"), ("end",),
+                         ("begin", 2, "tiny float32 T=2"), ("end",)]
+
+
+def test_analyze_phases_advance_on_tagged_lines(capsys):
+    from harness.progress import PhaseLines
+
+    stream, clock = io.StringIO(), _Clock()
+    live = LiveProgress("analyze", 0, mode="lines", stream=stream, line_seconds=1.0,
+                        unit_name="phase", clock=clock)
+    phases = PhaseLines(live)
+    phases("[data] 4,800,000 tokens")
+    clock.now = 2.0
+    phases("[train] step 1/3")
+    phases("[train] step 2/3")  # same phase: no new unit
+    clock.now = 10.0
+    phases("[verify] gates")  # throughput skipped (e.g. after a training error)
+    live.tick()
+    assert live.done_units == 2 and live.unit == 4 and live.unit_label == "verify"
+    assert stream.getvalue().splitlines()[-1].startswith("analyze: phase 4/6 verify |")
+    assert capsys.readouterr().out.count("\n") == 4  # every line still printed, on stdout
+    phases.finish()
+    assert live.done_units == 3
