@@ -30,6 +30,7 @@ from harness import plots
 from harness.checks import build_checks, known_issues, recommendations
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
+from harness.heldout import evaluate, split_heldout
 from harness.profiling import (
     ThreadCpuSampler,
     cpu_use,
@@ -161,8 +162,11 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
     from harness.commands import parse_faults
 
+    corpus, heldout = split_heldout(corpus, cfg, analyze_eval_fraction(cfg, corpus))
+    eval_every = max(1, plan.steps // 10)
     groups = corpus.groups(cfg)
     info: dict[str, Any] = {"steps": 0, "losses": [], "step_seconds": [], "tokens": 0,
+                            "eval_losses": [], "eval_tokens": heldout.n_tokens,
                             "seconds": 0.0, "tokens_per_s": 0.0, "compile_seconds": 0.0,
                             "error": None, "error_kind": None, "exit_code": 0,
                             "unfired_faults": [], "threads_alive_after_close": None,
@@ -192,6 +196,10 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
             info["tokens"] += result.n_targets
             say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
                 f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
+            if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
+                held = evaluate(engine, heldout)
+                info["eval_losses"].append([s + 1, held.loss])
+                say(f"[train] held-out loss {held.loss:.4f} over {held.n_targets:,} targets")
             if s == 0 and plan.steps > 1 and flame_thread is None:
                 secs = max(1.0, dts * (plan.steps - 1) * 0.9)
                 flame_thread = threading.Thread(
@@ -225,6 +233,14 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     info["sampler"] = sampler.summary()
     info["flamegraph"] = flame
     return info
+
+
+def analyze_eval_fraction(cfg: Config, corpus) -> float:
+    """About one batch group of held-out tokens, at most 5% of the corpus: a stable mean that
+    costs a forward pass over one group, not a large share of the run."""
+    t = cfg.train
+    group_tokens = t.group_size * t.batch_size * cfg.model.seq_len
+    return min(0.05, max(group_tokens / max(corpus.stream.size, 1), 0.01))
 
 
 def _engine_cpu(engine) -> float:
@@ -326,7 +342,9 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
     paths: dict[str, str] = {}
     tr, perf = results["training"], results["performance"]
     if tr["losses"]:
-        plots.plot_loss(list(range(1, len(tr["losses"]) + 1)), tr["losses"], out_dir / "loss.png")
+        held = tr.get("eval_losses") or []
+        plots.plot_loss(list(range(1, len(tr["losses"]) + 1)), tr["losses"], out_dir / "loss.png",
+                        eval_steps=[s for s, _ in held], eval_losses=[v for _, v in held])
         paths["loss_curve"] = "loss.png"
     if perf["throughput"]:
         plots.plot_throughput([p["threads"] for p in perf["throughput"]],

@@ -153,11 +153,16 @@ def plot_equivalence(threads: Sequence[int], errors: Sequence[float], out_path: 
     return _save(fig, out_path)
 
 
-def plot_loss(steps: Sequence[int], losses: Sequence[float], out_path: str | Path) -> Path:
-    """Training loss per step."""
+def plot_loss(steps: Sequence[int], losses: Sequence[float], out_path: str | Path, *,
+              eval_steps: Sequence[int] = (), eval_losses: Sequence[float] = ()) -> Path:
+    """Training loss per step, and the held-out loss where it was measured."""
     xs, ys = _check_pair("steps", steps, "losses", losses)
     fig, ax = _new_figure()
-    ax.plot(xs, ys, "-", marker="." if len(xs) < 50 else None)
+    ax.plot(xs, ys, "-", marker="." if len(xs) < 50 else None, label="training (the step's group)")
+    if eval_steps:
+        ex, ey = _check_pair("eval_steps", eval_steps, "eval_losses", eval_losses)
+        ax.plot(ex, ey, "o--", label="held-out (never trained on)")
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("loss (mean cross-entropy)")
     ax.set_title("Loss curve")

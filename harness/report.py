@@ -107,6 +107,11 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
         lines += [f"{tr['steps']} steps, {tr['tokens']:,} tokens in {tr['seconds']:.2f} s "
                   f"({tr['tokens_per_s']:,.0f} tokens/s); loss {tr['losses'][0]:.4f} -> "
                   f"{tr['losses'][-1]:.4f}." if tr["losses"] else "No step completed.", ""]
+        if tr.get("eval_losses"):
+            step, value = tr["eval_losses"][-1]
+            lines += [f"Held-out loss (forward only, on the workers, over the last "
+                      f"{tr.get('eval_tokens', 0):,} tokens of the stream, never trained on): "
+                      f"{value:.4f} after step {step}.", ""]
         if tr.get("error"):
             lines += [f"Training stopped with an error: `{tr['error']}`", ""]
         lines += _image(r, "loss_curve", "loss curve")

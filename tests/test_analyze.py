@@ -99,3 +99,12 @@ def test_bad_data_exits_2_and_leaves_nothing(tmp_path, capsys):
                         "--out", str(out)], capsys)
     assert code == 2 and "missing.txt" in err
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_report_carries_the_heldout_loss(quick_report: Path):
+    results = json.loads((quick_report / "results.json").read_text())
+    tr = results["training"]
+    assert tr["eval_losses"] and tr["eval_losses"][-1][0] == tr["steps"]
+    assert tr["eval_tokens"] > 0
+    step, value = tr["eval_losses"][-1]
+    assert f"{value:.4f} after step {step}" in (quick_report / "analysis.md").read_text()

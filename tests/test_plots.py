@@ -74,3 +74,13 @@ def test_utilisation_plot_is_a_png_and_rejects_bad_input(tmp_path):
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and out.stat().st_size > 1000
     with pytest.raises(ValueError, match="cpu_use"):
         plot_utilisation([0.0, 1.0], [0.5], tmp_path / "bad.png")
+
+
+def test_loss_plot_takes_the_heldout_series_and_rejects_a_mismatch(tmp_path):
+    from harness.plots import plot_loss
+
+    path = plot_loss([1, 2, 3], [4.0, 3.5, 3.2], tmp_path / "loss.png", eval_steps=[2, 3],
+                     eval_losses=[3.9, 3.6])
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="eval_losses"):
+        plot_loss([1, 2], [4.0, 3.5], tmp_path / "bad.png", eval_steps=[2], eval_losses=[])
