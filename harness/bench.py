@@ -26,6 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from harness.bench_history import (
+    Comparison,
+    compare_runs,
+    markdown_table,
+    previous_run,
+    regression_message,
+)
 from harness.plots import plot_throughput
 from harness.profiling import REPO_ROOT, available_cores, machine_info
 from reference.config import ModelConfig, preset
@@ -436,6 +443,8 @@ def pytest_command(json_path: Path, args: argparse.Namespace) -> list[str]:
            f"--ks-scaling-group={args.scaling_group}", f"--ks-seed-threads={args.seed_threads}",
            f"--ks-seed-group={args.seed_group}", f"--ks-rounds={args.rounds}",
            f"--ks-matmul-n={args.matmul_n}"]
+    if getattr(args, "history", None):  # every run kept, with commit and machine
+        cmd += ["--benchmark-autosave", f"--benchmark-storage=file://{args.history}"]
     return cmd + list(args.pytest_args)
 
 
@@ -454,11 +463,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=str(REPO_ROOT / "reports" / "bench"))
     p.add_argument("--summarize", metavar="JSON",
                    help="only rebuild the summary from an existing pytest-benchmark JSON")
+    p.add_argument("--history", default=None,
+                   help="pytest-benchmark storage folder of every run (default for a real run: "
+                        ".benchmarks; with --summarize: none); 'none' to skip")
+    p.add_argument("--baseline", default=None,
+                   help="committed baseline run to compare with (default for a real run: "
+                        "benchmarks/baseline.json; with --summarize: none); 'none' to skip")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = p.parse_args(argv)
+    if not args.summarize:
+        args.history = args.history or str(REPO_ROOT / ".benchmarks")
+        args.baseline = args.baseline or str(REPO_ROOT / "benchmarks" / "baseline.json")
+    args.history = None if args.history == "none" else args.history
+    args.baseline = None if args.baseline == "none" else args.baseline
     if args.quick:
         args.preset, args.scaling_group, args.seed_group = "small", 4, 12
     return args
+
+
+def compare_history(run: dict[str, Any], args: argparse.Namespace,
+                    out_dir: Path) -> list[Comparison]:
+    """This run against the previous stored run and the committed baseline; the tables are
+    printed and written to `comparison.md` beside the summary."""
+    found: list[tuple[str, Path]] = []
+    if args.history:
+        prev = previous_run(Path(args.history), run)
+        if prev is not None:
+            found.append(("the previous run", prev))
+        else:
+            print(f"history: no earlier run with these settings on this machine in "
+                  f"{args.history}; this run is the first")
+    if args.baseline:
+        if Path(args.baseline).is_file():
+            found.append(("the committed baseline", Path(args.baseline)))
+        else:
+            print(f"history: no baseline at {args.baseline}")
+    comparisons = [compare_runs(json.loads(path.read_text()), run, against=label,
+                                path=str(path)) for label, path in found]
+    if comparisons:
+        lines = ["# Benchmark comparison", ""]
+        for c in comparisons:
+            lines += markdown_table(c) + [""]
+        text = "\n".join(lines)
+        print(text)
+        (out_dir / "comparison.md").write_text(text)
+    return comparisons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,13 +536,17 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "summary.md").write_text(render_markdown(summary))
     print_summary(summary)
     print(f"wrote {out_dir / 'summary.md'} and {out_dir / 'summary.json'}")
+    history = compare_history(json.loads(json_path.read_text()), args, out_dir)
     failed = [v for v in summary["targets"] if v["status"] == "fail"]
+    regressed = [c for c in history if c.failed]
+    for c in regressed:
+        print(f"FAIL: {regression_message(c)}")
     if pytest_rc not in (0, 5):
         print(f"FAIL: the benchmark run itself failed (pytest exit {pytest_rc})")
     if failed:
         print(f"FAIL: {len(failed)} target(s) missed (details above): "
               + "; ".join(v["name"] for v in failed))
-    return 1 if failed or pytest_rc not in (0, 5) else 0
+    return 1 if failed or regressed or pytest_rc not in (0, 5) else 0
 
 
 if __name__ == "__main__":

@@ -177,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
     _add_progress(p)
     _add_faults(p)
+
+    p = sub.add_parser("compare", help="markdown table of what changed between two runs",
+                       description="Compare two results.json (analyze), two bench summary.json "
+                                   "or two pytest-benchmark JSON files; prints every figure and "
+                                   "verdict that changed; exit 1 if a verdict got worse or a "
+                                   "benchmark regressed beyond its noise.")
+    p.add_argument("a", type=Path, help="the earlier run")
+    p.add_argument("b", type=Path, help="the later run")
     return parser
 
 
@@ -217,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.verify import cmd_verify
 
             return cmd_verify(args)
+        if args.command == "compare":
+            from harness.compare import cmd_compare
+
+            return cmd_compare(args)
         if args.command == "analyze":
             from harness.analyze import cmd_analyze
 
