@@ -151,7 +151,9 @@ def markdown_table(c: Comparison, *, only_changed: bool = False) -> list[str]:
     for d in c.deltas:
         if only_changed and d.verdict == "same":
             continue
-        mark = "**REGRESSED**" if d.verdict == "regressed" else d.verdict
+        mark = d.verdict
+        if d.verdict == "regressed":  # only a gating comparison can fail the run
+            mark = "**REGRESSED**" if c.gating else "slower (not gating)"
         lines.append(f"| {_short(d.name)} | {d.old_seconds:.4g} | {d.new_seconds:.4g} | "
                      f"{d.change:+.1%} | ±{d.noise:.1%} | {mark} |")
     for name in c.only_old:

@@ -13,6 +13,7 @@ from harness import bench
 from harness.bench_history import (
     NOISE_FLOOR,
     compare_runs,
+    markdown_table,
     previous_run,
     stored_runs,
     threshold,
@@ -69,6 +70,8 @@ def test_other_machine_or_settings_is_shown_but_never_gates():
     other = {"cpu": {"brand_raw": "Other CPU", "count": 64, "arch": "X86_64"}}
     c = compare_runs(_run(BASE, machine=other), _slowed(2.0))
     assert c.regressions and not c.failed and "other machine" in c.note
+    table = "\n".join(markdown_table(c))
+    assert "slower (not gating)" in table and "REGRESSED" not in table
     c = compare_runs(_run(BASE, settings={"preset": "seed"}), _slowed(2.0))
     assert c.regressions and not c.failed and "other settings" in c.note
 
