@@ -11,6 +11,7 @@ folder is built under a temporary name and renamed at the end: no half-written r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -164,6 +165,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
 
     corpus, heldout = split_heldout(corpus, cfg, analyze_eval_fraction(cfg, corpus))
     eval_every = max(1, plan.steps // 10)
+    snapshots: list[tuple[int, Any]] = []  # (step, parameters) to evaluate after training
     groups = corpus.groups(cfg)
     info: dict[str, Any] = {"steps": 0, "losses": [], "step_seconds": [], "tokens": 0,
                             "eval_losses": [], "eval_tokens": heldout.n_tokens,
@@ -197,9 +199,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
             say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
                 f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
             if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
-                held = evaluate(engine, heldout)
-                info["eval_losses"].append([s + 1, held.loss])
-                say(f"[train] held-out loss {held.loss:.4f} over {held.n_targets:,} targets")
+                snapshots.append((s + 1, engine.state().params))  # evaluated after training
             if s == 0 and plan.steps > 1 and flame_thread is None:
                 secs = max(1.0, dts * (plan.steps - 1) * 0.9)
                 flame_thread = threading.Thread(
@@ -210,6 +210,15 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
         info["stats"] = thread_stats(engine)
         info["cpu_seconds"] = _engine_cpu(engine) - cpu_before
         info["unfired_faults"] = unfired_faults(engine)
+        # held-out loss after the thread statistics were taken, so evaluation work never
+        # counts as training CPU or compute time; the weights of each eval step are restored
+        final = engine.state() if snapshots else None
+        for step, params in snapshots:
+            engine.load_state(dataclasses.replace(final, params=params))
+            held = evaluate(engine, heldout)
+            info["eval_losses"].append([step, held.loss])
+            say(f"[train] held-out loss after step {step}: {held.loss:.4f} over "
+                f"{held.n_targets:,} targets")
     except SpheresError as exc:
         info["error"] = str(exc)
         info["error_kind"] = type(exc).__name__
