@@ -208,7 +208,8 @@ class LiveProgress:
 
     # aliases for the training loop
     def begin_step(self, step: int, n_batches: int) -> None:
-        self.begin(step, n_batches)
+        """A training step; its batches are shown only when the engine reports them."""
+        self.begin(step, n_batches if self.poll is not None else None)
 
     def end_step(self, tokens: int, loss: float) -> None:
         self.end(tokens, loss)

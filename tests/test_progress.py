@@ -193,3 +193,18 @@ def test_analyze_phases_advance_on_tagged_lines(capsys):
     assert capsys.readouterr().out.count("\n") == 4  # every line still printed, on stdout
     phases.finish()
     assert live.done_units == 3
+
+
+def test_an_engine_without_a_batch_counter_gets_whole_step_progress():
+    stream, clock = io.StringIO(), _Clock()
+    live = LiveProgress("train", 3, mode="lines", stream=stream, poll=None, line_seconds=1.0,
+                        clock=clock)
+    live.begin_step(1, 8)
+    clock.now = 4.0
+    live.end_step(256, 4.0)
+    live.begin_step(2, 8)
+    clock.now = 5.0
+    live.tick()
+    line = stream.getvalue().splitlines()[-1]
+    assert "batch" not in line  # no invented batch count
+    assert "64 tok/s" in line and "run ETA 7s" in line  # 256 tokens / 4 s; 3 + 4 s left
