@@ -20,19 +20,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness import plots
+from harness import evidence, plots
 from harness.checks import build_checks, known_issues, recommendations
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
 from harness.profiling import (
+    REPO_ROOT,
     ThreadCpuSampler,
     cpu_use,
+    current_rss_bytes,
     machine_info,
     memray_profile,
     peak_rss_bytes,
@@ -41,7 +43,10 @@ from harness.profiling import (
 )
 from harness.report import render
 from harness.threadstats import live_ks_threads, thread_stats
-from harness.verify import run_verify
+from harness.thresholds import SEED_PEAK_BYTES
+from harness.timeline import plot_gantt
+from harness.trace import representative_step, write_trace
+from harness.verify import GRAD_TOL, run_verify
 from reference.batches import n_batches
 from reference.config import Config, preset
 from reference.errors import InputError, SpheresError, StallError
@@ -143,18 +148,40 @@ def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, dict]:
     return corpus, info
 
 
-def phase_structure(cfg: Config, threads: int) -> dict:
-    """The symmetry positions, sphere levels and barrier parties for this G and T."""
-    from fast.spheres import describe
-
-    d = describe(cfg.train.group_size, threads)
-    spheres = d["spheres_per_position"]
-    d["positions"] = [{"position": p, "workers": len(d["workers_per_position"][p]),
-                       "batches": len(spheres.get(p, []))} for p in range(12)]
-    d["level_sizes"] = [lvl["count"] for lvl in d["levels"]]
-    d["occupied_spheres"] = d["occupied_level2_spheres"]
+def phase_structure(record, threads: int) -> dict:
+    """The symmetry positions and sphere levels as the run record saw them (not the plan)."""
+    d = evidence.structure(record) if record is not None else {
+        "positions": [{"position": p, "workers": 0, "batches": 0} for p in range(12)],
+        "level_sizes": [0, 0, 0], "total_spheres": 0, "tree": [1, 12, 144],
+        "occupied_spheres": 0}
     d["barrier_parties"] = threads + 1  # T workers + Node Zero wait at Point A and Point B
     return d
+
+
+def record_stats(record, heartbeat_stats: dict | None) -> dict:
+    """Per-thread figures from the run record, with each thread's CPU clock (heartbeats)."""
+    if record is None:
+        return {"node_zero": {}, "workers": [], "all": []}
+    cpu = {t["name"]: t["cpu_seconds"] for t in (heartbeat_stats or {}).get("all", [])}
+    rows = [asdict(t) for t in evidence.thread_stats(record, cpu) if t.role != "caller"]
+    node_zero = next((t for t in rows if t["role"] == "node-zero"), {})
+    if node_zero:
+        node_zero["position"] = "-"
+    workers = [t for t in rows if t["role"] == "worker"]
+    return {"node_zero": node_zero, "workers": workers, "all": rows}
+
+
+def record_summary(record, out_dir: Path) -> dict:
+    """The record's findings, and its trace and timeline files in the report folder."""
+    if record is None:
+        return {"findings": {}}
+    out = {"findings": evidence.findings(record), "steps": len(record.steps()),
+           "trace": write_trace(record, out_dir / "trace.json").name}
+    step = representative_step(record)
+    if step is not None:
+        out["timeline_step"] = step
+        out["timeline"] = plot_gantt(record, step, out_dir / "timeline.png").name
+    return out
 
 
 def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) -> dict:
@@ -190,6 +217,8 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
             info["losses"].append(result.loss)
             info["step_seconds"].append(dts)
             info["tokens"] += result.n_targets
+            engine.record.counter("tokens/s", result.n_targets / dts)
+            engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
             say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
                 f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
             if s == 0 and plan.steps > 1 and flame_thread is None:
@@ -214,12 +243,13 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     finally:
         if engine is not None:
             engine.close()
+            info["record"] = engine.record.snapshot()  # complete: every thread joined
         sampler.stop()
         if flame_thread is not None:
             flame_thread.join(timeout=120)
     info["seconds"] = float(sum(info["step_seconds"]))
     info["tokens_per_s"] = info["tokens"] / info["seconds"] if info["seconds"] else 0.0
-    time.sleep(0.05)
+    # close() joined every thread it started: any ks- thread still alive here is a leak
     info["threads_alive_after_close"] = sorted(
         t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
     info["sampler"] = sampler.summary()
@@ -313,7 +343,8 @@ def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) 
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/"):
+    """A site-packages or repository file named relative to its root (no machine's path)."""
+    for marker in ("site-packages/", f"{REPO_ROOT}/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
@@ -345,7 +376,7 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
     mem = results["memory"]
     if mem["rss_times"]:
         plots.plot_memory(mem["rss_times"], mem["rss_bytes"], out_dir / "memory.png",
-                          limit_bytes=1.32e9)
+                          limit_bytes=SEED_PEAK_BYTES)
         paths["memory"] = "memory.png"
     by_t: dict[int, float] = {}
     for r in results["equivalence"]["records"]:
@@ -354,7 +385,8 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
     if by_t:
         ts = sorted(by_t)
         plots.plot_equivalence(ts, [by_t[t] for t in ts], out_dir / "equivalence.png",
-                               tolerance=1e-4, label="float32 max relative error (tiny)")
+                               tolerance=GRAD_TOL["float32"],
+                               label="float32 max relative error (tiny)")
         paths["equivalence"] = "equivalence.png"
     return paths
 
@@ -364,9 +396,10 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     cfg = preset(plan.preset, seed=plan.seed)
     started = time.perf_counter()
     corpus, data = phase_data(plan, cfg, say)
-    structure = phase_structure(cfg, plan.threads)
     training = phase_training(plan, cfg, corpus, out_dir, say)
-    stats = training.get("stats") or {"node_zero": {}, "workers": [], "all": []}
+    record = training.pop("record", None)
+    structure = phase_structure(record, plan.threads)
+    stats = record_stats(record, training.get("stats"))
     sampler = training.pop("sampler")
     flame = training.pop("flamegraph")
     throughput = [] if training["error"] else phase_throughput(plan, cfg, corpus, say)
@@ -400,18 +433,21 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
         "memory": {"peak_rss_bytes": sampler["peak_rss_bytes"],
                    "samples": len(sampler["rss_bytes"]), "rss_times": sampler["rss_times"],
                    "rss_bytes": sampler["rss_bytes"], "memray": memray,
-                   "seed_peak_bytes": 1.32e9},
+                   "seed_peak_bytes": SEED_PEAK_BYTES},
         "equivalence": equivalence,
         "drills": drills,
         "profiles": {"flamegraph": "flamegraph.svg" if flame.get("svg") else None,
                      "error": (flame.get("error") or "").splitlines()[0] if flame.get("error")
                      else ("training too short for a flame graph" if not flame else None)},
     }
+    results["record"] = record_summary(record, out_dir)
     results["checks"] = build_checks(results)
     results["known_issues"] = known_issues(results)
     results["recommendations"] = recommendations(results)
     results["verdict"] = "PASS" if all(c["passed"] for c in results["checks"]) else "FAIL"
     results["plots"] = make_plots(results, out_dir)
+    if results["record"].get("timeline"):
+        results["plots"]["timeline"] = results["record"]["timeline"]
     results["meta"]["seconds"] = time.perf_counter() - started
     return results
 

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fast.record import BATCH
 from harness.corpus import load_corpus
 from harness.engines import make_engine
+from harness.evidence import RECORD_FINDINGS, handed_out
 from harness.export import check_writable
 from reference.atomic import atomic_write_text
 from reference.config import PRESETS, Config, preset
@@ -33,6 +35,13 @@ from reference.params import param_specs
 GRAD_TOL = {"float64": 1e-10, "float32": 1e-4}
 LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}
 TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
+# gates read from the run record (harness.evidence), by the finding each one needs
+RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
+                "barrier-record": ("barriers", "update-after-batches")}
+# every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)
+VERIFY_GATES = ("loss-equivalence", "grad-equivalence", "trajectory", "work-distribution",
+                "node-zero", *RECORD_GATES, "bitwise-grads", "bitwise-update",
+                "bitwise-trajectory")
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,12 +114,32 @@ def _trajectory_tokens(cfg: Config, steps: int) -> int:
     return full + max(last, 2) + 1
 
 
-def _batch_counts(engine, result) -> tuple[list[int], int]:
-    """Batches each worker actually ran in this group (measured by the workers themselves),
-    and Node Zero's lifetime batch count from the trainer's statistics."""
-    ran = np.asarray(result.stats["batch_worker"], dtype=np.int64)
-    workers = np.bincount(ran[ran >= 0], minlength=engine.threads).tolist()
-    return workers, int(engine.stats()["node_zero"]["batches"])
+def _batch_counts(record, threads: int) -> tuple[list[int], int]:
+    """From the run record: batches each worker ran in the first group (the gradient job), and
+    batches run by any thread that is not a worker (Node Zero above all) over the whole run."""
+    first = min(handed_out(record), default=None)
+    workers = [0] * threads
+    others = 0
+    for t in record.threads:
+        for kind, step, _, _, _ in t.spans:
+            if kind != BATCH:
+                continue
+            if t.role != "worker":
+                others += 1
+            elif step == first:
+                workers[t.ident] += 1
+    return workers, others
+
+
+def record_failures(record, where: str) -> list[str]:
+    """The record gates: folds at the right position in order, and every barrier held."""
+    failures = []
+    for gate, names in RECORD_GATES.items():
+        for name in names:
+            finding = RECORD_FINDINGS[name](record)
+            if not finding.passed:
+                failures.append(f"{gate}: {where}: {name}: {finding.figure}")
+    return failures
 
 
 class _Reference:
@@ -145,9 +174,10 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
         for g in ref.groups[1:]:
             engine.step(g.tokens, g.targets)
         traj_params = engine.state().params
-        workers, nz_batches = _batch_counts(engine, res)
     finally:
         engine.close()
+    record = engine.record.snapshot()  # complete: every thread has been joined
+    workers, nz_batches = _batch_counts(record, threads)
     loss_err = abs(res.loss - ref.result.loss) / max(abs(ref.result.loss), 1e-300)
     grad_err, worst = worst_tensor(res.grads, ref.result.grads, names)
     traj_err, traj_worst = worst_tensor(traj_params, ref.trajectory_params, names)
@@ -174,6 +204,7 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
                             "batch")
     if nz_batches != 0:
         rec.failures.append(f"node-zero: {where}: Node Zero computed {nz_batches} batches")
+    rec.failures += record_failures(record, where)
     return rec
 
 
