@@ -373,8 +373,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "Rates use each benchmark's best round. Speedup is against the 1-thread sweep point, "
         "efficiency is speedup / min(threads, cores). Node Zero share = Node Zero's own seconds "
-        "(dispatching and deciding; the workers reduce and update) / step wall time. The model FLOP/s target uses the fastest "
-        "fast-engine row.",
+        "(dispatching and deciding; the workers reduce and update) / step wall time. The model "
+        "FLOP/s target uses the fastest fast-engine row.",
         "",
         *[f"![{k}]({Path(v).name})" for k, v in summary.get("plots", {}).items()],
         "",
