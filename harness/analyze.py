@@ -30,6 +30,7 @@ from harness import evidence, plots
 from harness.checks import build_checks, known_issues, recommendations
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
+from harness.export import check_writable
 from harness.profiling import (
     REPO_ROOT,
     ThreadCpuSampler,
@@ -482,12 +483,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if plan.data is not None and not Path(plan.data).exists():
         raise InputError(f"--data {plan.data}: no such file or folder")
     out = args.out or default_out(plan)
+    trace = getattr(args, "trace", None)
+    if trace is not None:
+        check_writable(trace)
     tmp = prepare_out(out)
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
         results = analyze(plan, tmp)
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (tmp / "analysis.md").write_text(render(results))
+        if trace is not None and (tmp / "trace.json").exists():
+            shutil.copyfile(tmp / "trace.json", trace)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -92,6 +92,12 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
                         "slow:target=node-zero,step=0,seconds=3")
 
 
+def _add_trace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
+                   help="write the threads' timeline as a Chrome trace (open in Perfetto or "
+                        "chrome://tracing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spheres",
@@ -121,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (or folder: its newest) to continue from bitwise")
     p.add_argument("--json", type=Path, default=None,
                    help="write a summary: steps, tokens, seconds, tokens_per_s, ...")
+    _add_trace(p)
     _add_faults(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the trajectory check (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
     p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
+    _add_trace(p)
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    _add_trace(p)  # analyze always writes trace.json into the report; --trace: a copy there too
     _add_faults(p)
     return parser
 

@@ -76,6 +76,9 @@ def trace_events(rec: RunRecord, *, pid: int = 0, rank_name: str = "spheres",
                      "ts": round(start * US, 3), "dur": round(max(0.0, end - start) * US, 3),
                      "args": args}
             by_step.setdefault(step, []).append(event)
+    outside = by_step.pop(-1, [])  # spans outside any step (checkpoint writes): always kept
+    events += outside
+    size += len(json.dumps(outside))
     for index, step in enumerate(sorted(by_step)):
         chunk = by_step[step]
         cost = len(json.dumps(chunk))
@@ -99,6 +102,26 @@ def write_trace(rec: RunRecord, path: str | Path, **kwargs) -> Path:
     """Write the trace atomically; returns the path."""
     path = Path(path)
     atomic_write_text(path, json.dumps(trace_events(rec, **kwargs)))
+    return path
+
+
+def write_traces(runs: list[tuple[str, RunRecord]], path: str | Path,
+                 policy: TracePolicy = TracePolicy()) -> Path:
+    """Several runs (verify's sweep) in one file, one process track each, under one byte cap."""
+    events: list[dict] = []
+    size, skipped = 0, 0
+    for pid, (label, rec) in enumerate(runs):
+        part = trace_events(rec, pid=pid, rank_name=label, policy=policy)["traceEvents"]
+        cost = len(json.dumps(part))
+        if size + cost > policy.max_bytes:
+            skipped += 1
+            continue
+        events += part
+        size += cost
+    path = Path(path)
+    atomic_write_text(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
+                                        "otherData": {"runs": len(runs),
+                                                      "runs_left_out_for_size": skipped}}))
     return path
 
 

@@ -160,7 +160,7 @@ class _Reference:
 
 
 def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_timeout: float,
-               faults=None) -> RunRecord:
+               faults=None, traces: list | None = None) -> RunRecord:
     """All gates for one thread count; failures are collected, not raised."""
     names = [s.name for s in param_specs(cfg.model)]
     t0 = time.perf_counter()
@@ -177,6 +177,8 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
     finally:
         engine.close()
     record = engine.record.snapshot()  # complete: every thread has been joined
+    if traces is not None:
+        traces.append((f"{cfg.preset} {dtype} T={threads}", record))
     workers, nz_batches = _batch_counts(record, threads)
     loss_err = abs(res.loss - ref.result.loss) / max(abs(ref.result.loss), 1e-300)
     grad_err, worst = worst_tensor(res.grads, ref.result.grads, names)
@@ -234,7 +236,7 @@ def format_row(r: RunRecord) -> str:
 
 def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
-               out: Callable[[str], None] = print) -> VerifyReport:
+               out: Callable[[str], None] = print, traces: list | None = None) -> VerifyReport:
     """Run every gate; prints a row per run as it goes; returns all figures."""
     report = VerifyReport()
     start = time.perf_counter()
@@ -247,7 +249,8 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
         for dtype in dtypes:
             records = []
             for T in threads:
-                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults)
+                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
+                                 traces=traces)
                 records.append(rec)
                 out(format_row(rec))
             check_bitwise(records)
@@ -295,14 +298,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
-    for path in (args.json, args.markdown):
+    trace = getattr(args, "trace", None)
+    for path in (args.json, args.markdown, trace):
         if path is not None:
             check_writable(path)
+    traces: list | None = [] if trace is not None else None
     configs = [preset(name, seed=args.seed) for name in presets]
     report = run_verify(configs, dtypes, threads,
                         trajectory_steps=args.trajectory_steps, stall_timeout=args.stall_timeout,
                         faults=parse_faults(args.inject),
-                        out=lambda line: print(line, flush=True))
+                        out=lambda line: print(line, flush=True), traces=traces)
+    if trace is not None:
+        from harness.trace import write_traces
+
+        write_traces(traces, trace)
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     if args.markdown is not None:
