@@ -14,31 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
+from harness.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
 from reference.config import PRESETS
-from reference.errors import InputError, SpheresError, StallError
+from reference.errors import SpheresError, StallError
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_STALL, EXIT_FAULT = 0, 1, 2, 3, 4
-
-
-def parse_threads(text: str) -> list[int]:
-    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError
-                out.update(range(lo, hi + 1))
-            elif part:
-                out.add(int(part))
-    except ValueError:
-        raise InputError(
-            f"--threads {text!r}: expected counts like 1-63 or 1,2,4 or 1-4,8") from None
-    if not out or min(out) < 1:
-        raise InputError(f"--threads {text!r}: thread counts must be >= 1")
-    return sorted(out)
 
 
 def _positive_int(text: str) -> int:

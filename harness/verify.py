@@ -292,8 +292,8 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from harness.cli import parse_threads
     from harness.commands import parse_faults
+    from harness.thread_counts import parse_threads
 
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
