@@ -40,6 +40,7 @@ from harness.thresholds import (
     TOKENIZE_PEAK_BYTES,
     TOKENIZE_SECONDS,
     TORCH_RATIO_TARGET,
+    TRACE_OVERHEAD_LIMIT,
 )
 from reference.config import ModelConfig, preset
 
@@ -150,6 +151,8 @@ TARGETS: tuple[RatioTarget | LimitTarget, ...] = (
     RatioTarget("fast vs PyTorch eager tokens/s (same threads)", "fast_tokens_per_s_torch_threads",
                 "torch_tokens_per_s", TORCH_RATIO_TARGET, skip_unless="torch_available",
                 skip_message="skipped: torch not importable"),
+    RatioTarget("run record / --trace overhead: traced vs untraced tokens/s",
+                "traced_tokens_per_s", "untraced_tokens_per_s", 1 - TRACE_OVERHEAD_LIMIT),
     LimitTarget("seed workload completes (one group of 63 batches)", "seed_seconds"),
     LimitTarget("seed workload peak RSS", "seed_peak_rss_bytes", SEED_PEAK_BYTES / GB, "GB", GB),
     LimitTarget("tokenisation of a 24 MB corpus: time", "tokenize_seconds", TOKENIZE_SECONDS,
@@ -214,6 +217,9 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
             peaks[extra["cores"]] = extra["flops_per_round"] / best
         elif kind in ("engine", "scaling", "seed_workload"):
             rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
+        elif kind == "trace_overhead":
+            metrics.update(traced_tokens_per_s=extra["traced_tokens_per_s"],
+                           untraced_tokens_per_s=extra["untraced_tokens_per_s"])
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
             tokenize = {"name": b["name"], "seconds": seconds,

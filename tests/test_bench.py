@@ -102,6 +102,8 @@ def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
         entry("test_seed_workload", 63 / 8 * 5.2, kind="seed_workload", engine="fast",
               threads=63, group=63, tokens_per_round=63 * 32 * 128, rounds=1,
               trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={}, peak_rss_bytes=seed_rss),
+        entry("test_trace_overhead", 3.0, kind="trace_overhead", engine="fast", threads=2,
+              traced_tokens_per_s=995.0, untraced_tokens_per_s=1000.0),
         entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
     ]
     if with_torch:

@@ -410,10 +410,11 @@ BENCH_BASELINE = {
     "seed_tokens_per_s": 1800.0, "model_flops_per_s": 7e10, "matmul_peak_flops": 1e11,
     "fast_tokens_per_s_torch_threads": 1900.0, "torch_tokens_per_s": 1000.0,
     "seed_seconds": 40.0, "seed_peak_rss_bytes": 0.9e9, "tokenize_seconds": 4.0,
-    "tokenize_peak_bytes": 300e6,
+    "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
 }
 BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "2 threads vs 1 thread tokens/s": {"fast_tokens_per_s_T2": 1200.0},
+    "run record / --trace overhead: traced vs untraced tokens/s": {"traced_tokens_per_s": 950.0},
     "seed workload (63 threads) vs 2 threads tokens/s": {"seed_tokens_per_s": 900.0},
     "model FLOP/s vs float32 matmul peak (all cores)": {"model_flops_per_s": 2e10},
     "fast vs PyTorch eager tokens/s (same threads)": {"torch_tokens_per_s": 1800.0},
