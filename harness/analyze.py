@@ -43,6 +43,7 @@ from harness.profiling import (
     reset_peak_rss,
 )
 from harness.report import render
+from harness.results import SCHEMA_VERSION, ThroughputPoint
 from harness.threadstats import live_ks_threads, thread_stats
 from harness.thresholds import SEED_PEAK_BYTES
 from harness.timeline import plot_gantt
@@ -274,13 +275,12 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dic
             t0 = time.perf_counter()
             result = engine.step(group.tokens, group.targets)
             seconds = time.perf_counter() - t0
-        points.append({"threads": T, "tokens_per_s": result.n_targets / seconds,
-                       "seconds": seconds, "group_size": plan.throughput_group})
-        say(f"[throughput] T={T}: {points[-1]['tokens_per_s']:,.0f} tokens/s")
-    base = points[0]["tokens_per_s"]
+        points.append(ThroughputPoint(T, result.n_targets / seconds, seconds,
+                                      plan.throughput_group))
+        say(f"[throughput] T={T}: {points[-1].tokens_per_s:,.0f} tokens/s")
     for p in points:
-        p["speedup"] = p["tokens_per_s"] / base
-    return points
+        p.speedup = p.tokens_per_s / points[0].tokens_per_s
+    return [asdict(p) for p in points]
 
 
 def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> dict:
@@ -409,6 +409,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     memray = {} if training["error"] else phase_memory(plan, cfg, corpus, out_dir, say)
     cores = sampler["cores"]
     results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "meta": {"date": dt.datetime.now().isoformat(timespec="seconds"),
                  "command": plan.command, "preset": plan.preset, "threads": plan.threads,
                  "steps": plan.steps, "quick": plan.quick, "machine": machine_info(),
@@ -442,7 +443,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
                      else ("training too short for a flame graph" if not flame else None)},
     }
     results["record"] = record_summary(record, out_dir)
-    results["checks"] = build_checks(results)
+    results["checks"] = [asdict(c) for c in build_checks(results)]
     results["known_issues"] = known_issues(results)
     results["recommendations"] = recommendations(results)
     results["verdict"] = "PASS" if all(c["passed"] for c in results["checks"]) else "FAIL"

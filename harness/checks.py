@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.results import Check
 from harness.thresholds import (
     CPU_USE_TARGET,
     NO_COLLAPSE_RATIO,
@@ -42,9 +43,8 @@ RECORD_CHECKS = (
 )
 
 
-def _check(section: str, title: str, passed: bool, figure: str, id: str) -> dict[str, Any]:
-    return {"id": id, "section": section, "title": title, "passed": bool(passed),
-            "figure": figure}
+def _check(section: str, title: str, passed: bool, figure: str, id: str) -> Check:
+    return Check(id=id, section=section, title=title, passed=bool(passed), figure=figure)
 
 
 def _mib(n: float | None) -> str:
@@ -56,7 +56,7 @@ def _below(value: float | None, limit: float) -> bool:
     return value is not None and value < limit
 
 
-def build_checks(r: dict[str, Any]) -> list[dict[str, Any]]:
+def build_checks(r: dict[str, Any]) -> list[Check]:
     data, tr, th = r["data"], r["training"], r["threads"]
     perf, mem, eq = r["performance"], r["memory"], r["equivalence"]
     meta = r["meta"]

@@ -276,9 +276,9 @@ def healthy_findings(healthy):
 
 def test_baseline_passes_every_analyze_check(healthy_findings):
     checks = build_checks(baseline_results(healthy_findings))
-    failed = [c for c in checks if not c["passed"]]
+    failed = [c for c in checks if not c.passed]
     assert not failed, failed
-    ids = {c["id"] for c in checks}
+    ids = {c.id for c in checks}
     assert ids <= set(ANALYZE_CHECKS), ids - set(ANALYZE_CHECKS)
     conditional = {"faults-fired"}  # made only when a fault never fired
     assert ids | conditional == set(ANALYZE_CHECKS)
@@ -291,9 +291,9 @@ def test_broken_run_fails_analyze_check(group, healthy_findings, cid, no_thread_
         results["record"]["findings"] = evidence.findings(record_of(group, cid))
     else:
         FIGURE_BREAKERS[cid](results)
-    mine = [c for c in build_checks(results) if c["id"] == cid]
+    mine = [c for c in build_checks(results) if c.id == cid]
     assert mine, f"check {cid} was not made"
-    assert not any(c["passed"] for c in mine), f"{cid} passed a broken run: {mine}"
+    assert not any(c.passed for c in mine), f"{cid} passed a broken run: {mine}"
 
 
 # ------------------------------------------------------------------ verify's gates
