@@ -87,6 +87,11 @@ class JobBoard:
         self._generation = 0
         self._closed = False
 
+    @property
+    def generation(self) -> int:
+        """Jobs posted so far (only Node Zero posts, so it may read this without the lock)."""
+        return self._generation
+
     def post(self, job: StepJob) -> None:
         with self._cond:
             self._generation += 1
@@ -221,7 +226,7 @@ class NodeZero:
             t_step = rec.now()
             s.faults.fire("node-zero", None, job.step, None, self.hb.slot, first=True)
             s.tickets.reset()
-            rec.new_step()
+            rec.new_step(s.board.generation + 1)  # the key the job is about to get
             s.board.post(job)
             key = job.generation  # the record's step key: one per group handed out
             log.span(DISPATCH, key, t_step, rec.now(), job.n_batches)  # batch field: g

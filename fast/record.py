@@ -58,16 +58,31 @@ class ThreadLog:
         self.folds.append((step, batch, position, order))
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Which steps a long run keeps in memory: every step of the first `first`, then every
+    `every`-th (steps are 1-based job numbers). Bounds the record (and so the trace) on long
+    runs; the checks of short runs (analyze, verify) see every step."""
+
+    first: int = 20
+    every: int = 10
+
+    def keeps(self, step: int) -> bool:
+        return step <= self.first or (step - 1 - self.first) % self.every == 0
+
+
 class Recorder:
     """The record of one trainer: a ThreadLog per thread, counters, and per-position fold counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention: Retention | None = Retention()) -> None:
+        self.retention = retention  # None: keep every step
         self.origin = time.perf_counter()
         self.logs: list[ThreadLog] = []
         self._by_thread: dict[int, ThreadLog] = {}
         self._lock = threading.Lock()  # guards registering threads (never the hot path)
         self.fold_counts = [0] * POSITIONS  # position p: folds so far this step (ticket-guarded)
         self.counters: list[tuple[str, float, float]] = []  # (name, time s, value), caller only
+        self.dropped_steps = 0  # steps left out by the retention policy (Node Zero only)
 
     def now(self) -> float:
         """Seconds since the recorder was made (perf_counter: monotonic, sub-microsecond)."""
@@ -94,9 +109,19 @@ class Recorder:
             self.attach(log)
         return log
 
-    def new_step(self) -> None:
-        """Start of a step, before any batch runs: every position's fold count restarts."""
+    def new_step(self, step: int | None = None) -> None:
+        """Start of a step, before any batch runs: every position's fold count restarts, and
+        step - 2 is dropped unless retained (every thread appended its last entry of step - 2
+        before it could reach step - 1's Point A, so nobody writes there any more)."""
         self.fold_counts = [0] * POSITIONS
+        if step is not None and self.retention is not None and step > 2:
+            old = step - 2
+            if not self.retention.keeps(old):
+                self.dropped_steps += 1
+                for log in self.logs:
+                    if log.role != "caller":
+                        _drop_step(log.spans, 1, old)
+                        _drop_step(log.folds, 0, old)
 
     def next_fold(self, position: int) -> int:
         """Fold index of the batch now writing `position` (call only while holding its ticket)."""
@@ -114,7 +139,21 @@ class Recorder:
         with self._lock:
             logs = [ThreadLog(lg.name, lg.role, lg.ident, lg.position, list(lg.spans),
                               list(lg.folds)) for lg in self.logs]
-        return RunRecord(logs, list(self.counters))
+        return RunRecord(logs, list(self.counters), self.dropped_steps)
+
+
+def _drop_step(entries: list, key: int, step: int) -> None:
+    """Delete the entries of `step` (a contiguous run near the end: each thread appends in step
+    order). One `del` of a slice is atomic under the GIL, so the owner may append meanwhile."""
+    end = len(entries)
+    i = end
+    while i > 0 and entries[i - 1][key] > step:
+        i -= 1
+    j = i
+    while j > 0 and entries[j - 1][key] == step:
+        j -= 1
+    if j < i:
+        del entries[j:i]
 
 
 @dataclass
@@ -123,6 +162,7 @@ class RunRecord:
 
     threads: list[ThreadLog]
     counters: list[tuple[str, float, float]] = field(default_factory=list)
+    dropped_steps: int = 0  # steps the retention policy left out of memory (long runs)
 
     def by_role(self, role: str) -> list[ThreadLog]:
         return [t for t in self.threads if t.role == role]

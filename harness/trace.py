@@ -27,13 +27,13 @@ US = 1e6  # trace timestamps are microseconds
 
 @dataclass(frozen=True)
 class TracePolicy:
-    full_steps: int = 20  # every step up to here in full
+    full_steps: int = 20  # every step up to here in full (as fast.record.Retention keeps them)
     every: int = 10  # then every `every`-th step
     max_bytes: int = 50_000_000  # stop adding steps past this size (Perfetto opens it easily)
 
-    def keeps(self, index: int) -> bool:
-        """Whether the `index`-th step of the run (0-based) is traced."""
-        return index < self.full_steps or (index - self.full_steps) % self.every == 0
+    def keeps(self, step: int) -> bool:
+        """Whether step `step` (1-based job number) is traced."""
+        return step <= self.full_steps or (step - 1 - self.full_steps) % self.every == 0
 
 
 def _tid(log, callers: dict[str, int]) -> int:
@@ -79,10 +79,10 @@ def trace_events(rec: RunRecord, *, pid: int = 0, rank_name: str = "spheres",
     outside = by_step.pop(-1, [])  # spans outside any step (checkpoint writes): always kept
     events += outside
     size += len(json.dumps(outside))
-    for index, step in enumerate(sorted(by_step)):
+    for step in sorted(by_step):
         chunk = by_step[step]
         cost = len(json.dumps(chunk))
-        if policy.keeps(index) and size + cost <= policy.max_bytes:
+        if policy.keeps(step) and size + cost <= policy.max_bytes:
             events += chunk
             size += cost
             kept.append(step)
@@ -95,6 +95,7 @@ def trace_events(rec: RunRecord, *, pid: int = 0, rank_name: str = "spheres",
             "otherData": {"policy": f"first {policy.full_steps} steps in full, then every "
                           f"{policy.every}th, at most {policy.max_bytes} bytes",
                           "steps_kept": len(kept), "steps_dropped": len(dropped),
+                          "steps_not_retained_in_memory": rec.dropped_steps,
                           "note": "a batch span is one compiled forward+backward call"}}
 
 

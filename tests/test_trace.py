@@ -149,3 +149,23 @@ def test_trace_needs_the_fast_engine(tmp_path: Path, capsys):
                             "--trace", str(tmp_path / "t.json")], capsys)
     assert code == 2 and "--engine fast" in err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_long_runs_keep_a_bounded_record(no_thread_leak):
+    """The engine's record retains the first 20 steps and every 10th: memory stays bounded,
+    and what is kept still passes every finding."""
+    from fast.trainer import FastTrainer
+    from harness import evidence
+    from harness.corpus import load_corpus, one_group_tokens
+    from reference.config import preset
+
+    cfg = preset("tiny")
+    group = load_corpus(cfg, None, synthetic_tokens=one_group_tokens(cfg, 1)).groups(cfg).group(0)
+    with FastTrainer(cfg, 2) as trainer:
+        for _ in range(32):
+            trainer.step(group.tokens, group.targets)
+    rec = trainer.record.snapshot()
+    assert rec.steps() == [*range(1, 22), 31, 32]  # 31, 32: the last two are not pruned yet
+    assert rec.dropped_steps == 9
+    for name, finding in evidence.RECORD_FINDINGS.items():
+        assert finding(rec).passed, name
