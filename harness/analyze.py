@@ -150,13 +150,12 @@ def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, dict]:
     return corpus, info
 
 
-def phase_structure(record, threads: int) -> dict:
+def phase_structure(record) -> dict:
     """The symmetry positions and sphere levels as the run record saw them (not the plan)."""
     d = evidence.structure(record) if record is not None else {
         "positions": [{"position": p, "workers": 0, "batches": 0} for p in range(12)],
         "level_sizes": [0, 0, 0], "total_spheres": 0, "tree": [1, 12, 144],
-        "occupied_spheres": 0}
-    d["barrier_parties"] = threads + 1  # T workers + Node Zero wait at Point A and Point B
+        "occupied_spheres": 0, "barrier_parties": 0}
     return d
 
 
@@ -399,7 +398,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     corpus, data = phase_data(plan, cfg, say)
     training = phase_training(plan, cfg, corpus, out_dir, say)
     record = training.pop("record", None)
-    structure = phase_structure(record, plan.threads)
+    structure = phase_structure(record)
     stats = record_stats(record, training.get("stats"))
     sampler = training.pop("sampler")
     flame = training.pop("flamegraph")

@@ -275,7 +275,11 @@ def structure(rec: RunRecord) -> dict:
             for p in range(POSITIONS)}
     nz = [t for t in rec.by_role("node-zero") if any(s[0] == STEP for s in t.spans)]
     levels = [len(nz), len(workers), len(spheres)]
-    return {"positions": [{"position": p, "workers": len(workers.get(p, ())),
+    first = min(handed_out(rec), default=None)
+    parties = sum(1 for t in rec.threads
+                  if any(k == wait_kind("point-A") and s == first for k, s, *_ in t.spans))
+    return {"barrier_parties": parties,  # threads that waited at Point A in the first step
+            "positions": [{"position": p, "workers": len(workers.get(p, ())),
                            "batches": most[p]} for p in range(POSITIONS)],
             "level_sizes": levels, "total_spheres": sum(levels),
             "tree": [1, POSITIONS, LEVEL2_SPHERES], "occupied_spheres": len(spheres)}

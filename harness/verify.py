@@ -5,7 +5,9 @@ short training trajectory; then, for every thread count T, the fast engine must
 - match the reference loss and every parameter's gradient within the dtype's tolerance,
 - give bitwise the same gradient, the same updated parameters and the same trajectory as every
   other T (compared by SHA-256 of the bytes),
-- hand every worker at least one batch when G >= T, and never give Node Zero a batch.
+- hand every worker at least one batch when G >= T, and never give Node Zero a batch,
+- fold every batch into position b mod 12 in ascending order and hold every barrier;
+all read from the run record (fast.record) the engine wrote while it ran, never the plan.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from harness.corpus import load_corpus
 from harness.engines import make_engine
 from harness.evidence import RECORD_FINDINGS, handed_out
 from harness.export import check_writable
+from harness.machine import blas_facts, blas_line
 from reference.atomic import atomic_write_text
 from reference.config import PRESETS, Config, preset
 from reference.engine import ReferenceEngine
@@ -263,7 +266,9 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
 
 
 def markdown_summary(report: VerifyReport) -> str:
-    lines = ["# Equivalence gates", "",
+    facts = blas_facts()
+    lines = ["# Equivalence gates", "", blas_line(facts) + ".", "",
+             *[f"Warning: {w}\n" for w in facts["warnings"]],
              f"{len(report.records)} runs in {report.seconds:.1f}s: "
              + ("**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"), "",
              "Tolerances (relative L2 against the float64 reference): gradients "
