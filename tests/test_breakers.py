@@ -4,17 +4,20 @@ Three registries are covered: analyze's checks (`harness.checks.ANALYZE_CHECKS`)
 (`harness.verify.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.TARGETS`).
 `test_every_check_has_a_breaker` fails when a check is added without a breaker here.
 
-Checks that read the run record are broken in the ENGINE (monkeypatched fast/ code: Node Zero
-running a batch, a batch written into the wrong position segment, positions folded in another
-order, a barrier a worker skips, a worker finishing its batches after the update...). Checks
-that judge a measured figure (throughput, memory, losses, drills) are fed the figure a broken
-run would measure, starting from a baseline on which every check passes.
+Most are broken in the ENGINE (monkeypatched fast/ code: Node Zero running a batch, a batch
+written into the wrong position segment, positions folded in another order, a barrier a worker
+skips, a worker finishing its batches after the update, close() that joins nothing, a NaN loss,
+a one-ulp difference at T=2...) and the check reads what analyze's own training phase, verify's
+gates or the run record measured. Checks that judge a machine-level figure (throughput ratios,
+CPU use, peak memory, memray, tokenisation, the data counts, the drills' outcome) are fed the
+figure a broken run would measure, starting from a baseline on which every check passes.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,32 +243,92 @@ def _drill_failed(r):
     r["drills"][0].update(passed=False, outcome="completed (the hang was not detected)")
 
 
-def _mismatch(r):
-    r["equivalence"]["records"][0].update(passed=False, grad_error=3e-3)
+def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
+    """analyze's real training phase (tiny, 2 threads, 1 step) on a possibly broken engine;
+    returns a function that puts its measurements into a results dict."""
+    import argparse
+
+    from harness.analyze import make_plan, phase_training, record_stats
+
+    args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
+                              stall_timeout=10.0, inject=list(inject))
+    plan = make_plan(args)
+    cfg = preset("tiny")
+    corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
+    with pytest.MonkeyPatch.context() as mp:
+        _Current(mp)
+        if breaker is not None:
+            breaker(mp)
+        training = phase_training(plan, cfg, corpus, Path("."), lambda line: None)
+    for trainer in _current:  # a breaker that kept threads alive: end them for real now
+        FastTrainer.close(trainer)
+    _current.clear()
+    record = training.pop("record", None)
+
+    def splice(r: dict) -> None:
+        r["meta"].update(threads=2, steps=1)
+        r["data"]["group_size"] = cfg.train.group_size
+        r["training"].update(training)
+        r["threads"] = record_stats(record, training.get("stats"))
+        if record is not None:
+            r["record"]["findings"] = evidence.findings(record)
+    return splice
 
 
-# check id -> how a broken run's figures look (record ids: the broken engine's findings)
+def analyze_equivalence(breaker):
+    """analyze's equivalence figures from verify's gates run on a broken engine (tiny, T=1,2)."""
+    from harness.verify import run_verify
+
+    with pytest.MonkeyPatch.context() as mp:
+        _Current(mp)
+        breaker(mp)
+        report = run_verify([preset("tiny")], ["float32"], [1, 2], trajectory_steps=2,
+                            out=lambda line: None)
+    _current.clear()
+    records = [dict(vars(r), passed=r.passed) for r in report.records]
+
+    def splice(r: dict) -> None:
+        r["equivalence"].update(records=records, runs=len(records), dtypes=["float32"],
+                                failures=[f for x in records for f in x["failures"]])
+    return splice
+
+
+def _no_close(mp):
+    """close() returns without ending any thread (the original's shutdown)."""
+    mp.setattr(FastTrainer, "close", lambda self: None)
+
+
+def _nan_loss(mp):
+    orig = fw.batch_forward_backward
+    mp.setattr(fw, "batch_forward_backward",
+               lambda *a: (lambda loss, n: (math.nan, n))(*orig(*a)))
+
+
+def _worker_one_idle(mp):
+    orig = fw.worker_batches
+    mp.setattr(fw, "worker_batches", lambda w, g, t: [] if w == 1 else list(orig(w, g, t)))
+
+
+# check id -> how a broken run's figures look (record ids: the broken engine's findings;
+# `analyze_training(...)`: analyze's own training phase on a broken engine)
 FIGURE_BREAKERS = {
     "engine-started": lambda r: (_set("training.compile_seconds", 0.0)(r),
                                  _set("training.steps", 0)(r)),
-    "clean-shutdown": _set("training.threads_alive_after_close", ["ks-worker-1"]),
-    "bitwise-reduction": _set("equivalence.failures", ["bitwise-grads: T=2 differs"]),
-    "workers-busy": _set("threads.workers", [{"batches": 63, "name": "ks-worker-0",
-                                              "wait_a_seconds": 0.0},
-                                             {"batches": 0, "name": "ks-worker-1",
-                                              "wait_a_seconds": 0.0}]),
+    "clean-shutdown": lambda r: analyze_training(_no_close)(r),
+    "steps-finished": lambda r: analyze_training(inject=("raise:target=worker=0,step=0",))(r),
+    "loss-finite": lambda r: analyze_training(_nan_loss)(r),
+    "faults-fired": lambda r: analyze_training(inject=("hang:target=worker=9,step=0",))(r),
+    "workers-busy": lambda r: analyze_training(_worker_one_idle)(r),
+    "bitwise-reduction": lambda r: analyze_equivalence(_perturb_total)(r),
     "batches-per-epoch": _set("data.batches_per_epoch", 163),
     "tokenize-peak": _set("data.tokenize_peak_bytes", None),  # not measured: never a PASS
-    "steps-finished": _set("training.steps", 2),
-    "loss-finite": _set("training.losses", [6.5, math.nan, 6.3]),
-    "faults-fired": _set("training.unfired_faults", ["hang:worker=9,step=1"]),
     "scaling-2": _tp(2, 1.2),
     "no-collapse": _tp(63, 0.8),
     "cpu-use": _set("performance.cpu_utilisation", 0.3),
     "peak-rss": _set("memory.peak_rss_bytes", 1.5e9),
     "memray": _set("memory.memray", {"error": "memray failed", "top": []}),
     "drill": _drill_failed,
-    "fast-equals-reference": _mismatch,
+    "fast-equals-reference": lambda r: analyze_equivalence(_scaled_grads)(r),
 }
 
 
