@@ -506,3 +506,10 @@ def test_every_check_has_a_breaker():
     assert names == set(BENCH_BREAKERS), names ^ set(BENCH_BREAKERS)
     used = {n for names in RECORD_GATES.values() for n in names}
     assert used <= set(ENGINE_BREAKERS), used - set(ENGINE_BREAKERS)
+
+
+def test_checks_doc_lists_every_check():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "CHECKS.md").read_text()
+    missing = [c for c in (*ANALYZE_CHECKS, *VERIFY_GATES) if f"| `{c}` |" not in text]
+    missing += [t.name for t in bench.TARGETS if f"| {t.name} |" not in text]
+    assert not missing, missing
