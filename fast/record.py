@@ -133,13 +133,13 @@ class Recorder:
         """A sampled figure (RSS, tokens/s) at this moment, for the trace's counter tracks."""
         self.counters.append((name, self.now(), float(value)))
 
-    def snapshot(self) -> RunRecord:
+    def snapshot(self) -> RecordSnapshot:
         """A copy of the record so far. Complete once the trainer is closed (threads joined);
         between steps the workers' leaving of the last step's Point B may still be in flight."""
         with self._lock:
             logs = [ThreadLog(lg.name, lg.role, lg.ident, lg.position, list(lg.spans),
                               list(lg.folds)) for lg in self.logs]
-        return RunRecord(logs, list(self.counters), self.dropped_steps)
+        return RecordSnapshot(logs, list(self.counters), self.dropped_steps)
 
 
 def _drop_step(entries: list, key: int, step: int) -> None:
@@ -157,7 +157,7 @@ def _drop_step(entries: list, key: int, step: int) -> None:
 
 
 @dataclass
-class RunRecord:
+class RecordSnapshot:
     """A snapshot of the record: what harness checks, reports and traces read."""
 
     threads: list[ThreadLog]

@@ -1,6 +1,6 @@
 """Verdicts about the threaded system read from the run record (fast.record), never the plan.
 
-Each function takes a `RunRecord` snapshot and returns a `Finding`: passed or not, and the
+Each function takes a `RecordSnapshot` and returns a `Finding`: passed or not, and the
 measured figure behind it. `harness.checks` (analyze) and `harness.verify` turn findings into
 their verdicts; `tests/test_breakers.py` runs a deliberately broken engine for each one and sees
 it fail. Per-thread statistics and Node Zero's phase times come from the same record.
@@ -20,8 +20,7 @@ from fast.record import (
     STEP,
     TICKET,
     UPDATE,
-    RunRecord,
-    ThreadLog,
+    RecordSnapshot,
     wait_kind,
 )
 from fast.spheres import LEVEL2_SPHERES, POSITIONS, SPHERES_PER_POSITION
@@ -37,7 +36,7 @@ class Finding:
     figure: str
 
 
-def _batches(rec: RunRecord) -> dict[int, list[tuple[str, int]]]:
+def _batches(rec: RecordSnapshot) -> dict[int, list[tuple[str, int]]]:
     """Per step: (thread, batch) for every batch span in the record."""
     out: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for t in rec.threads:
@@ -47,13 +46,13 @@ def _batches(rec: RunRecord) -> dict[int, list[tuple[str, int]]]:
     return out
 
 
-def handed_out(rec: RunRecord) -> dict[int, int]:
+def handed_out(rec: RecordSnapshot) -> dict[int, int]:
     """Per step: how many batches Node Zero handed out (its dispatch span carries the count)."""
     return {step: n for t in rec.by_role("node-zero")
             for kind, step, _, _, n in t.spans if kind == DISPATCH}
 
 
-def node_zero_never_computes(rec: RunRecord) -> Finding:
+def node_zero_never_computes(rec: RecordSnapshot) -> Finding:
     ran = rec.batches_by_thread()
     by_others = {name: n for name, n in ran.items() if n and not name.startswith("ks-worker-")}
     total = sum(ran.values())
@@ -62,7 +61,7 @@ def node_zero_never_computes(rec: RunRecord) -> Finding:
                    f"{by_others or 0} (record of {total} batches over {len(rec.steps())} steps)")
 
 
-def every_batch_once(rec: RunRecord) -> Finding:
+def every_batch_once(rec: RecordSnapshot) -> Finding:
     """Every batch Node Zero handed out ran exactly once, in every step."""
     ran, given = _batches(rec), handed_out(rec)
     bad = []
@@ -75,7 +74,7 @@ def every_batch_once(rec: RunRecord) -> Finding:
                    f"{sum(given.values())} batches over {len(given)} steps, each ran once")
 
 
-def folds_at_position(rec: RunRecord) -> Finding:
+def folds_at_position(rec: RecordSnapshot) -> Finding:
     """Batch b's gradient was written into position segment b mod 12 (whoever ran it)."""
     folds = [f for t in rec.threads for f in t.folds]
     wrong = [(s, b, p) for s, b, p, _ in folds if p != b % POSITIONS]
@@ -84,7 +83,7 @@ def folds_at_position(rec: RunRecord) -> Finding:
                    + (f", e.g. batch {wrong[0][1]} into position {wrong[0][2]}" if wrong else ""))
 
 
-def fold_order(rec: RunRecord) -> Finding:
+def fold_order(rec: RecordSnapshot) -> Finding:
     """Each position folded its batches in ascending order: fold k of position p is p + 12k."""
     per: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     for t in rec.threads:
@@ -100,7 +99,7 @@ def fold_order(rec: RunRecord) -> Finding:
                    f"{len(per)} position sums in ascending batch order (up to {longest} folds)")
 
 
-def positions_filled(rec: RunRecord) -> Finding:
+def positions_filled(rec: RecordSnapshot) -> Finding:
     """Each step's batches spread over min(12, g) positions."""
     per: dict[int, set[int]] = defaultdict(set)
     for t in rec.threads:
@@ -114,7 +113,7 @@ def positions_filled(rec: RunRecord) -> Finding:
                    f"{used} of 12 positions received folds in each of {len(given)} steps")
 
 
-def hierarchy(rec: RunRecord) -> Finding:
+def hierarchy(rec: RecordSnapshot) -> Finding:
     """What ran forms the 1 + 12 + 144 tree: one Node Zero, <= 12 positions, <= 144 spheres."""
     nz = [t for t in rec.by_role("node-zero") if any(s[0] == STEP for s in t.spans)]
     positions = {p for t in rec.threads for _, _, p, _ in t.folds}
@@ -126,7 +125,7 @@ def hierarchy(rec: RunRecord) -> Finding:
                        "positions and level-2 spheres that received folds")
 
 
-def barriers_held(rec: RunRecord) -> Finding:
+def barriers_held(rec: RecordSnapshot) -> Finding:
     """At every barrier of every step each thread arrived once and none left before the last."""
     parties = [t for t in rec.threads if t.role in ("worker", "node-zero")]
     waits: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
@@ -154,7 +153,7 @@ def barriers_held(rec: RunRecord) -> Finding:
                    f"first leave >= last arrival (margin {margin * 1e6:.0f} us)")
 
 
-def update_after_batches(rec: RunRecord) -> Finding:
+def update_after_batches(rec: RecordSnapshot) -> Finding:
     """No update starts before the step's last batch ended (SPEC 8.14's race)."""
     last_batch: dict[int, float] = defaultdict(float)
     first_update: dict[int, float] = {}
@@ -169,7 +168,7 @@ def update_after_batches(rec: RunRecord) -> Finding:
                             "before their last batch ended")
 
 
-def spans_disjoint(rec: RunRecord) -> Finding:
+def spans_disjoint(rec: RecordSnapshot) -> Finding:
     """No thread is in two phases at once (Node Zero's whole-step span aside)."""
     bad = []
     for t in rec.threads:
@@ -222,7 +221,7 @@ class ThreadStats:
     cpu_seconds: float = 0.0
 
 
-def thread_stats(rec: RunRecord, cpu_seconds: dict[str, float] | None = None
+def thread_stats(rec: RecordSnapshot, cpu_seconds: dict[str, float] | None = None
                  ) -> list[ThreadStats]:
     """Per-thread figures, Node Zero first, then workers in index order."""
     cpu = cpu_seconds or {}
@@ -255,11 +254,7 @@ NODE_ZERO_PHASES = (
 )
 
 
-def log_of(rec: RunRecord, name: str) -> ThreadLog | None:
-    return next((t for t in rec.threads if t.name == name), None)
-
-
-def structure(rec: RunRecord) -> dict:
+def structure(rec: RecordSnapshot) -> dict:
     """The 12-fold structure as it ran: per position, the threads that folded into it and the
     most batches it took in one step; the tree levels observed (what the report tables show)."""
     workers: dict[int, set[str]] = defaultdict(set)
@@ -285,7 +280,7 @@ def structure(rec: RunRecord) -> dict:
             "tree": [1, POSITIONS, LEVEL2_SPHERES], "occupied_spheres": len(spheres)}
 
 
-def findings(rec: RunRecord) -> dict[str, dict]:
+def findings(rec: RecordSnapshot) -> dict[str, dict]:
     """Every record finding as plain data (for results.json and the checks)."""
     return {name: {"passed": f.passed, "figure": f.figure}
             for name, f in ((n, fn(rec)) for n, fn in RECORD_FINDINGS.items())}

@@ -21,7 +21,7 @@ from fast.record import (
     STEP,
     TICKET,
     UPDATE,
-    RunRecord,
+    RecordSnapshot,
     wait_kind,
 )
 
@@ -33,7 +33,7 @@ COLOURS = {
 }
 
 
-def plot_gantt(rec: RunRecord, step: int, out_path: str | Path) -> Path:
+def plot_gantt(rec: RecordSnapshot, step: int, out_path: str | Path) -> Path:
     """One step's spans per thread (Node Zero on top), seconds from the step's start."""
     rows = [t for t in rec.threads if any(s[1] == step for s in t.spans)]
     if not rows:

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fast.record import BATCH, STEP, RunRecord
+from fast.record import BATCH, STEP, RecordSnapshot
 from reference.atomic import atomic_write_text
 
 US = 1e6  # trace timestamps are microseconds
@@ -44,7 +44,7 @@ def _tid(log, callers: dict[str, int]) -> int:
     return callers.setdefault(log.name, 1000 + len(callers))
 
 
-def trace_events(rec: RunRecord, *, pid: int = 0, rank_name: str = "spheres",
+def trace_events(rec: RecordSnapshot, *, pid: int = 0, rank_name: str = "spheres",
                  policy: TracePolicy = TracePolicy()) -> dict:
     """The trace as a dict in the Trace Event Format (JSON object form)."""
     callers: dict[str, int] = {}
@@ -99,14 +99,14 @@ def trace_events(rec: RunRecord, *, pid: int = 0, rank_name: str = "spheres",
                           "note": "a batch span is one compiled forward+backward call"}}
 
 
-def write_trace(rec: RunRecord, path: str | Path, **kwargs) -> Path:
+def write_trace(rec: RecordSnapshot, path: str | Path, **kwargs) -> Path:
     """Write the trace atomically; returns the path."""
     path = Path(path)
     atomic_write_text(path, json.dumps(trace_events(rec, **kwargs)))
     return path
 
 
-def write_traces(runs: list[tuple[str, RunRecord]], path: str | Path,
+def write_traces(runs: list[tuple[str, RecordSnapshot]], path: str | Path,
                  policy: TracePolicy = TracePolicy()) -> Path:
     """Several runs (verify's sweep) in one file, one process track each, under one byte cap."""
     events: list[dict] = []
@@ -126,7 +126,7 @@ def write_traces(runs: list[tuple[str, RunRecord]], path: str | Path,
     return path
 
 
-def representative_step(rec: RunRecord) -> int | None:
+def representative_step(rec: RecordSnapshot) -> int | None:
     """The step of median duration (Node Zero's step span): neither the warm-up nor an outlier."""
     spans = sorted((end - start, step) for t in rec.by_role("node-zero")
                    for kind, step, start, end, _ in t.spans if kind == STEP)
