@@ -102,7 +102,8 @@ class Heartbeat:
             "ticket_wait_seconds": seconds[Phase.WAITING_TICKET],
             "wait_a_seconds": seconds[Phase.WAITING_A],
             "wait_b_seconds": seconds[Phase.WAITING_B],
-            "reduce_seconds": seconds[Phase.REDUCING] + seconds[Phase.DECIDING],
+            "reduce_seconds": seconds[Phase.REDUCING],  # workers' share of the reduction
+            "decide_seconds": seconds[Phase.DECIDING],  # Node Zero's checks and step scalars
             "update_seconds": seconds[Phase.UPDATING],
             "phase_seconds": {p.name: s for p, s in seconds.items()},
         }

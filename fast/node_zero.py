@@ -25,6 +25,7 @@ from fast.barrier import Barrier, BarrierBroken
 from fast.engine import FastModel
 from fast.faults import FaultAborted, FaultPlan, InjectedFault, ThreadFault
 from fast.heartbeat import Heartbeat, HeartbeatBoard, Phase
+from fast.record import DECIDE, DISPATCH, STEP, Recorder, wait_kind
 from fast.reduction import (
     PositionSegments,
     PositionTickets,
@@ -87,6 +88,11 @@ class JobBoard:
         self._generation = 0
         self._closed = False
 
+    @property
+    def generation(self) -> int:
+        """Jobs posted so far (only Node Zero posts, so it may read this without the lock)."""
+        return self._generation
+
     def post(self, job: StepJob) -> None:
         with self._cond:
             self._generation += 1
@@ -142,6 +148,7 @@ class Shared:
     board: JobBoard
     heartbeats: HeartbeatBoard
     faults: FaultPlan
+    record: Recorder = field(default_factory=Recorder)  # what every thread did (SPEC 11)
     abort: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -188,9 +195,11 @@ class NodeZero:
         self.shared = shared
         self.hb = heartbeat
         self.inbox: queue.Queue[StepJob | None] = queue.Queue()
+        self.log = shared.record.register("ks-node-zero", "node-zero")
 
     def run(self) -> None:
         self.hb.start()
+        self.shared.record.attach(self.log)
         try:
             while True:
                 self.hb.set(Phase.IDLE)
@@ -215,21 +224,29 @@ class NodeZero:
         if job.eval_only:
             self.run_eval(job)
             return
+        rec, log = s.record, self.log
         try:
             self.hb.set(Phase.DISPATCHING, step=job.step)
+            t_step = rec.now()
             s.faults.fire("node-zero", None, job.step, None, self.hb.slot, first=True)
             s.tickets.reset()
+            rec.new_step(s.board.generation + 1)  # the key the job is about to get
             s.board.post(job)
+            key = job.generation  # the record's step key: one per group handed out
+            log.span(DISPATCH, key, t_step, rec.now(), job.n_batches)  # batch field: g
             self.hb.set(Phase.WAITING_A)
-            s.barriers.point_a.wait(party)
-            self.hb.set(Phase.WAITING_REDUCED)
-            s.barriers.reduced.wait(party)
+            self._wait(s.barriers.point_a, party, key)
+            self.hb.set(Phase.WAITING_REDUCED)  # the workers reduce; Node Zero waits
+            self._wait(s.barriers.reduced, party, key)
             self.hb.set(Phase.DECIDING)
+            t0 = rec.now()
             self.decide(job)
+            log.span(DECIDE, key, t0, rec.now())
             self.hb.set(Phase.WAITING_DECISION)
-            s.barriers.decided.wait(party)
-            self.hb.set(Phase.WAITING_B)
-            s.barriers.point_b.wait(party)
+            self._wait(s.barriers.decided, party, key)
+            self.hb.set(Phase.WAITING_B)  # the workers update; Node Zero waits
+            self._wait(s.barriers.point_b, party, key)
+            log.span(STEP, key, t_step, rec.now())
         except BaseException as exc:
             s.fail_from(self.hb, exc)
             job.error = s.error
@@ -258,6 +275,11 @@ class NodeZero:
             job.error = s.error
         finally:
             job.done.set()
+
+    def _wait(self, barrier: Barrier, party: int, key: int) -> None:
+        t0 = self.shared.record.now()
+        barrier.wait(party)
+        self.log.span(wait_kind(barrier.name), key, t0, self.shared.record.now())
 
     def decide(self, job: StepJob) -> None:
         """Loss, global norm and finiteness; the update runs only if every check passed."""

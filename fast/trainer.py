@@ -128,6 +128,7 @@ class FastTrainer:
             board=JobBoard(), heartbeats=hearts, faults=self.faults)
         self.faults.attach(self.shared.abort, hearts.progress)
 
+        self.record = self.shared.record  # the run record every verdict reads (fast.record)
         self._node_zero = NodeZero(self.shared, zero_heart)
         self._workers = [Worker(i, self.shared, h) for i, h in enumerate(worker_hearts)]
         party_names = {i: f"ks-worker-{i}" for i in range(self.threads)}

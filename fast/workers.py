@@ -18,8 +18,9 @@ from fast.engine import batch_forward_backward
 from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
 from fast.node_zero import Shared, StepJob
+from fast.record import BATCH, REDUCE, TICKET, UPDATE, wait_kind
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
-from fast.spheres import POSITIONS, position_of, worker_batches
+from fast.spheres import POSITIONS, position_of, worker_batches, worker_position
 from fast.update import apply_chunk
 
 
@@ -30,9 +31,13 @@ class Worker:
         self.index = index
         self.shared = shared
         self.hb = heartbeat
+        self.log = shared.record.register(f"ks-worker-{index}", "worker", index,
+                                          worker_position(index))
+        self._step = -1  # the job being run (its generation: the record's step key)
 
     def run(self) -> None:
         self.hb.start()
+        self.shared.record.attach(self.log)
         seen = 0
         try:
             while True:
@@ -48,6 +53,8 @@ class Worker:
             self.hb.set(Phase.STOPPED)
 
     def run_step(self, job: StepJob) -> None:
+        # held-out evaluations are not training steps: the run record leaves them out (-1)
+        self._step = -1 if job.eval_only else job.generation
         if job.eval_only:
             self.run_eval(job)
             return
@@ -62,36 +69,13 @@ class Worker:
 
     def compute_batches(self, job: StepJob) -> None:
         s, hb = self.shared, self.hb
-        B = s.config.train.batch_size
         batches = worker_batches(self.index, job.n_batches, s.n_workers)
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return
         workspace = None
         for k, b in enumerate(batches):
-            p = position_of(b)
-            hb.set(Phase.WAITING_TICKET, step=job.step, batch=b)
-            s.tickets.wait_turn(b)
-            hb.set(Phase.COMPUTING, batch=b)
-            poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
-            segment = s.segments.segment(p)
-            if b < POSITIONS:  # the position's first batch of this step starts from zero
-                zero_segment(segment)
-            if workspace is None:
-                workspace = s.model.new_workspace()
-            loss, n = batch_forward_backward(s.model, s.params, segment,
-                                             job.tokens[b * B:(b + 1) * B],
-                                             job.targets[b * B:(b + 1) * B],
-                                             workspace, s.heartbeats.progress, hb.slot)
-            if poison:
-                segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
-            job.batch_loss[b] = loss
-            job.batch_n[b] = n
-            job.batch_worker[b] = self.index
-            if job.bad_batch[p] < 0 and first_nonfinite(segment, 0, segment.shape[0]) >= 0:
-                job.bad_batch[p] = b  # the first batch after which this position went bad
-            hb.batches += 1
-            s.tickets.advance(b)
+            workspace = self.run_batch(job, k, b, workspace)
         del workspace  # released at the end of this worker's share of the group
 
     def run_eval(self, job: StepJob) -> None:
@@ -113,6 +97,45 @@ class Worker:
         self.point_a(job)
         self.wait(s.barriers.point_b, Phase.WAITING_B)
 
+    def run_batch(self, job: StepJob, k: int, b: int, workspace):
+        """Batch b (the k-th of this thread's share): ticket, forward+backward into its position.
+
+        Recorded in the log of the thread that RUNS it (`record.here()`), whoever that is.
+        """
+        s, hb = self.shared, self.hb
+        B = s.config.train.batch_size
+        rec = s.record
+        log = rec.here()
+        p = position_of(b)
+        hb.set(Phase.WAITING_TICKET, step=job.step, batch=b)
+        t0 = rec.now()
+        s.tickets.wait_turn(b)
+        t1 = rec.now()
+        log.span(TICKET, job.generation, t0, t1, b)
+        hb.set(Phase.COMPUTING, batch=b)
+        poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
+        segment = s.segments.segment(p)
+        if b < POSITIONS:  # the position's first batch of this step starts from zero
+            zero_segment(segment)
+        if workspace is None:
+            workspace = s.model.new_workspace()
+        loss, n = batch_forward_backward(s.model, s.params, segment,
+                                         job.tokens[b * B:(b + 1) * B],
+                                         job.targets[b * B:(b + 1) * B],
+                                         workspace, s.heartbeats.progress, hb.slot)
+        if poison:
+            segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
+        job.batch_loss[b] = loss
+        job.batch_n[b] = n
+        job.batch_worker[b] = self.index
+        if job.bad_batch[p] < 0 and first_nonfinite(segment, 0, segment.shape[0]) >= 0:
+            job.bad_batch[p] = b  # the first batch after which this position went bad
+        hb.batches += 1
+        log.fold(job.generation, b, p, rec.next_fold(p))  # still holding p's ticket
+        log.span(BATCH, job.generation, t1, rec.now(), b)
+        s.tickets.advance(b)
+        return workspace
+
     def point_a(self, job: StepJob) -> None:
         """Every batch of the group is done (T workers + Node Zero meet here)."""
         self.wait(self.shared.barriers.point_a, Phase.WAITING_A)
@@ -124,6 +147,7 @@ class Worker:
     def reduce(self, job: StepJob) -> None:
         s = self.shared
         self.hb.set(Phase.REDUCING)
+        t0 = s.record.now()
         used = min(job.n_batches, POSITIONS)  # positions without a batch hold stale data
         n_targets = int(job.batch_n.sum())
         for c in range(self.index, len(s.chunks), s.n_workers):
@@ -131,15 +155,22 @@ class Worker:
             reduce_chunk(s.segments.data, used, s.total, lo, hi, n_targets)
             s.chunk_norms[c] = chunk_sq_norm(s.total, lo, hi)
             self.hb.tick()
+        self.log.span(REDUCE, job.generation, t0, s.record.now())
 
     def update(self, job: StepJob) -> None:
         s = self.shared
         self.hb.set(Phase.UPDATING)
+        t0 = s.record.now()
         for lo, hi in self.my_chunks():
             apply_chunk(s.params, s.total, s.adam_m, s.adam_v, s.decay, lo, hi, job.scalars,
                         s.config.train)
             self.hb.tick()
+        self.log.span(UPDATE, job.generation, t0, s.record.now())
 
     def wait(self, barrier, phase: Phase) -> None:
         self.hb.set(phase)
+        rec = self.shared.record
+        t0 = rec.now()
         barrier.wait(self.index)
+        if self._step >= 0:
+            self.log.span(wait_kind(barrier.name), self._step, t0, rec.now())

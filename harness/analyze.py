@@ -21,20 +21,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness import plots
+from harness import evidence, plots
 from harness.checks import build_checks, known_issues, recommendations
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
+from harness.export import check_writable
 from harness.heldout import evaluate, split_heldout
 from harness.profiling import (
+    REPO_ROOT,
     ThreadCpuSampler,
     cpu_use,
+    current_rss_bytes,
     machine_info,
     memray_profile,
     peak_rss_bytes,
@@ -42,8 +45,12 @@ from harness.profiling import (
     reset_peak_rss,
 )
 from harness.report import render
+from harness.results import SCHEMA_VERSION, ThroughputPoint
 from harness.threadstats import live_ks_threads, thread_stats
-from harness.verify import run_verify
+from harness.thresholds import SEED_PEAK_BYTES
+from harness.timeline import plot_gantt
+from harness.trace import representative_step, write_trace
+from harness.verify import GRAD_TOL, run_verify
 from reference.batches import n_batches
 from reference.config import Config, preset
 from reference.errors import InputError, SpheresError, StallError
@@ -145,18 +152,39 @@ def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, dict]:
     return corpus, info
 
 
-def phase_structure(cfg: Config, threads: int) -> dict:
-    """The symmetry positions, sphere levels and barrier parties for this G and T."""
-    from fast.spheres import describe
-
-    d = describe(cfg.train.group_size, threads)
-    spheres = d["spheres_per_position"]
-    d["positions"] = [{"position": p, "workers": len(d["workers_per_position"][p]),
-                       "batches": len(spheres.get(p, []))} for p in range(12)]
-    d["level_sizes"] = [lvl["count"] for lvl in d["levels"]]
-    d["occupied_spheres"] = d["occupied_level2_spheres"]
-    d["barrier_parties"] = threads + 1  # T workers + Node Zero wait at Point A and Point B
+def phase_structure(record) -> dict:
+    """The symmetry positions and sphere levels as the run record saw them (not the plan)."""
+    d = evidence.structure(record) if record is not None else {
+        "positions": [{"position": p, "workers": 0, "batches": 0} for p in range(12)],
+        "level_sizes": [0, 0, 0], "total_spheres": 0, "tree": [1, 12, 144],
+        "occupied_spheres": 0, "barrier_parties": 0}
     return d
+
+
+def record_stats(record, heartbeat_stats: dict | None) -> dict:
+    """Per-thread figures from the run record, with each thread's CPU clock (heartbeats)."""
+    if record is None:
+        return {"node_zero": {}, "workers": [], "all": []}
+    cpu = {t["name"]: t["cpu_seconds"] for t in (heartbeat_stats or {}).get("all", [])}
+    rows = [asdict(t) for t in evidence.thread_stats(record, cpu) if t.role != "caller"]
+    node_zero = next((t for t in rows if t["role"] == "node-zero"), {})
+    if node_zero:
+        node_zero["position"] = "-"
+    workers = [t for t in rows if t["role"] == "worker"]
+    return {"node_zero": node_zero, "workers": workers, "all": rows}
+
+
+def record_summary(record, out_dir: Path) -> dict:
+    """The record's findings, and its trace and timeline files in the report folder."""
+    if record is None:
+        return {"findings": {}}
+    out = {"findings": evidence.findings(record), "steps": len(record.steps()),
+           "trace": write_trace(record, out_dir / "trace.json").name}
+    step = representative_step(record)
+    if step is not None:
+        out["timeline_step"] = step
+        out["timeline"] = plot_gantt(record, step, out_dir / "timeline.png").name
+    return out
 
 
 def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) -> dict:
@@ -196,6 +224,8 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
             info["losses"].append(result.loss)
             info["step_seconds"].append(dts)
             info["tokens"] += result.n_targets
+            engine.record.counter("tokens/s", result.n_targets / dts)
+            engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
             say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
                 f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
             if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
@@ -231,12 +261,13 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     finally:
         if engine is not None:
             engine.close()
+            info["record"] = engine.record.snapshot()  # complete: every thread joined
         sampler.stop()
         if flame_thread is not None:
             flame_thread.join(timeout=120)
     info["seconds"] = float(sum(info["step_seconds"]))
     info["tokens_per_s"] = info["tokens"] / info["seconds"] if info["seconds"] else 0.0
-    time.sleep(0.05)
+    # close() joined every thread it started: any ks- thread still alive here is a leak
     info["threads_alive_after_close"] = sorted(
         t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
     info["sampler"] = sampler.summary()
@@ -268,13 +299,12 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dic
             t0 = time.perf_counter()
             result = engine.step(group.tokens, group.targets)
             seconds = time.perf_counter() - t0
-        points.append({"threads": T, "tokens_per_s": result.n_targets / seconds,
-                       "seconds": seconds, "group_size": plan.throughput_group})
-        say(f"[throughput] T={T}: {points[-1]['tokens_per_s']:,.0f} tokens/s")
-    base = points[0]["tokens_per_s"]
+        points.append(ThroughputPoint(T, result.n_targets / seconds, seconds,
+                                      plan.throughput_group))
+        say(f"[throughput] T={T}: {points[-1].tokens_per_s:,.0f} tokens/s")
     for p in points:
-        p["speedup"] = p["tokens_per_s"] / base
-    return points
+        p.speedup = p.tokens_per_s / points[0].tokens_per_s
+    return [asdict(p) for p in points]
 
 
 def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> dict:
@@ -338,7 +368,8 @@ def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) 
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/"):
+    """A site-packages or repository file named relative to its root (no machine's path)."""
+    for marker in ("site-packages/", f"{REPO_ROOT}/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
@@ -372,7 +403,7 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
     mem = results["memory"]
     if mem["rss_times"]:
         plots.plot_memory(mem["rss_times"], mem["rss_bytes"], out_dir / "memory.png",
-                          limit_bytes=1.32e9)
+                          limit_bytes=SEED_PEAK_BYTES)
         paths["memory"] = "memory.png"
     by_t: dict[int, float] = {}
     for r in results["equivalence"]["records"]:
@@ -381,7 +412,8 @@ def make_plots(results: dict, out_dir: Path) -> dict[str, str]:
     if by_t:
         ts = sorted(by_t)
         plots.plot_equivalence(ts, [by_t[t] for t in ts], out_dir / "equivalence.png",
-                               tolerance=1e-4, label="float32 max relative error (tiny)")
+                               tolerance=GRAD_TOL["float32"],
+                               label="float32 max relative error (tiny)")
         paths["equivalence"] = "equivalence.png"
     return paths
 
@@ -391,9 +423,10 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     cfg = preset(plan.preset, seed=plan.seed)
     started = time.perf_counter()
     corpus, data = phase_data(plan, cfg, say)
-    structure = phase_structure(cfg, plan.threads)
     training = phase_training(plan, cfg, corpus, out_dir, say)
-    stats = training.get("stats") or {"node_zero": {}, "workers": [], "all": []}
+    record = training.pop("record", None)
+    structure = phase_structure(record)
+    stats = record_stats(record, training.get("stats"))
     sampler = training.pop("sampler")
     flame = training.pop("flamegraph")
     throughput = [] if training["error"] else phase_throughput(plan, cfg, corpus, say)
@@ -402,6 +435,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     memray = {} if training["error"] else phase_memory(plan, cfg, corpus, out_dir, say)
     cores = sampler["cores"]
     results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "meta": {"date": dt.datetime.now().isoformat(timespec="seconds"),
                  "command": plan.command, "preset": plan.preset, "threads": plan.threads,
                  "steps": plan.steps, "quick": plan.quick, "machine": machine_info(),
@@ -427,18 +461,21 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
         "memory": {"peak_rss_bytes": sampler["peak_rss_bytes"],
                    "samples": len(sampler["rss_bytes"]), "rss_times": sampler["rss_times"],
                    "rss_bytes": sampler["rss_bytes"], "memray": memray,
-                   "seed_peak_bytes": 1.32e9},
+                   "seed_peak_bytes": SEED_PEAK_BYTES},
         "equivalence": equivalence,
         "drills": drills,
         "profiles": {"flamegraph": "flamegraph.svg" if flame.get("svg") else None,
                      "error": (flame.get("error") or "").splitlines()[0] if flame.get("error")
                      else ("training too short for a flame graph" if not flame else None)},
     }
-    results["checks"] = build_checks(results)
+    results["record"] = record_summary(record, out_dir)
+    results["checks"] = [asdict(c) for c in build_checks(results)]
     results["known_issues"] = known_issues(results)
     results["recommendations"] = recommendations(results)
     results["verdict"] = "PASS" if all(c["passed"] for c in results["checks"]) else "FAIL"
     results["plots"] = make_plots(results, out_dir)
+    if results["record"].get("timeline"):
+        results["plots"]["timeline"] = results["record"]["timeline"]
     results["meta"]["seconds"] = time.perf_counter() - started
     return results
 
@@ -473,6 +510,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if plan.data is not None and not Path(plan.data).exists():
         raise InputError(f"--data {plan.data}: no such file or folder")
     out = args.out or default_out(plan)
+    trace = getattr(args, "trace", None)
+    if trace is not None:
+        check_writable(trace)
     tmp = prepare_out(out)
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
@@ -484,6 +524,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             phases.finish()
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (tmp / "analysis.md").write_text(render(results))
+        if trace is not None and (tmp / "trace.json").exists():
+            shutil.copyfile(tmp / "trace.json", trace)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -33,8 +33,22 @@ from harness.bench_history import (
     previous_run,
     regression_message,
 )
+from harness.machine import blas_line
 from harness.plots import plot_throughput
 from harness.profiling import REPO_ROOT, available_cores, machine_info
+from harness.thresholds import (
+    BENCH_CPU_SHORTFALL,
+    GB,
+    MB,
+    NO_COLLAPSE_RATIO,
+    PEAK_FRACTION_TARGET,
+    SCALING_TARGET,
+    SEED_PEAK_BYTES,
+    TOKENIZE_PEAK_BYTES,
+    TOKENIZE_SECONDS,
+    TORCH_RATIO_TARGET,
+    TRACE_OVERHEAD_LIMIT,
+)
 from reference.config import ModelConfig, preset
 
 FLOPS_FORMULA = (
@@ -56,9 +70,6 @@ def flops_per_token(m: ModelConfig) -> int:
 
 
 # --------------------------------------------------------------------------- targets
-
-MB = 1e6  # memory limits are in decimal megabytes / gigabytes (as the seed reported them)
-GB = 1e9
 
 
 @dataclass(frozen=True)
@@ -139,19 +150,22 @@ def _finite(value: Any) -> bool:
 
 TARGETS: tuple[RatioTarget | LimitTarget, ...] = (
     RatioTarget("2 threads vs 1 thread tokens/s", "fast_tokens_per_s_T2", "fast_tokens_per_s_T1",
-                1.8),
+                SCALING_TARGET),
     RatioTarget("seed workload (63 threads) vs 2 threads tokens/s", "seed_tokens_per_s",
-                "fast_tokens_per_s_T2", 0.9),
+                "fast_tokens_per_s_T2", NO_COLLAPSE_RATIO),
     RatioTarget("model FLOP/s vs float32 matmul peak (all cores)", "model_flops_per_s",
-                "matmul_peak_flops", 0.6),
+                "matmul_peak_flops", PEAK_FRACTION_TARGET),
     RatioTarget("fast vs PyTorch eager tokens/s (same threads)", "fast_tokens_per_s_torch_threads",
-                "torch_tokens_per_s", 1.5, skip_unless="torch_available",
+                "torch_tokens_per_s", TORCH_RATIO_TARGET, skip_unless="torch_available",
                 skip_message="skipped: torch not importable"),
+    RatioTarget("run record / --trace overhead: traced vs untraced tokens/s",
+                "traced_tokens_per_s", "untraced_tokens_per_s", 1 - TRACE_OVERHEAD_LIMIT),
     LimitTarget("seed workload completes (one group of 63 batches)", "seed_seconds"),
-    LimitTarget("seed workload peak RSS", "seed_peak_rss_bytes", 1.32, "GB", GB),
-    LimitTarget("tokenisation of a 24 MB corpus: time", "tokenize_seconds", 10.0, "s"),
-    LimitTarget("tokenisation of a 24 MB corpus: peak memory", "tokenize_peak_bytes", 500.0,
-                "MB", MB),
+    LimitTarget("seed workload peak RSS", "seed_peak_rss_bytes", SEED_PEAK_BYTES / GB, "GB", GB),
+    LimitTarget("tokenisation of a 24 MB corpus: time", "tokenize_seconds", TOKENIZE_SECONDS,
+                "s"),
+    LimitTarget("tokenisation of a 24 MB corpus: peak memory", "tokenize_peak_bytes",
+                TOKENIZE_PEAK_BYTES / MB, "MB", MB),
 )
 
 
@@ -175,47 +189,19 @@ def stats_delta(before: Any, after: Any) -> Any:
 
 
 def node_zero_seconds(trainer_stats: Any) -> float | None:
-    """Seconds Node Zero spent reducing and updating, from `FastTrainer.stats()` deltas.
-
-    Accepts the per-thread statistics keyed by thread name, or a list of per-thread records
-    with a `name`; the reduce/update fields are those whose name contains "reduc" or "updat"
-    and ends in "seconds" (or "_s").
-    """
-    record = _node_zero_record(trainer_stats)
-    if record is None:
+    """Seconds of Node Zero's own serial work (dispatching + deciding) in a `FastTrainer.stats()`
+    delta; None when the benchmark stored no trainer statistics. Node Zero never reduces or
+    updates (the workers do), so those phases are not its work."""
+    if not isinstance(trainer_stats, dict) or not isinstance(trainer_stats.get("node_zero"), dict):
         return None
-    fields = [v for k, v in record.items()
-              if ("reduc" in k or "updat" in k) and (k.endswith("seconds") or k.endswith("_s"))
-              and isinstance(v, int | float)]
-    return float(sum(fields)) if fields else None
-
-
-def _node_zero_record(stats: Any) -> dict | None:
-    if isinstance(stats, dict):
-        for key in ("ks-node-zero", "node_zero", "node-zero"):
-            if isinstance(stats.get(key), dict):
-                return stats[key]
-        for key in ("threads", "per_thread"):
-            if key in stats:
-                return _node_zero_record(stats[key])
-        for value in stats.values():
-            if isinstance(value, dict) and value.get("name") == "ks-node-zero":
-                return value
-    if isinstance(stats, list):
-        for value in stats:
-            if isinstance(value, dict) and (value.get("name") == "ks-node-zero"
-                                            or value.get("role") in ("node-zero", "node_zero")):
-                return value
-    return None
+    nz = trainer_stats["node_zero"]
+    return float(nz["decide_seconds"]) + float(nz["phase_seconds"]["DISPATCHING"])
 
 
 def _tokenize_peak(extra: dict[str, Any]) -> float | None:
     """The tokenisation benchmark's peak memory in bytes (it records `peak_mb`, 1e6 bytes)."""
-    for key, scale in (("peak_bytes", 1.0), ("peak_rss_bytes", 1.0), ("peak_mb", MB),
-                       ("peak_mib", 2**20)):
-        if isinstance(extra.get(key), int | float):
-            return float(extra[key]) * scale
-    return None
+    value = extra.get("peak_mb")
+    return float(value) * MB if isinstance(value, int | float) else None
 
 
 def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dict[str, Any]:
@@ -238,6 +224,9 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
             peaks[extra["cores"]] = extra["flops_per_round"] / best
         elif kind in ("engine", "scaling", "seed_workload"):
             rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
+        elif kind == "trace_overhead":
+            metrics.update(traced_tokens_per_s=extra["traced_tokens_per_s"],
+                           untraced_tokens_per_s=extra["untraced_tokens_per_s"])
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
             tokenize = {"name": b["name"], "seconds": seconds,
@@ -283,10 +272,13 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
                        tokenize_peak_bytes=tokenize["peak_bytes"])
     for r in rows:
         expected = min(r["threads"], cores) / cores  # CPU use the workers alone could reach
-        if r["cpu_use"] is not None and r["cpu_use"] < 0.8 * expected:
+        if r["cpu_use"] is not None and r["cpu_use"] < BENCH_CPU_SHORTFALL * expected:
             warnings.append(f"{r['name']}: CPU use {r['cpu_use']:.0%} of the machine, "
                             f"below the {expected:.0%} its {r['threads']} thread(s) could use: "
                             "other processes competed for the cores, its tokens/s is understated")
+    blas = meta.get("machine", {}).get("blas")
+    if isinstance(blas, dict):
+        warnings += blas.get("warnings", [])
     verdicts = [t.check(metrics) for t in TARGETS]
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -322,7 +314,7 @@ def _engine_row(name: str, extra: dict[str, Any], stats: dict[str, float], fpt: 
         "seconds": best,
         "tokens_per_s": tokens_per_s,
         "model_flops_per_s": tokens_per_s * fpt,
-        # Node Zero's reduce+update seconds over the measured steps' wall time
+        # Node Zero's own work (dispatching + deciding) over the measured steps' wall time
         "node_zero_share": nz / (rounds * mean) if nz is not None else None,
         "cpu_use": extra.get("cpu_use"),
         "worker_cpu_seconds_min": min(workers, default=None),
@@ -381,6 +373,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"Preset `{summary['settings'].get('preset', '?')}`, settings "
         f"`{json.dumps(summary['settings'], sort_keys=True)}`.",
         "",
+        (blas_line(mach["blas"]) + "." if isinstance(mach.get("blas"), dict)
+         else "BLAS: not recorded."),
+        "",
         "## Targets",
         "",
         *target_table(summary),
@@ -390,9 +385,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         *engine_table(summary),
         "",
         "Rates use each benchmark's best round. Speedup is against the 1-thread sweep point, "
-        "efficiency is speedup / min(threads, cores). Node Zero share = Node Zero's seconds "
-        "reducing and updating / step wall time. The model FLOP/s target uses the fastest "
-        "fast-engine row.",
+        "efficiency is speedup / min(threads, cores). Node Zero share = Node Zero's own seconds "
+        "(dispatching and deciding; the workers reduce and update) / step wall time. The model "
+        "FLOP/s target uses the fastest fast-engine row.",
         "",
         *[f"![{k}]({Path(v).name})" for k, v in summary.get("plots", {}).items()],
         "",

@@ -14,31 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
+from harness.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
 from reference.config import PRESETS
-from reference.errors import InputError, SpheresError, StallError
+from reference.errors import SpheresError, StallError
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_STALL, EXIT_FAULT = 0, 1, 2, 3, 4
-
-
-def parse_threads(text: str) -> list[int]:
-    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError
-                out.update(range(lo, hi + 1))
-            elif part:
-                out.add(int(part))
-    except ValueError:
-        raise InputError(
-            f"--threads {text!r}: expected counts like 1-63 or 1,2,4 or 1-4,8") from None
-    if not out or min(out) < 1:
-        raise InputError(f"--threads {text!r}: thread counts must be >= 1")
-    return sorted(out)
 
 
 def _positive_int(text: str) -> int:
@@ -98,6 +78,10 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-seconds", type=_positive_float, default=None,
                    help="seconds between plain progress lines when stderr is not a terminal "
                         "(default: 5)")
+def _add_trace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
+                   help="write the threads' timeline as a Chrome trace (open in Perfetto or "
+                        "chrome://tracing)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out the last F of the token stream, never trained on "
                         "(default: 0.1 with --eval-every)")
     _add_progress(p)
+    _add_trace(p)
     _add_faults(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",
@@ -158,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", type=Path, default=None,
                    help="write JUnit XML for CI: one test case per preset, dtype and threads")
     _add_progress(p)
+    _add_trace(p)
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
@@ -176,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
     _add_progress(p)
+    _add_trace(p)  # analyze always writes trace.json into the report; --trace: a copy there too
     _add_faults(p)
 
     p = sub.add_parser("compare", help="markdown table of what changed between two runs",
@@ -222,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_grads(args)
         if args.command == "verify":
-            from harness.verify import cmd_verify
+            from harness.verify_command import cmd_verify
 
             return cmd_verify(args)
         if args.command == "compare":

@@ -52,6 +52,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError("give --steps or --epochs, not both")
     if args.json is not None:
         check_writable(args.json)
+    if getattr(args, "trace", None) is not None:
+        check_writable(args.trace)
+        if args.engine != "fast":
+            raise InputError("--trace records the fast engine's threads; use --engine fast")
     faults = parse_faults(args.inject)
     resume = load_resume(args.resume) if args.resume else None
     if resume is not None:
@@ -91,6 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         warn_unfired(engine)
     finally:
         engine.close()
+        if getattr(args, "trace", None) is not None:  # also after a failure: see where it stopped
+            from harness.trace import write_trace
+
+            write_trace(engine.record.snapshot(), args.trace)
+            print(f"trace written: {args.trace}", file=sys.stderr, flush=True)
     print(f"done: {summary.steps} steps, {summary.tokens:,} tokens in {summary.seconds:.2f}s "
           f"({summary.tokens_per_s:,.0f} tok/s; start-up {summary.compile_seconds:.2f}s), "
           f"final loss {summary.final_loss:.4f}, peak RSS {summary.peak_rss_bytes / 2**20:.0f} MiB",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from reference.config import Config
@@ -14,8 +12,10 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def default_threads() -> int:
-    """Threads = cores: T workers use T cores (BLAS is limited to one thread per worker)."""
-    return os.cpu_count() or 1
+    """Threads = cores this process may use (affinity; the one definition of cores)."""
+    from harness.profiling import available_cores
+
+    return available_cores()
 
 
 def parse_dtype(name: str) -> type[np.floating]:

@@ -82,6 +82,11 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set size now (psutil)."""
+    return int(psutil.Process().memory_info().rss)
+
+
 def peak_rss_bytes() -> int | None:
     """This process's peak RSS since start or the last `reset_peak_rss()` (None if unknown)."""
     try:
@@ -447,11 +452,7 @@ def machine_info() -> dict[str, Any]:
         "numba": numba.__version__,
         "git": git_commit(),
     }
-    try:
-        from threadpoolctl import threadpool_info
+    from harness.machine import blas_facts
 
-        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")}
-                        for p in threadpool_info()]
-    except Exception:  # threadpoolctl is optional context, never a failure
-        info["blas"] = []
+    info["blas"] = blas_facts()
     return info

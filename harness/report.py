@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.evidence import NODE_ZERO_PHASES
+from harness.machine import blas_line
+from harness.thresholds import SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
+
 SECTIONS = [
     ("summary", "Test Execution Summary"),
     ("initialisation", "System Initialisation"),
@@ -53,6 +57,13 @@ def _image(results: dict[str, Any], key: str, alt: str) -> list[str]:
     return [f"![{alt}]({path})", ""] if path else []
 
 
+def _blas(machine: dict[str, Any]) -> list[str]:
+    facts = machine.get("blas")
+    if not isinstance(facts, dict):
+        return ["**BLAS**: not recorded  "]
+    return [f"**{blas_line(facts)}**  "] + [f"**Warning**: {w}  " for w in facts["warnings"]]
+
+
 def _section_body(results: dict[str, Any], key: str) -> list[str]:
     r = results
     meta, data, tr, st = r["meta"], r["data"], r["training"], r["structure"]
@@ -65,6 +76,7 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
                   f"**Machine**: {meta['machine'].get('cpu_model', 'n/a')}, "
                   f"{meta['machine'].get('cores', '?')} cores, "
                   f"{_mib(meta['machine'].get('memory_total_bytes'))}  ",
+                  *_blas(meta["machine"]),
                   f"**Preset**: `{meta['preset']}` ({meta['n_params']:,} parameters); "
                   f"**threads**: {meta['threads']} workers + Node Zero  ",
                   f"**Dataset**: {data['source']} ({data['n_tokens']:,} tokens)  ",
@@ -85,9 +97,13 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
                   f"({st['occupied_spheres']} occupied by a {data['group_size']}-batch group).", ""]
     elif key == "node_zero":
         nz = r["threads"]["node_zero"]
-        lines += [f"Node Zero: {nz['batches']} batches, {nz['cpu_seconds']:.2f} CPU s, "
-                  f"{nz['reduce_seconds']:.2f} s reducing, {nz['update_seconds']:.2f} s updating.",
-                  ""]
+        if nz:
+            lines += [f"Node Zero (run record): {nz['batches']} batches computed, "
+                      f"{nz['cpu_seconds']:.2f} CPU s. Seconds per phase, named by what it "
+                      "does (the workers reduce and update; Node Zero waits meanwhile):", ""]
+            lines += _table(["phase", "seconds"],
+                            [[label, f"{nz[key]:.3f}"] for key, label in NODE_ZERO_PHASES])
+            lines.append("")
     elif key == "workers":
         lines += _table(["thread", "position", "batches", "CPU s", "wait A s", "wait B s"],
                         [[w["name"], w["position"], w["batches"], f"{w['cpu_seconds']:.2f}",
@@ -97,7 +113,8 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
         lines += _image(r, "cpu_per_thread", "CPU seconds per thread")
     elif key == "batch_loading":
         lines += [f"Tokenisation and vocabulary: {data['tokenize_seconds']:.2f} s, peak "
-                  f"{_mib(data.get('tokenize_peak_bytes'))} (the original needed 838 MB).  ",
+                  f"{_mib(data.get('tokenize_peak_bytes'))} (the original needed "
+                  f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB).  ",
                   f"{data['batches_per_epoch']} batches per epoch = ceil(({data['n_tokens']:,} - 1)"
                   f" / ({data['batch_size']} x {data['seq_len']})); {data['groups_per_epoch']} "
                   f"groups of up to {data['group_size']}; the last group has "
@@ -134,7 +151,7 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
     elif key == "memory":
         mem = r["memory"]
         lines += [f"Peak RSS {_mib(mem['peak_rss_bytes'])} (sampled {mem['samples']} times); "
-                  f"the seed run peaked at 1.32 GB.", ""]
+                  f"the seed run peaked at {SEED_PEAK_BYTES / 1e9} GB.", ""]
         mr = mem.get("memray", {})
         if mr.get("top"):
             lines += [f"memray (native traces) over one step: peak {_mib(mr.get('peak_bytes'))}; "
@@ -147,6 +164,22 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
             lines += [f"memray: not available ({mr['error']})", ""]
         lines += _image(r, "memory", "memory over time")
     elif key == "synchronisation":
+        workers = r["threads"]["workers"]
+        if workers:
+            lines += ["Seconds each thread waited, from the run record (the same record as the "
+                      "timeline and `trace.json`):", ""]
+            lines += _table(["thread", "ticket", "Point A", "reduced", "decided", "Point B"],
+                            [[w["name"], *(f"{w[k]:.3f}" for k in (
+                                "ticket_wait_seconds", "wait_a_seconds", "wait_reduced_seconds",
+                                "wait_decided_seconds", "wait_b_seconds"))]
+                             for w in r["threads"]["all"]])
+            lines.append("")
+        rec = r.get("record", {})
+        if rec.get("timeline"):
+            lines += [f"Timeline of step {rec['timeline_step']} (the median step), threads down, "
+                      f"time across; the whole run opens in Perfetto from "
+                      f"[{rec['trace']}]({rec['trace']}):", ""]
+        lines += _image(r, "timeline", "timeline of one step")
         lines += _table(["drill", "expected", "outcome", "seconds", "verdict"],
                         [[d["name"], d["expected"], d["outcome"], f"{d['seconds']:.1f}",
                           "PASS" if d["passed"] else "FAIL"] for d in r["drills"]])

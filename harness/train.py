@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fast.record import CHECKPOINT
 from harness.corpus import Corpus
 from harness.heldout import HeldOut, evaluate
-from harness.profiling import peak_rss_bytes
+from harness.profiling import current_rss_bytes, peak_rss_bytes
 from harness.progress import LiveProgress
 from reference.checkpoint import (
     checkpoint_path,
@@ -121,6 +122,10 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.final_loss = result.loss
         summary.end_step = s + 1
         rate = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
+        record = getattr(engine, "record", None)  # the fast engine's run record (fast.record)
+        if record is not None:
+            record.counter("tokens/s", result.n_targets / dt)
+            record.counter("RSS MB", current_rss_bytes() / 1e6)
         progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} group {gi + 1}/{per_epoch} "
                  f"loss {result.loss:.4f} | norm {result.grad_norm:.3f} | lr {result.lr:.2e} | "
                  f"{result.n_targets / dt:,.0f} tok/s (avg {rate:,.0f}) | {dt:.2f}s")
@@ -136,11 +141,14 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         if checkpoint_dir is not None and (last or (checkpoint_every and
                                                     (s + 1) % checkpoint_every == 0)):
             path = checkpoint_path(checkpoint_dir, s + 1)
+            t_ckpt = record.now() if record is not None else 0.0
             save_checkpoint(path, engine.state(), cfg, corpus.vocab,
                             extra={"data": corpus.source, "epoch": epoch,
                                    **({"eval_loss": summary.final_eval_loss,
                                        "eval_step": summary.eval_losses[-1][0]}
                                       if summary.eval_losses else {})})
+            if record is not None:
+                record.here().span(CHECKPOINT, -1, t_ckpt, record.now())
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))

@@ -5,26 +5,26 @@ short training trajectory; then, for every thread count T, the fast engine must
 - match the reference loss and every parameter's gradient within the dtype's tolerance,
 - give bitwise the same gradient, the same updated parameters and the same trajectory as every
   other T (compared by SHA-256 of the bytes),
-- hand every worker at least one batch when G >= T, and never give Node Zero a batch.
+- hand every worker at least one batch when G >= T, and never give Node Zero a batch,
+- fold every batch into position b mod 12 in ascending order and hold every barrier;
+all read from the run record (fast.record) the engine wrote while it ran, never the plan.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fast.record import BATCH
 from harness.corpus import load_corpus
 from harness.engines import make_engine
-from harness.export import check_writable
-from reference.atomic import atomic_write_text
-from reference.config import PRESETS, Config, preset
+from harness.evidence import RECORD_FINDINGS, handed_out
+from harness.machine import blas_facts, blas_line
+from reference.config import Config
 from reference.engine import ReferenceEngine
 from reference.errors import InputError
 from reference.params import param_specs
@@ -33,6 +33,13 @@ from reference.params import param_specs
 GRAD_TOL = {"float64": 1e-10, "float32": 1e-4}
 LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}
 TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
+# gates read from the run record (harness.evidence), by the finding each one needs
+RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
+                "barrier-record": ("barriers", "update-after-batches")}
+# every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)
+VERIFY_GATES = ("loss-equivalence", "grad-equivalence", "trajectory", "work-distribution",
+                "node-zero", *RECORD_GATES, "bitwise-grads", "bitwise-update",
+                "bitwise-trajectory")
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,12 +112,32 @@ def _trajectory_tokens(cfg: Config, steps: int) -> int:
     return full + max(last, 2) + 1
 
 
-def _batch_counts(engine, result) -> tuple[list[int], int]:
-    """Batches each worker actually ran in this group (measured by the workers themselves),
-    and Node Zero's lifetime batch count from the trainer's statistics."""
-    ran = np.asarray(result.stats["batch_worker"], dtype=np.int64)
-    workers = np.bincount(ran[ran >= 0], minlength=engine.threads).tolist()
-    return workers, int(engine.stats()["node_zero"]["batches"])
+def _batch_counts(record, threads: int) -> tuple[list[int], int]:
+    """From the run record: batches each worker ran in the first group (the gradient job), and
+    batches run by any thread that is not a worker (Node Zero above all) over the whole run."""
+    first = min(handed_out(record), default=None)
+    workers = [0] * threads
+    others = 0
+    for t in record.threads:
+        for kind, step, _, _, _ in t.spans:
+            if kind != BATCH:
+                continue
+            if t.role != "worker":
+                others += 1
+            elif step == first:
+                workers[t.ident] += 1
+    return workers, others
+
+
+def record_failures(record, where: str) -> list[str]:
+    """The record gates: folds at the right position in order, and every barrier held."""
+    failures = []
+    for gate, names in RECORD_GATES.items():
+        for name in names:
+            finding = RECORD_FINDINGS[name](record)
+            if not finding.passed:
+                failures.append(f"{gate}: {where}: {name}: {finding.figure}")
+    return failures
 
 
 class _Reference:
@@ -131,7 +158,7 @@ class _Reference:
 
 
 def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_timeout: float,
-               faults=None) -> RunRecord:
+               faults=None, traces: list | None = None) -> RunRecord:
     """All gates for one thread count; failures are collected, not raised."""
     names = [s.name for s in param_specs(cfg.model)]
     t0 = time.perf_counter()
@@ -145,9 +172,12 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
         for g in ref.groups[1:]:
             engine.step(g.tokens, g.targets)
         traj_params = engine.state().params
-        workers, nz_batches = _batch_counts(engine, res)
     finally:
         engine.close()
+    record = engine.record.snapshot()  # complete: every thread has been joined
+    if traces is not None:
+        traces.append((f"{cfg.preset} {dtype} T={threads}", record))
+    workers, nz_batches = _batch_counts(record, threads)
     loss_err = abs(res.loss - ref.result.loss) / max(abs(ref.result.loss), 1e-300)
     grad_err, worst = worst_tensor(res.grads, ref.result.grads, names)
     traj_err, traj_worst = worst_tensor(traj_params, ref.trajectory_params, names)
@@ -174,6 +204,7 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
                             "batch")
     if nz_batches != 0:
         rec.failures.append(f"node-zero: {where}: Node Zero computed {nz_batches} batches")
+    rec.failures += record_failures(record, where)
     return rec
 
 
@@ -203,7 +234,8 @@ def format_row(r: RunRecord) -> str:
 
 def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
-               out: Callable[[str], None] = print, live=None) -> VerifyReport:
+               out: Callable[[str], None] = print, live=None,
+               traces: list | None = None) -> VerifyReport:
     """Run every gate; prints a row per run as it goes; returns all figures."""
     report = VerifyReport()
     start = time.perf_counter()
@@ -219,7 +251,8 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                 if live is not None:  # harness.progress.LiveProgress: one unit per run
                     live.begin(len(report.records) + len(records) + 1,
                                label=f"{cfg.preset} {dtype} T={T}")
-                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults)
+                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
+                                 traces=traces)
                 records.append(rec)
                 if live is not None:
                     live.end()
@@ -234,7 +267,9 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
 
 
 def markdown_summary(report: VerifyReport) -> str:
-    lines = ["# Equivalence gates", "",
+    facts = blas_facts()
+    lines = ["# Equivalence gates", "", blas_line(facts) + ".", "",
+             *[f"Warning: {w}\n" for w in facts["warnings"]],
              f"{len(report.records)} runs in {report.seconds:.1f}s: "
              + ("**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"), "",
              "Tolerances (relative L2 against the float64 reference): gradients "
@@ -252,47 +287,3 @@ def markdown_summary(report: VerifyReport) -> str:
     if report.failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures]
     return "\n".join(lines) + "\n"
-
-
-def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in items if x not in allowed]
-    if bad or not items:
-        raise InputError(f"--{what} {text!r}: choose from {', '.join(allowed)}")
-    return items
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from harness.cli import parse_threads
-    from harness.commands import parse_faults
-
-    threads = parse_threads(args.threads)
-    presets = _split(args.presets, PRESETS, "presets")
-    dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
-    for path in (args.json, args.markdown, getattr(args, "junit", None)):
-        if path is not None:
-            check_writable(path)
-    configs = [preset(name, seed=args.seed) for name in presets]
-    from harness.progress import from_args
-
-    with from_args(args, "verify", len(configs) * len(dtypes) * len(threads),
-                   unit_name="case") as live:
-        report = run_verify(configs, dtypes, threads,
-                            trajectory_steps=args.trajectory_steps,
-                            stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
-                            out=live.write_out, live=live)
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
-    if args.markdown is not None:
-        atomic_write_text(args.markdown, markdown_summary(report))
-    if getattr(args, "junit", None) is not None:
-        from harness.junit import junit_xml
-
-        atomic_write_text(args.junit, junit_xml(report))
-    if report.failures:
-        print(f"verify: FAIL: {len(report.failures)} gate(s) failed:", file=sys.stderr)
-        for f in report.failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    print(f"verify: PASS: {len(report.records)} runs in {report.seconds:.1f}s", flush=True)
-    return 0

@@ -108,3 +108,22 @@ def test_report_carries_the_heldout_loss(quick_report: Path):
     assert tr["eval_tokens"] > 0
     step, value = tr["eval_losses"][-1]
     assert f"{value:.4f} after step {step}" in (quick_report / "analysis.md").read_text()
+
+
+def test_report_carries_the_run_record(quick_report: Path):
+    """trace.json and the timeline come from the same record as the thread verdicts."""
+    results = json.loads((quick_report / "results.json").read_text())
+    from harness.results import SCHEMA_VERSION
+
+    assert results["schema_version"] == SCHEMA_VERSION
+    rec = results["record"]
+    assert rec["findings"] and all(f["passed"] for f in rec["findings"].values())
+    trace = json.loads((quick_report / rec["trace"]).read_text())
+    batches = [e for e in trace["traceEvents"] if e.get("cat") == "batch"]
+    ran = sum(w["batches"] for w in results["threads"]["workers"])
+    assert len(batches) == ran > 0  # the trace and the thread table count the same batches
+    assert (quick_report / rec["timeline"]).read_bytes().startswith(PNG_SIGNATURE)
+    text = (quick_report / "analysis.md").read_text()
+    assert f"]({rec['timeline']})" in text and "deciding (loss, norm" in text
+    machine = results["meta"]["machine"]["blas"]
+    assert "BLAS:" in text and isinstance(machine["libraries"], list)

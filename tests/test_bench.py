@@ -66,15 +66,13 @@ def test_stats_delta_subtracts_nested_numbers():
         "list": [3, 0.5]}
 
 
-@pytest.mark.parametrize("shape", ["by_name", "list", "nested"])
-def test_node_zero_seconds_reads_reduce_and_update(shape):
-    nz = {"role": "node-zero", "name": "ks-node-zero", "reduce_seconds": 0.5,
-          "update_seconds": 0.25, "wait_a_seconds": 9.0, "cpu_seconds": 3.0}
+def test_node_zero_seconds_reads_its_own_work():
+    nz = {"role": "node-zero", "name": "ks-node-zero", "reduce_seconds": 0.0,
+          "decide_seconds": 0.5, "phase_seconds": {"DISPATCHING": 0.25, "WAITING_A": 9.0},
+          "update_seconds": 0.0, "wait_a_seconds": 9.0, "cpu_seconds": 3.0}
     worker = {"role": "worker", "name": "ks-worker-0", "reduce_seconds": 7.0,
               "update_seconds": 7.0}
-    stats = {"by_name": {"ks-node-zero": nz, "ks-worker-0": worker},
-             "list": [worker, nz],
-             "nested": {"steps": 3, "threads": [worker, nz]}}[shape]
+    stats = {"workers": [worker], "node_zero": nz, "steps": 3}
     assert bench.node_zero_seconds(stats) == pytest.approx(0.75)
     assert bench.node_zero_seconds({"nothing": 1}) is None
 
@@ -88,7 +86,7 @@ def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
         return {"name": name, "fullname": f"benchmarks/x.py::{name}",
                 "stats": {"min": best, "mean": best * 1.1}, "extra_info": extra}
 
-    nz = {"ks-node-zero": {"reduce_seconds": 0.2, "update_seconds": 0.05}}
+    nz = {"node_zero": {"decide_seconds": 0.2, "phase_seconds": {"DISPATCHING": 0.05}}}
     benchmarks = [
         entry("test_matmul_peak[all]", 0.1, kind="matmul_peak", cores="all",
               flops_per_round=fpt * tokens),  # peak = fpt * tokens / 0.1
@@ -104,6 +102,8 @@ def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
         entry("test_seed_workload", 63 / 8 * 5.2, kind="seed_workload", engine="fast",
               threads=63, group=63, tokens_per_round=63 * 32 * 128, rounds=1,
               trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={}, peak_rss_bytes=seed_rss),
+        entry("test_trace_overhead", 3.0, kind="trace_overhead", engine="fast", threads=2,
+              traced_tokens_per_s=995.0, untraced_tokens_per_s=1000.0),
         entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
     ]
     if with_torch:

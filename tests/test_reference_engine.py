@@ -193,4 +193,5 @@ def test_close_is_a_no_op_and_idempotent():
     with ReferenceEngine(CFG) as e:
         e.close()
     e.close()
-    e.step(*_group(1))  # the reference holds no resources: still usable
+    result = e.step(*_group(1))  # the reference holds no resources: still usable
+    assert np.isfinite(result.loss) and e.state().step == 1

@@ -165,21 +165,24 @@ def test_tickets_enforce_batch_order_within_a_position(no_thread_leak):
     """Batch 12 must wait for batch 0; batch 1 (another position) does not."""
     tickets = PositionTickets(timeout=5.0)
     order = []
+    go = threading.Event()  # batch 0 starts only when the test says so
 
-    def run(b: int, delay: float) -> None:
-        time.sleep(delay)
+    def run(b: int) -> None:
+        if b == 0:
+            assert go.wait(5)
         tickets.wait_turn(b)
         order.append(b)
         tickets.advance(b)
 
-    threads = [threading.Thread(target=run, args=(b, d))
-               for b, d in ((24, 0.0), (12, 0.0), (1, 0.0), (0, 0.2))]
-    for t in threads:
+    threads = {b: threading.Thread(target=run, args=(b,)) for b in (24, 12, 1, 0)}
+    for t in threads.values():
         t.start()
-    for t in threads:
+    threads[1].join(5)  # position 1 is not held up by position 0
+    assert order == [1]  # and 12, 24 are still waiting for batch 0
+    go.set()
+    for t in threads.values():
         t.join(5)
-    assert order.index(0) < order.index(12) < order.index(24)
-    assert order[0] == 1  # not held up by position 0
+    assert order == [1, 0, 12, 24]
     assert tickets.next_batches()[0] == 36 and tickets.next_batches()[1] == 13
     tickets.reset()
     assert tickets.next_batches() == list(range(12))
@@ -197,8 +200,7 @@ def test_ticket_wait_is_released_by_abort_and_bounded_by_timeout(no_thread_leak)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.1)
-    tickets.abort("test abort")
+    tickets.abort("test abort")  # before or during the wait: either way the wait ends
     t.join(2)
     assert not t.is_alive() and "test abort" in str(errors[0])
 
@@ -211,3 +213,9 @@ def test_ticket_wait_is_released_by_abort_and_bounded_by_timeout(no_thread_leak)
 def test_warmup_compiles_both_dtypes():
     for dtype in (np.float32, np.float64):
         reduction.warmup(dtype)
+        compiled = {str(sig[0]) for sig in reduction.reduce_chunk.signatures}
+        assert any(np.dtype(dtype).name in s for s in compiled), compiled
+        segments = np.arange(24, dtype=dtype).reshape(12, 2)
+        total = np.zeros(2, dtype=dtype)
+        reduction.reduce_chunk(segments, 12, total, 0, 2, 4)
+        np.testing.assert_array_equal(total, segments.sum(axis=0) / 4)

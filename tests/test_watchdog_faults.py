@@ -148,8 +148,10 @@ def test_watchdog_blames_the_missing_party_of_the_oldest_barrier(no_thread_leak)
     waiters = [threading.Thread(target=_wait_quietly, args=(barrier, i)) for i in range(2)]
     for t in waiters:
         t.start()
-    while barrier.n_waiting < 2:
+    deadline = time.monotonic() + 10  # poll with a deadline: never an unbounded wait
+    while barrier.n_waiting < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert barrier.n_waiting == 2
     dog = Watchdog(board, [barrier], {0: "ks-worker-0", 1: "ks-worker-1", 2: "ks-node-zero"},
                    stall_timeout=1.0, in_flight_since=lambda: 0.0, on_stall=lambda e: None)
     now = time.monotonic()
