@@ -32,7 +32,7 @@ from fast.reduction import (
     first_nonfinite,
     sum_chunk_norms,
 )
-from fast.spheres import POSITIONS
+from fast.spheres import POSITIONS, worker_batches
 from fast.update import StepScalars, step_scalars
 from reference.config import Config
 from reference.errors import NonFiniteGradientError, StallError
@@ -51,6 +51,8 @@ class StepJob:
     targets: np.ndarray  # (g*B, S') int64
     n_batches: int  # g
     apply_update: bool  # False for group_grads: gradient only
+    only: tuple[int, ...] | None = None  # batches this process computes (MPI rank); None: all
+    reduce: bool = True  # False: compute the position segments only (an MPI rank's half step)
     generation: int = 0  # set by JobBoard.post
     batch_loss: np.ndarray = field(default=None)  # (g,) float64 loss SUM per batch
     batch_n: np.ndarray = field(default=None)  # (g,) int64 non-pad targets per batch
@@ -70,6 +72,12 @@ class StepJob:
         self.batch_n = np.zeros(g, dtype=np.int64)
         self.batch_worker = np.full(g, -1, dtype=np.int64)
         self.bad_batch = [-1] * POSITIONS
+
+    def batches_for(self, worker: int, threads: int) -> list[int] | range:
+        """The batches `worker` of `threads` runs: round robin over this process's batches."""
+        if self.only is None:
+            return worker_batches(worker, self.n_batches, threads)
+        return list(self.only[worker::threads])
 
 
 class JobBoard:
@@ -221,7 +229,8 @@ class NodeZero:
             self.hb.set(Phase.WAITING_REDUCED)
             s.barriers.reduced.wait(party)
             self.hb.set(Phase.DECIDING)
-            self.decide(job)
+            if job.reduce:
+                self.decide(job)
             self.hb.set(Phase.WAITING_DECISION)
             s.barriers.decided.wait(party)
             self.hb.set(Phase.WAITING_B)

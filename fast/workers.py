@@ -18,7 +18,7 @@ from fast.engine import batch_forward_backward
 from fast.heartbeat import Heartbeat, Phase
 from fast.node_zero import Shared, StepJob
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
-from fast.spheres import POSITIONS, position_of, worker_batches
+from fast.spheres import POSITIONS, position_of
 from fast.update import apply_chunk
 
 
@@ -49,7 +49,8 @@ class Worker:
     def run_step(self, job: StepJob) -> None:
         self.compute_batches(job)
         self.point_a(job)
-        self.reduce(job)
+        if job.reduce:
+            self.reduce(job)
         self.wait(self.shared.barriers.reduced, Phase.WAITING_REDUCED)
         self.wait(self.shared.barriers.decided, Phase.WAITING_DECISION)
         if job.apply:
@@ -59,7 +60,7 @@ class Worker:
     def compute_batches(self, job: StepJob) -> None:
         s, hb = self.shared, self.hb
         B = s.config.train.batch_size
-        batches = worker_batches(self.index, job.n_batches, s.n_workers)
+        batches = job.batches_for(self.index, s.n_workers)
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return
