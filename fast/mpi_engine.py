@@ -172,12 +172,13 @@ class MpiEngine(_Rank):
         super().__init__(channel, cfg, threads, dtype, stall_timeout, faults, params)
         self.reports: list[dict] = []
         self._closed = False
+        self.failed = False  # a step raised: the ranks are out of step, only Abort ends them
 
     def step(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
-        return self._step(tokens, targets, apply=True)
+        return self._guarded(tokens, targets, apply=True)
 
     def group_grads(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
-        result = self._step(tokens, targets, apply=False)
+        result = self._guarded(tokens, targets, apply=False)
         model = self.trainer.model
         result.grads = {name: np.array(view, dtype=np.float64)
                         for name, view in model.unflatten(self.trainer.shared.total).items()}
@@ -188,18 +189,29 @@ class MpiEngine(_Rank):
 
     def load_state(self, state: TrainState) -> None:
         self.trainer.load_state(state)
-        self._header(CMD_LOAD, state.step, 0, 0)
-        self._bcast_params(self.stall_timeout + GRACE_SECONDS)
+        try:
+            self._header(CMD_LOAD, state.step, 0, 0)
+            self._bcast_params(self.stall_timeout + GRACE_SECONDS)
+        except BaseException:
+            self.failed = True
+            raise
 
     def unfired_faults(self) -> list[str]:
         mine = [str(f) for f in self.trainer.unfired_faults()]
         return mine + [f for r in self.reports[1:] for f in r.get("unfired", [])]
 
     def close(self) -> None:
-        """Tell the followers to stop, collect their reports, close this rank's trainer."""
+        """Tell the followers to stop, collect their reports, close this rank's trainer.
+
+        After a failed step the followers sit in another collective: only this rank's trainer
+        is closed, and the caller ends the job with MPI_Abort (harness.mpi_launch).
+        """
         if self._closed:
             return
         self._closed = True
+        if self.failed:
+            self.trainer.close()
+            return
         try:
             self._header(CMD_STOP, 0, 0, 0)
             self.reports = self.ch.gather_json(self.report(), self.stall_timeout + GRACE_SECONDS,
@@ -217,6 +229,13 @@ class MpiEngine(_Rank):
     def _header(self, cmd: int, step: int, rows: int, cols: int) -> None:
         self.ch.bcast(np.array([cmd, step, rows, cols], dtype=np.int64),
                       self.stall_timeout + GRACE_SECONDS, "header")
+
+    def _guarded(self, tokens: np.ndarray, targets: np.ndarray, apply: bool) -> StepResult:
+        try:
+            return self._step(tokens, targets, apply)
+        except BaseException:
+            self.failed = True
+            raise
 
     def _step(self, tokens: np.ndarray, targets: np.ndarray, apply: bool) -> StepResult:
         tokens, targets, g = self.trainer._check_group(tokens, targets)

@@ -92,6 +92,12 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
                         "slow:target=node-zero,step=0,seconds=3")
 
 
+def _add_mpi(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mpi", action="store_true",
+                   help="run across MPI ranks: mpiexec -n R spheres ... --mpi (R = 1..12; "
+                        "needs the [mpi] extra)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spheres",
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None,
                    help="write a summary: steps, tokens, seconds, tokens_per_s, ...")
     _add_faults(p)
+    _add_mpi(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",
                        description="Compute one batch group's mean loss and gradient and write "
@@ -129,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_engine(p, default_engine="reference")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    _add_mpi(p)
 
     p = sub.add_parser("verify", help="equivalence gates over thread counts (exit 1 on failure)",
                        description="Fast vs reference within tolerance, bitwise identity across "
@@ -187,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("default")
     try:
+        from harness.mpi_launch import mpi_entry  # no mpi4py unless --mpi
+
+        code = mpi_entry(args)
+        if code is not None:
+            return code
         if args.command == "train":
             from harness.commands import cmd_train
 
