@@ -1,0 +1,279 @@
+"""SPEC 10 with a real mpiexec on loopback: bitwise identity for every ranks x threads, fault
+drills across ranks (exit code, time to end, no process left), bad launches, resume across R.
+
+Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.mpi_digest),
+because MPI start-up costs about a second per launch on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from fast.mpi_topology import MAX_RANKS, batches_of, positions_of, rank_of_position
+from fast.spheres import POSITIONS
+from harness.verify import GRAD_TOL, TRAJ_TOL
+
+BIN = Path(sys.executable).parent
+MPIEXEC = str(BIN / "mpiexec")
+SPHERES = str(BIN / "spheres")
+LAUNCH_TIMEOUT = 240  # seconds for one mpiexec launch on a loaded 2-core machine
+STALL = 3.0  # stall timeout of the drills (seconds)
+END_SLACK = 12.0  # the job must end within the stall timeout plus this (start-up included)
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any MPI launcher variables."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PMI_", "MPI_LOCAL", "OMPI_", "PMIX_", "HYDRA_"))}
+
+
+def mpirun(ranks: int, argv: list[str], *, timeout: float = LAUNCH_TIMEOUT,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, "-n", str(ranks), *argv], capture_output=True, text=True,
+                          timeout=timeout, env=_clean_env(), cwd=cwd)
+
+
+def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: str) -> list[dict]:
+    proc = mpirun(ranks, [sys.executable, "-m", "harness.mpi_digest", "--threads", threads,
+                          "--dtypes", dtypes, *extra])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    """The single-process engine's fingerprints (T=1) per dtype and group size."""
+    from fast.trainer import FastTrainer
+    from harness.mpi_digest import fingerprint, trajectory_groups
+    from reference.config import preset
+
+    out = {}
+    for group_size in (None, 13):
+        cfg = preset("tiny", seed=0, **({"group_size": group_size} if group_size else {}))
+        groups = trajectory_groups(cfg, 3)
+        for dtype in ("float64", "float32"):
+            with FastTrainer(cfg, 1, dtype=np.dtype(dtype).type) as engine:
+                out[dtype, group_size] = fingerprint(engine, groups, ranks=0, threads=1,
+                                                     dtype=dtype)
+    return out
+
+
+def _same_bits(fp: dict, ref) -> None:
+    where = f"R={fp['ranks']} T={fp['threads']} {fp['dtype']}"
+    assert fp["grads_sha"] == ref.grads_sha, f"gradient differs at {where}"
+    assert fp["update_sha"] == ref.update_sha, f"first update differs at {where}"
+    assert fp["trajectory_sha"] == ref.trajectory_sha, f"trajectory differs at {where}"
+    assert fp["loss"] == ref.loss, where
+
+
+# -- topology (no MPI) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ranks", range(1, MAX_RANKS + 1))
+def test_every_position_has_exactly_one_rank_and_rank0_the_most_batches(ranks):
+    owners = [rank_of_position(p, ranks) for p in range(POSITIONS)]
+    assert sorted(set(owners)) == list(range(ranks))  # no rank without a position
+    assert owners == sorted(owners)  # contiguous blocks
+    for g in (1, 5, 8, 12, 13, 63):
+        mine = [batches_of(r, ranks, g) for r in range(ranks)]
+        assert sorted(b for m in mine for b in m) == list(range(g))
+        assert len(mine[0]) == max(len(m) for m in mine)
+        for r, m in enumerate(mine):
+            assert all(b % POSITIONS in positions_of(r, ranks) for b in m)
+
+
+def test_single_process_path_never_imports_mpi4py(tmp_path):
+    code = ("import sys; from harness.cli import main; "
+            f"rc = main(['grads', '--engine', 'fast', '--threads', '1', '--out', "
+            f"{str(tmp_path / 'g.npz')!r}]); "
+            "assert rc == 0, rc; assert 'mpi4py' not in sys.modules, 'mpi4py imported'; "
+            "print('clean')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
+
+
+# -- bitwise identity ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_weights_bitwise_equal_single_process(ranks, single_process):
+    fps = digests(ranks, "1,2,3")
+    assert {(f["dtype"], f["threads"]) for f in fps} == {
+        (d, t) for d in ("float64", "float32") for t in (1, 2, 3)}
+    for fp in fps:
+        assert fp["ranks"] == ranks
+        _same_bits(fp, single_process[fp["dtype"], None])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [4, 12])
+def test_weights_bitwise_equal_single_process_many_ranks(ranks, single_process):
+    fps = digests(ranks, "1,2,3")
+    assert len(fps) == 6
+    for fp in fps:
+        _same_bits(fp, single_process[fp["dtype"], None])
+
+
+def test_two_batches_per_position_and_reference_errors(single_process):
+    """G=13: position 0 folds two batches (on rank 0); the reference comparison holds too."""
+    fps = digests(5, "2", "float64,float32", "--group-size", "13", "--reference")
+    assert len(fps) == 2
+    for fp in fps:
+        _same_bits(fp, single_process[fp["dtype"], 13])
+        assert fp["grad_err"] < GRAD_TOL[fp["dtype"]]
+        assert fp["traj_err"] < TRAJ_TOL[fp["dtype"]]
+
+
+def test_bytes_counted_per_rank(single_process):
+    """Each follower sends its positions' segments and receives the weights, as counted."""
+    from reference.config import preset
+    from reference.params import param_count
+
+    fps = digests(3, "1", "float64")
+    P = param_count(preset("tiny").model)
+    reports = fps[0]["ranks_report"]
+    assert [r["rank"] for r in reports] == [0, 1, 2]
+    for r in reports[1:]:
+        t = r["times"]
+        # 4 jobs (grads + 3 steps) x 4 owned positions; weights after each of 3 steps
+        assert t["by_kind"]["segments"] == 4 * 4 * P * 8
+        assert t["by_kind"]["weights"] == 3 * P * 8
+        assert t["sent_bytes"] > t["by_kind"]["segments"]
+    assert reports[0]["times"]["by_kind"]["segments"] == 2 * 4 * 4 * P * 8
+
+
+# -- train --mpi: checkpoints and resume across R ------------------------------------------------
+
+def test_resume_with_a_different_rank_count_is_bitwise(tmp_path):
+    common = ["--preset", "tiny", "--threads", "1", "--dtype", "float64"]
+    a = mpirun(2, [SPHERES, "train", "--mpi", *common, "--steps", "2",
+                   "--checkpoint-dir", str(tmp_path / "r2")])
+    assert a.returncode == 0, a.stderr[-2000:]
+    b = mpirun(3, [SPHERES, "train", "--mpi", *common, "--steps", "2", "--resume",
+                   str(tmp_path / "r2"), "--checkpoint-dir", str(tmp_path / "r3")])
+    assert b.returncode == 0, b.stderr[-2000:]
+    c = subprocess.run([SPHERES, "train", *common, "--steps", "4", "--checkpoint-dir",
+                        str(tmp_path / "one")], capture_output=True, text=True,
+                       timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert c.returncode == 0, c.stderr[-2000:]
+    x = np.load(tmp_path / "r3" / "step-000004.npz")
+    y = np.load(tmp_path / "one" / "step-000004.npz")
+    floats = [k for k in x.files if x[k].dtype.kind == "f"]
+    assert floats and all(np.array_equal(x[k], y[k]) for k in floats)
+    assert not list((tmp_path / "r3").glob("*.tmp*"))  # written once, atomically
+
+
+# -- bad launches -------------------------------------------------------------------------------
+
+def test_mpiexec_without_mpi_flag_is_refused(tmp_path):
+    proc = mpirun(2, [SPHERES, "grads", "--engine", "fast", "--out", str(tmp_path / "g.npz")])
+    assert proc.returncode == 2
+    assert "without --mpi" in proc.stderr and "--mpi" in proc.stderr
+    assert not (tmp_path / "g.npz").exists()
+
+
+@pytest.mark.slow
+def test_more_than_twelve_ranks_is_refused(tmp_path):
+    proc = mpirun(13, [SPHERES, "grads", "--mpi", "--out", str(tmp_path / "g.npz")])
+    assert proc.returncode == 2
+    assert "1 to 12 ranks" in proc.stderr
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_mpi_flag_where_mpi_cannot_start(tmp_path):
+    fake = tmp_path / "fake" / "mpi4py"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no MPI library here')\n")
+    env = _clean_env() | {"PYTHONPATH": str(fake.parent)}
+    proc = subprocess.run([SPHERES, "grads", "--mpi", "--out", str(tmp_path / "g.npz")],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "MPI cannot start" in proc.stderr and "[mpi]" in proc.stderr
+
+
+def test_grads_mpi_matches_single_process(tmp_path):
+    proc = mpirun(2, [SPHERES, "grads", "--mpi", "--threads", "1", "--dtype", "float64",
+                      "--out", str(tmp_path / "m.npz")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = subprocess.run([SPHERES, "grads", "--engine", "fast", "--threads", "2", "--dtype",
+                          "float64", "--out", str(tmp_path / "s.npz")], capture_output=True,
+                         text=True, timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert one.returncode == 0, one.stderr[-2000:]
+    m, s = np.load(tmp_path / "m.npz"), np.load(tmp_path / "s.npz")
+    grads = [k for k in m.files if k.startswith("grad/")]
+    assert grads and all(np.array_equal(m[k], s[k]) for k in grads)
+
+
+# -- fault drills across ranks ------------------------------------------------------------------
+
+def _drill(tmp_path, inject: str, ranks: int = 3, kill_rank: int | None = None):
+    """Run a 3-step job with a fault; returns (exit code, seconds, stderr, pids seen)."""
+    argv = [MPIEXEC, "-n", str(ranks), SPHERES, "train", "--mpi", "--threads", "2", "--steps",
+            "3", "--stall-timeout", str(STALL), "--inject", inject]
+    start = time.monotonic()
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink, text=True,
+                                env=_clean_env(), cwd=tmp_path)
+    pids: set[int] = set()
+    killed = False
+    try:
+        while proc.poll() is None and time.monotonic() - start < LAUNCH_TIMEOUT:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                pids.add(child.pid)
+                if kill_rank is not None and not killed and _rank_of(child) == kill_rank:
+                    if "[step 1/3]" in log.read_text():  # rank 1 is inside step 1
+                        child.kill()
+                        killed = True
+            time.sleep(0.05)  # polling the job from outside, not synchronising threads
+        proc.wait(timeout=LAUNCH_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seconds = time.monotonic() - start
+    return proc.returncode, seconds, log.read_text(), pids, killed
+
+
+def _rank_of(p: psutil.Process) -> int | None:
+    try:
+        env = p.environ()
+        return int(env["PMI_RANK"]) if "spheres" in " ".join(p.cmdline()) else None
+    except (psutil.Error, KeyError, ValueError):
+        return None
+
+
+def _assert_all_gone(pids: set[int]) -> None:
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left behind: {alive}"
+
+
+@pytest.mark.parametrize("inject,code,needle", [
+    ("hang:target=worker=0,rank=1,step=1", 3, "rank 1: stall"),
+    ("hang:target=node-zero,rank=2,step=0", 3, "rank 2: stall"),
+    ("raise:target=worker=1,rank=2,step=1", 4, "rank 2: thread ks-worker-1"),
+    ("nan:target=worker=0,rank=1,step=1", 4, "rank 1: non-finite gradient"),
+])
+def test_fault_on_a_follower_ends_the_job(tmp_path, inject, code, needle):
+    rc, seconds, err, pids, _ = _drill(tmp_path, inject)
+    assert rc == code, err[-3000:]
+    assert needle in err, err[-3000:]
+    assert seconds < STALL + END_SLACK + 5.0, f"took {seconds:.1f} s"
+    _assert_all_gone(pids)
+
+
+def test_sigkill_of_a_rank_ends_the_job(tmp_path):
+    rc, seconds, err, pids, killed = _drill(
+        tmp_path, "slow:target=worker=0,rank=1,step=1,seconds=120", kill_rank=1)
+    assert killed, "rank 1 was never seen to kill"
+    assert rc != 0, err[-2000:]
+    assert seconds < 60.0, f"took {seconds:.1f} s (the slow fault alone lasts 120 s)"
+    _assert_all_gone(pids)
