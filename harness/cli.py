@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the trajectory check (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
     p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
+    p.add_argument("--ranks", default=None,
+                   help="also gate across MPI ranks, e.g. 1,2,3,5,12: one mpiexec launch per R "
+                        "(needs the [mpi] extra)")
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",

@@ -35,6 +35,7 @@ class Fingerprint:
     grads_sha: str  # the first group's mean gradient
     update_sha: str  # the weights after step 1
     trajectory_sha: str  # the weights after every step (the last group is short and padded)
+    loss_err: float = float("nan")  # relative error vs the reference loss
     grad_err: float = float("nan")  # worst relative L2 vs the reference gradient
     traj_err: float = float("nan")  # worst relative L2 vs the reference trajectory
     seconds: float = 0.0
@@ -69,8 +70,7 @@ def fingerprint(engine, groups, *, ranks: int, threads: int, dtype: str,
     if reference is not None:
         fp.grad_err = worst_tensor(result.grads, reference["grads"], names)[0]
         fp.traj_err = worst_tensor(params, reference["params"], names)[0]
-        fp.grad_err = max(fp.grad_err, rel_l2(np.array(result.loss),
-                                              np.array(reference["loss"])))
+        fp.loss_err = rel_l2(np.array(result.loss), np.array(reference["loss"]))
     return fp
 
 

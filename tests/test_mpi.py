@@ -277,3 +277,58 @@ def test_sigkill_of_a_rank_ends_the_job(tmp_path):
     assert rc != 0, err[-2000:]
     assert seconds < 60.0, f"took {seconds:.1f} s (the slow fault alone lasts 120 s)"
     _assert_all_gone(pids)
+
+
+# -- spheres verify --ranks ---------------------------------------------------------------------
+
+def test_verify_ranks_gate_passes_through_the_cli(tmp_path):
+    out = tmp_path / "v.json"
+    proc = subprocess.run([SPHERES, "verify", "--threads", "1,2", "--presets", "tiny",
+                           "--dtypes", "float64", "--ranks", "2,3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+                          env=_clean_env())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ranks = json.loads(out.read_text())["ranks"]
+    assert sorted((r["ranks"], r["threads"]) for r in ranks) == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    assert all(not r["failures"] and r["grad_hash"] for r in ranks)
+
+
+# A plausible wrong design: each rank pre-sums its own positions and rank 0 adds the partial
+# sums. It moves fewer bytes, but it re-associates the sum of the 12 positions.
+_PRESUM = '''
+import numpy as np
+from fast import mpi_comm
+_orig = mpi_comm.Channel.gather_rows
+def gather_rows(self, data, rows, seconds, what):
+    mine = rows[self.rank]
+    if self.rank != 0 and len(mine) > 1:
+        block = data[mine.start:mine.stop]
+        block[0] = block.astype(np.float64).sum(axis=0).astype(data.dtype)
+        block[1:] = 0
+    return _orig(self, data, rows, seconds, what)
+mpi_comm.Channel.gather_rows = gather_rows
+'''
+
+
+def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak):
+    from harness.verify_ranks import run_rank_gates
+    from reference.config import preset
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_PRESUM)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    cfg = preset("tiny", seed=0, group_size=24)
+    from fast.trainer import FastTrainer
+    from harness.mpi_digest import fingerprint, trajectory_groups
+
+    with FastTrainer(cfg, 1, dtype=np.float32) as engine:
+        fp = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=1,
+                         dtype="float32")
+    baseline = {"float32": {"grad_hash": fp.grads_sha, "update_hash": fp.update_sha,
+                            "trajectory_hash": fp.trajectory_sha}}
+    tol = {"float32": 1.0}
+    records = run_rank_gates(cfg, ["float32"], [1], [2], baseline, steps=3, stall_timeout=30,
+                             tolerances=(tol, tol, tol), out=lambda line: None)
+    assert len(records) == 1
+    assert any(f.startswith("bitwise-ranks-grads") for f in records[0].failures), records
