@@ -71,6 +71,8 @@ class RankTimes:
     reduce_s: float = 0.0  # rank 0: reduction, decision and update
     sent_bytes: int = 0
     received_bytes: int = 0
+    last_sent_bytes: int = 0  # the last step alone (a full step after any warm-up)
+    last_received_bytes: int = 0
     by_kind: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -150,13 +152,16 @@ class _Rank:
 
     def _tally(self) -> None:
         self.times.steps += 1
+        self.times.last_sent_bytes = self.ch.bytes.sent - self.times.sent_bytes
+        self.times.last_received_bytes = self.ch.bytes.received - self.times.received_bytes
         self.times.sent_bytes = self.ch.bytes.sent
         self.times.received_bytes = self.ch.bytes.received
         self.times.by_kind = dict(self.ch.bytes.by_kind)
 
     def report(self) -> dict:
-        self._tally()
-        self.times.steps -= 1
+        self.times.sent_bytes = self.ch.bytes.sent
+        self.times.received_bytes = self.ch.bytes.received
+        self.times.by_kind = dict(self.ch.bytes.by_kind)
         return {"rank": self.rank, "times": self.times.to_dict(),
                 "unfired": [str(f) for f in self.trainer.unfired_faults()],
                 "threads": self.threads}
