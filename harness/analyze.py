@@ -450,6 +450,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
         results = analyze(plan, tmp)
+        if getattr(args, "ranks", None):  # SPEC 10: the Scale-out section
+            from harness.scale_out import add_scale_out
+
+            add_scale_out(results, plan.preset, args.ranks, plan.threads, plan.seed, say)
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (tmp / "analysis.md").write_text(render(results))
         if out.exists():

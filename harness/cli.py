@@ -92,6 +92,14 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
                         "slow:target=node-zero,step=0,seconds=3")
 
 
+def _ranks(text: str) -> int:
+    value = _positive_int(text)
+    if value > 12:
+        raise argparse.ArgumentTypeError(f"the 12 symmetry positions allow 1 to 12 ranks, "
+                                         f"got {value}")
+    return value
+
+
 def _add_mpi(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpi", action="store_true",
                    help="run across MPI ranks: mpiexec -n R spheres ... --mpi (R = 1..12; "
@@ -168,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (default: reports/<date>-<preset>)")
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
+    p.add_argument("--ranks", type=_ranks, default=None,
+                   help="add a Scale-out section measured with mpiexec -n RANKS (1..12)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
     _add_faults(p)
     return parser

@@ -22,6 +22,7 @@ SECTIONS = [
     ("memory", "Memory"),
     ("synchronisation", "Thread Synchronisation"),
     ("architecture", "Architecture Verification"),
+    ("scale_out", "Scale-out (MPI ranks)"),  # only with `analyze --ranks R`
     ("known_issues", "Known Issues"),
     ("recommendations", "Recommendations"),
     ("conclusion", "Conclusion"),
@@ -57,6 +58,10 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
     r = results
     meta, data, tr, st = r["meta"], r["data"], r["training"], r["structure"]
     lines: list[str] = []
+    if key == "scale_out":
+        from harness.scale_out import section_lines
+
+        return section_lines(r["scale_out"])
     if key == "summary":
         passed = sum(c["passed"] for c in r["checks"])
         lines += [f"**Date**: {meta['date']}  ",
@@ -173,6 +178,8 @@ def render(results: dict[str, Any]) -> str:
     title = f"# Kissing Spheres analysis: `{results['meta']['preset']}` preset"
     lines = [title, ""]
     for key, heading in SECTIONS:
+        if key == "scale_out" and "scale_out" not in results:
+            continue
         lines += [f"## {heading}", ""]
         checks = _checks_for(results, key)
         if checks:
