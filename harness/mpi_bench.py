@@ -33,6 +33,31 @@ def time_steps(engine, tokens: np.ndarray, targets: np.ndarray, rounds: int,
     return seconds
 
 
+def loopback(mb: float, rounds: int) -> int:
+    """Best-of-`rounds` seconds of the step's two big collectives at one segment per rank."""
+    from fast.mpi_comm import Channel
+
+    ch = Channel()
+    n = int(mb * 1e6 / 4)
+    data = np.ones((ch.size, n), dtype=np.float32)
+    rows = [range(r, r + 1) for r in range(ch.size)]
+    gather, bcast = [], []
+    for _ in range(rounds + 1):  # the first round warms up the connections
+        t0 = time.perf_counter()
+        ch.gather_rows(data, rows, 600.0, "segments")
+        gather.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ch.bcast(data[0], 600.0, "weights")
+        bcast.append(time.perf_counter() - t0)
+    if ch.rank == 0:
+        g, b = min(gather[1:]), min(bcast[1:])
+        into_root = (ch.size - 1) * n * 4
+        print(json.dumps({"ranks": ch.size, "segment_bytes": n * 4, "gather_s": g,
+                          "bcast_s": b, "gather_s_per_byte_into_root": g / max(1, into_root),
+                          "bcast_s_per_byte": b / (n * 4)}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.mpi_bench")
     p.add_argument("--preset", default="seed")
@@ -41,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--single", action="store_true", help="the single-process engine, no MPI")
+    p.add_argument("--loopback-mb", type=float, default=0.0,
+                   help="instead: time a gather of one MB-sized segment per rank and a broadcast "
+                        "of the same size (seconds per byte on this machine's loopback)")
     args = p.parse_args(argv)
+    if args.loopback_mb:
+        return loopback(args.loopback_mb, args.rounds)
     cfg = preset(args.preset, group_size=args.group)
     dtype = np.dtype(args.dtype).type
     B = cfg.train.batch_size
