@@ -20,6 +20,7 @@ every R and T. Only rank 0 keeps Adam moments (it alone writes checkpoints). Ran
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -202,8 +203,8 @@ class MpiEngine(_Rank):
             raise
 
     def unfired_faults(self) -> list[str]:
-        mine = [str(f) for f in self.trainer.unfired_faults()]
-        return mine + [f for r in self.reports[1:] for f in r.get("unfired", [])]
+        """Rank 0's own; the other ranks print theirs when told to stop."""
+        return [str(f) for f in self.trainer.unfired_faults()]
 
     def close(self) -> None:
         """Tell the followers to stop, collect their reports, close this rank's trainer.
@@ -285,7 +286,11 @@ def follow(channel: Channel, cfg: Config, threads: int, dtype, stall_timeout: fl
             channel.bcast(header, IDLE_SECONDS, "header")
             cmd, step, rows, cols = (int(x) for x in header)
             if cmd == CMD_STOP:
-                channel.gather_json(me.report(), stall_timeout + GRACE_SECONDS, "report")
+                report = me.report()
+                for fault in report["unfired"]:  # never silently dropped (SPEC 5)
+                    print(f"spheres: rank {me.rank}: warning: injected fault never fired: "
+                          f"{fault}", file=sys.stderr, flush=True)
+                channel.gather_json(report, stall_timeout + GRACE_SECONDS, "report")
                 return 0
             if cmd == CMD_LOAD:
                 me._bcast_params(stall_timeout + GRACE_SECONDS)

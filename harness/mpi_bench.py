@@ -109,4 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from harness.mpi_launch import run_or_abort
+
+    sys.exit(run_or_abort(main))

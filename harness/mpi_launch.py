@@ -69,12 +69,29 @@ def make_mpi_engine(cfg, *, threads: int, dtype: str, params=None, stall_timeout
     ch = _channel
     if ch is None or ch.rank != 0:
         raise InputError("the mpi engine needs `--mpi` under mpiexec (rank 0)")
+    for f in faults or []:
+        if f.rank >= ch.size:
+            raise InputError(f"--inject {f} targets rank {f.rank} but the job has {ch.size} "
+                             f"ranks (0..{ch.size - 1}); pick a smaller rank or more ranks")
     setup = {"config": cfg.to_json(), "threads": threads, "dtype": dtype,
              "stall_timeout": stall_timeout, "faults": [str(f) for f in (faults or [])]}
     ch.bcast_json(setup, STARTUP_SECONDS, "setup")
     engine = MpiEngine(ch, cfg, threads, parse_dtype(dtype), stall_timeout, faults, params)
     engine.load_state(engine.state())  # every rank starts from rank 0's exact weights
     return engine
+
+
+def run_or_abort(main) -> int:
+    """Run a tool's main() under mpiexec: a failure on any rank ends every rank (MPI_Abort)."""
+    try:
+        return main()
+    except BaseException as exc:
+        code = exc.exit_code if isinstance(exc, SpheresError) else 5
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is not None and mpi.COMM_WORLD.Get_size() > 1:
+            mpi.COMM_WORLD.Abort(code)
+        return code
 
 
 # -- private ----------------------------------------------------------------------------------

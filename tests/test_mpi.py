@@ -351,3 +351,51 @@ def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
     # the verdict reads the hashes: a different trajectory on the MPI side is a FAIL
     broken = dict(s, mpi_hashes=dict(s["mpi_hashes"], trajectory_sha="0" * 64))
     assert not scale_out_checks(broken)[0]["passed"]
+
+
+# -- pieces without a job ----------------------------------------------------------------------
+
+def test_inject_rank_is_parsed_and_defaults_to_zero():
+    from fast.faults import FaultPlan, parse_inject
+
+    old = parse_inject("hang:target=worker=1,step=2")
+    new = parse_inject("hang:target=worker=1,rank=3,step=2")
+    assert old.rank == 0 and new.rank == 3
+    assert str(old) == "hang:target=worker=1,step=2"  # unchanged spelling without rank
+    assert parse_inject(str(new)) == new
+    plan = FaultPlan([new])  # a single process is rank 0: a rank-3 fault never fires there
+    assert plan.fire("worker", 1, 2, 0, 0, first=True) is False
+    assert plan.unfired() == [new]
+
+
+def test_a_collective_past_its_deadline_raises_naming_rank_and_collective(tmp_path):
+    """Rank 0 never joins the broadcast: rank 1 must give up at its deadline, not hang."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from fast.mpi_comm import Channel, CommTimeout\n"
+        "ch = Channel()\n"
+        "if ch.rank == 1:\n"
+        "    t0 = time.monotonic()\n"
+        "    try:\n"
+        "        ch.bcast(np.zeros(4), 1.0, 'header')\n"
+        "    except CommTimeout as exc:\n"
+        "        print(f'TIMEOUT {time.monotonic() - t0:.2f} {exc}', flush=True)\n"
+        "        ch.abort(3)\n"
+        "else:\n"
+        "    time.sleep(60)\n")
+    start = time.monotonic()
+    proc = mpirun(2, [sys.executable, str(script)], timeout=60)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "TIMEOUT" in proc.stdout and "rank 1" in proc.stdout and "header" in proc.stdout
+    waited = float(proc.stdout.split("TIMEOUT ")[1].split()[0])
+    assert 1.0 <= waited < 5.0
+    assert time.monotonic() - start < 30.0
+
+
+def test_inject_aimed_at_a_missing_rank_is_refused(tmp_path):
+    proc = mpirun(2, [SPHERES, "train", "--mpi", "--threads", "1", "--steps", "1",
+                      "--inject", "raise:target=worker=0,rank=5,step=0"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "targets rank 5" in proc.stderr
