@@ -280,7 +280,6 @@ def follow(channel: Channel, cfg: Config, threads: int, dtype, stall_timeout: fl
     """
     me = _Rank(channel, cfg, threads, dtype, stall_timeout, faults)
     try:
-        B = me.config.train.batch_size
         while True:
             header = np.zeros(HEADER_LEN, dtype=np.int64)
             channel.bcast(header, IDLE_SECONDS, "header")
@@ -298,7 +297,6 @@ def follow(channel: Channel, cfg: Config, threads: int, dtype, stall_timeout: fl
             tokens = np.empty((rows, cols), dtype=np.int64)
             targets = np.empty((rows, cols), dtype=np.int64)
             me._bcast_group(tokens, targets)
-            assert rows % B == 0
             job, status, seconds = me._compute(step, tokens, targets, cmd == CMD_STEP)
             _, deadline = me._exchange(job, status, seconds)
             if cmd == CMD_STEP:

@@ -32,7 +32,7 @@ from fast.reduction import (
     first_nonfinite,
     sum_chunk_norms,
 )
-from fast.spheres import POSITIONS, worker_batches
+from fast.spheres import POSITIONS
 from fast.update import StepScalars, step_scalars
 from reference.config import Config
 from reference.errors import NonFiniteGradientError, StallError
@@ -72,12 +72,6 @@ class StepJob:
         self.batch_n = np.zeros(g, dtype=np.int64)
         self.batch_worker = np.full(g, -1, dtype=np.int64)
         self.bad_batch = [-1] * POSITIONS
-
-    def batches_for(self, worker: int, threads: int) -> list[int] | range:
-        """The batches `worker` of `threads` runs: round robin over this process's batches."""
-        if self.only is None:
-            return worker_batches(worker, self.n_batches, threads)
-        return list(self.only[worker::threads])
 
 
 class JobBoard:

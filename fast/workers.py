@@ -18,7 +18,7 @@ from fast.engine import batch_forward_backward
 from fast.heartbeat import Heartbeat, Phase
 from fast.node_zero import Shared, StepJob
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
-from fast.spheres import POSITIONS, position_of
+from fast.spheres import POSITIONS, position_of, worker_batches
 from fast.update import apply_chunk
 
 
@@ -60,7 +60,9 @@ class Worker:
     def compute_batches(self, job: StepJob) -> None:
         s, hb = self.shared, self.hb
         B = s.config.train.batch_size
-        batches = job.batches_for(self.index, s.n_workers)
+        batches = worker_batches(self.index, job.n_batches, s.n_workers)
+        if job.only is not None:  # an MPI rank: round robin over its positions' batches only
+            batches = job.only[self.index::s.n_workers]
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return

@@ -270,6 +270,15 @@ def test_fault_on_a_follower_ends_the_job(tmp_path, inject, code, needle):
     _assert_all_gone(pids)
 
 
+def test_slow_follower_is_not_a_stall(tmp_path):
+    """Slow work on rank 1 (longer than the stall timeout, with progress) finishes normally."""
+    rc, seconds, err, pids, _ = _drill(
+        tmp_path, f"slow:target=worker=0,rank=1,step=1,seconds={2 * STALL:g}")
+    assert rc == 0, err[-3000:]
+    assert "stall" not in err.lower()
+    _assert_all_gone(pids)
+
+
 def test_sigkill_of_a_rank_ends_the_job(tmp_path):
     rc, seconds, err, pids, killed = _drill(
         tmp_path, "slow:target=worker=0,rank=1,step=1,seconds=120", kill_rank=1)
