@@ -28,6 +28,7 @@ SPHERES = str(BIN / "spheres")
 LAUNCH_TIMEOUT = 240  # seconds for one mpiexec launch on a loaded 2-core machine
 STALL = 3.0  # stall timeout of the drills (seconds)
 END_SLACK = 12.0  # the job must end within the stall timeout plus this (start-up included)
+GONE_SECONDS = 5.0  # after mpiexec exits, its killed ranks may take this long to be reaped
 
 
 def _clean_env() -> dict[str, str]:
@@ -223,12 +224,12 @@ def _drill(tmp_path, inject: str, ranks: int = 3, kill_rank: int | None = None):
     with log.open("w") as sink:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink, text=True,
                                 env=_clean_env(), cwd=tmp_path)
-    pids: set[int] = set()
+    pids: dict[int, psutil.Process] = {}
     killed = False
     try:
         while proc.poll() is None and time.monotonic() - start < LAUNCH_TIMEOUT:
             for child in psutil.Process(proc.pid).children(recursive=True):
-                pids.add(child.pid)
+                pids.setdefault(child.pid, child)
                 if kill_rank is not None and not killed and _rank_of(child) == kill_rank:
                     if "[step 1/3]" in log.read_text():  # rank 1 is inside step 1
                         child.kill()
@@ -250,10 +251,16 @@ def _rank_of(p: psutil.Process) -> int | None:
         return None
 
 
-def _assert_all_gone(pids: set[int]) -> None:
-    alive = [p for p in pids if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"processes left behind: {alive}"
+def _assert_all_gone(procs: dict[int, psutil.Process]) -> None:
+    """Every process of the job is gone (Process objects survive PID reuse by other jobs)."""
+    gone, alive = psutil.wait_procs(list(procs.values()), timeout=GONE_SECONDS)
+    described = []
+    for p in alive:
+        try:
+            described.append(f"{p.pid} {p.status()} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            pass
+    assert not described, f"processes left behind: {described}"
 
 
 @pytest.mark.parametrize("inject,code,needle", [
