@@ -96,7 +96,8 @@ def section_lines(s: dict) -> list[str]:
                      f"{moved / ring:.2f}x |")
     lines += ["", f"Ring all-reduce reference: 2P = {2 * P:,} float32 elements = {ring:,} bytes "
               "per rank per step. Waiting = the status gather (the slowest rank's compute); "
-              "communication = tokens, position segments, per-batch figures and weights.", ""]
+              "communication = tokens, position segments, per-batch figures and weights (for "
+              "ranks other than 0 it includes waiting for rank 0's reduction and update).", ""]
     return lines
 
 
