@@ -20,8 +20,8 @@ import numpy as np
 
 from reference.errors import FaultError, InputError
 
-SPEC_FORM = ("KIND:target=T,step=N[,batch=B][,seconds=X] with KIND hang|raise|nan|slow and "
-             "T worker=I or node-zero, e.g. hang:target=worker=1,step=2 or "
+SPEC_FORM = ("KIND:target=T,step=N[,batch=B][,seconds=X][,rank=R] with KIND hang|raise|nan|slow "
+             "and T worker=I or node-zero, e.g. hang:target=worker=1,step=2 or "
              "slow:target=node-zero,step=0,seconds=3")
 SLOW_TICK_SECONDS = 0.05  # a `slow` fault sleeps in steps this long, advancing its counter each
 
@@ -41,6 +41,7 @@ class Fault:
     step: int
     batch: int | None = None
     seconds: float | None = None
+    rank: int = 0  # MPI rank whose threads it targets (SPEC 10); 0 in a single process
 
     def __str__(self) -> str:
         target = "node-zero" if self.role == "node-zero" else f"worker={self.worker}"
@@ -49,6 +50,8 @@ class Fault:
             text += f",batch={self.batch}"
         if self.seconds is not None:
             text += f",seconds={self.seconds:g}"
+        if self.rank:
+            text += f",rank={self.rank}"
         return text
 
     @property
@@ -109,7 +112,7 @@ def parse_inject(spec: str) -> Fault:
         elif key == "worker":
             role = _once(role, "worker", bad)
             worker = _int(value, "worker", bad)
-        elif key in ("step", "batch"):
+        elif key in ("step", "batch", "rank"):
             if key in fields:
                 raise bad(f"{key} given twice")
             fields[key] = _int(value, key, bad)
@@ -134,7 +137,8 @@ def parse_inject(spec: str) -> Fault:
         raise bad("batch= applies to worker targets only (Node Zero never computes a batch)")
     if role == "node-zero" and kind is FaultKind.NAN:
         raise bad("nan targets a worker's gradient; Node Zero computes none")
-    return Fault(kind, role, worker, fields["step"], fields.get("batch"), fields.get("seconds"))
+    return Fault(kind, role, worker, fields["step"], fields.get("batch"), fields.get("seconds"),
+                 fields.get("rank", 0))
 
 
 def _once(current: str | None, new: str, bad) -> str:
@@ -162,6 +166,7 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._progress = np.zeros(1, dtype=np.int64)
+        self.rank = 0  # this process's MPI rank: only faults aimed at it fire here
 
     def attach(self, abort: threading.Event, progress: np.ndarray) -> None:
         """Bind the trainer's abort flag (releases `hang`) and progress array (`slow` ticks)."""
@@ -210,7 +215,8 @@ class FaultPlan:
         due = []
         with self._lock:
             for i, f in enumerate(self.faults):
-                if i in self._fired or f.role != role or f.step != step:
+                if (i in self._fired or f.role != role or f.step != step
+                        or f.rank != self.rank):
                     continue
                 if role == "worker" and f.worker != ident:
                     continue

@@ -53,6 +53,8 @@ class StepJob:
     n_batches: int  # g
     apply_update: bool  # False for group_grads: gradient only
     eval_only: bool = False  # held-out loss: forward only, no gradient, no update
+    only: tuple[int, ...] | None = None  # batches this process computes (MPI rank); None: all
+    reduce: bool = True  # False: compute the position segments only (an MPI rank's half step)
     generation: int = 0  # set by JobBoard.post
     batch_loss: np.ndarray = field(default=None)  # (g,) float64 loss SUM per batch
     batch_n: np.ndarray = field(default=None)  # (g,) int64 non-pad targets per batch
@@ -240,7 +242,8 @@ class NodeZero:
             self._wait(s.barriers.reduced, party, key)
             self.hb.set(Phase.DECIDING)
             t0 = rec.now()
-            self.decide(job)
+            if job.reduce:
+                self.decide(job)
             log.span(DECIDE, key, t0, rec.now())
             self.hb.set(Phase.WAITING_DECISION)
             self._wait(s.barriers.decided, party, key)

@@ -247,16 +247,27 @@ class FastTrainer:
 
     # -- private steps ------------------------------------------------------------------------
 
+    def run_job(self, job: StepJob, *, count_step: bool = False) -> StepJob:
+        """Run a prepared job (fast.mpi_engine's compute-only and reduce-only halves of a step)."""
+        with self._call_lock:
+            job = self._run_job(job)
+            if count_step:
+                self._step += 1
+            return job
+
     def _run(self, tokens: np.ndarray, targets: np.ndarray, apply_update: bool,
              eval_only: bool = False) -> StepJob:
         """Hand one group to Node Zero and wait; raise the step's error, if any."""
+        tokens, targets, g = self._check_group(tokens, targets)
+        job = StepJob(step=self._step, tokens=tokens, targets=targets, n_batches=g,
+                      apply_update=apply_update, eval_only=eval_only)
+        return self._run_job(job)
+
+    def _run_job(self, job: StepJob) -> StepJob:
         if self._closed:
             raise InputError("this FastTrainer is closed; create a new one")
         if self.shared.error is not None:
             raise self.shared.error
-        tokens, targets, g = self._check_group(tokens, targets)
-        job = StepJob(step=self._step, tokens=tokens, targets=targets, n_batches=g,
-                      apply_update=apply_update, eval_only=eval_only)
         self._current = job
         self._in_flight_since = time.monotonic()
         try:

@@ -60,7 +60,8 @@ class Worker:
             return
         self.compute_batches(job)
         self.point_a(job)
-        self.reduce(job)
+        if job.reduce:
+            self.reduce(job)
         self.wait(self.shared.barriers.reduced, Phase.WAITING_REDUCED)
         self.wait(self.shared.barriers.decided, Phase.WAITING_DECISION)
         if job.apply:
@@ -70,6 +71,8 @@ class Worker:
     def compute_batches(self, job: StepJob) -> None:
         s, hb = self.shared, self.hb
         batches = worker_batches(self.index, job.n_batches, s.n_workers)
+        if job.only is not None:  # an MPI rank: round robin over its positions' batches only
+            batches = job.only[self.index::s.n_workers]
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return

@@ -522,6 +522,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             phases = PhaseLines(live)
             results = analyze(plan, tmp, say=phases)
             phases.finish()
+            if getattr(args, "ranks", None):  # SPEC 10: the Scale-out section
+                from harness.scale_out import add_scale_out
+
+                add_scale_out(results, plan.preset, args.ranks, plan.threads, plan.seed, phases)
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
         (tmp / "analysis.md").write_text(render(results))
         if trace is not None and (tmp / "trace.json").exists():

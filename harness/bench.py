@@ -40,6 +40,7 @@ from harness.thresholds import (
     BENCH_CPU_SHORTFALL,
     GB,
     MB,
+    MPI_RATIO_TARGET,
     NO_COLLAPSE_RATIO,
     PEAK_FRACTION_TARGET,
     SCALING_TARGET,
@@ -166,6 +167,9 @@ TARGETS: tuple[RatioTarget | LimitTarget, ...] = (
                 "s"),
     LimitTarget("tokenisation of a 24 MB corpus: peak memory", "tokenize_peak_bytes",
                 TOKENIZE_PEAK_BYTES / MB, "MB", MB),
+    # SPEC 10: two ranks of one thread must keep most of two threads' speed on the same cores
+    RatioTarget("MPI R=2 x T=1 vs single process T=2 tokens/s (G=24)", "mpi_tokens_per_s_R2T1",
+                "single_tokens_per_s_T2", MPI_RATIO_TARGET),
 )
 
 
@@ -217,6 +221,7 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
     rows: list[dict[str, Any]] = []
     peaks: dict[str, float] = {}
     tokenize = None
+    mpi_bytes: list[dict[str, Any]] = []
     for b in bench.get("benchmarks", []):
         extra, best = b.get("extra_info", {}), b["stats"]["min"]
         kind = extra.get("kind")
@@ -227,6 +232,11 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
         elif kind == "trace_overhead":
             metrics.update(traced_tokens_per_s=extra["traced_tokens_per_s"],
                            untraced_tokens_per_s=extra["untraced_tokens_per_s"])
+        elif kind == "mpi_ratio":  # SPEC 10: ranks against threads on the same cores
+            metrics["mpi_tokens_per_s_R2T1"] = extra["mpi"]["tokens_per_s"]
+            metrics["single_tokens_per_s_T2"] = extra["single"]["tokens_per_s"]
+        elif kind == "mpi_bytes":
+            mpi_bytes.append(extra)
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
             tokenize = {"name": b["name"], "seconds": seconds,
@@ -289,6 +299,7 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
         "flops_formula": FLOPS_FORMULA,
         "engines": rows,
         "tokenize": tokenize,
+        "mpi_bytes": mpi_bytes,
         "metrics": metrics,
         "targets": [asdict(v) for v in verdicts],
         "warnings": warnings,
@@ -401,8 +412,27 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"Tokenisation (vocabulary + encoding of the 24 MB corpus): "
         f"{_fmt(tok.get('seconds'))} s, peak {_fmt(tok.get('peak_bytes'), '.0f', MB)} MB.",
         "",
+        *mpi_bytes_table(summary.get("mpi_bytes") or []),
     ]
     return "\n".join(lines)
+
+
+def mpi_bytes_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Bytes per rank in one step across MPI ranks, beside a ring all-reduce's 2P elements."""
+    if not runs:
+        return []
+    lines = ["## Bytes per rank per step across MPI ranks", "",
+             "| preset | P | R | rank 0 sent + received | largest other rank | ring 2P "
+             "| step s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(runs, key=lambda r: (r["params"], r["ranks"])):
+        per = {x["rank"]: x["last_sent_bytes"] + x["last_received_bytes"] for x in r["per_rank"]}
+        others = max((v for k, v in per.items() if k), default=0)
+        ring = 2 * r["params"] * 4  # float32 elements
+        lines.append(f"| {r['preset']} | {r['params']:,} | {r['ranks']} | {per[0]:,} | "
+                     f"{others:,} | {ring:,} | {r['best_step_s']:.3g} |")
+    return lines + ["", "Counted by each rank around its own MPI calls (payload bytes; a root's "
+                    "broadcast counts once per receiving rank). Ring all-reduce: each rank sends "
+                    "and receives 2(R-1)/R x P elements, shown as 2P float32 bytes.", ""]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

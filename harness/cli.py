@@ -78,10 +78,26 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-seconds", type=_positive_float, default=None,
                    help="seconds between plain progress lines when stderr is not a terminal "
                         "(default: 5)")
+
+
 def _add_trace(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
                    help="write the threads' timeline as a Chrome trace (open in Perfetto or "
                         "chrome://tracing)")
+
+
+def _ranks(text: str) -> int:
+    value = _positive_int(text)
+    if value > 12:
+        raise argparse.ArgumentTypeError(f"the 12 symmetry positions allow 1 to 12 ranks, "
+                                         f"got {value}")
+    return value
+
+
+def _add_mpi(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mpi", action="store_true",
+                   help="run across MPI ranks: mpiexec -n R spheres ... --mpi (R = 1..12; "
+                        "needs the [mpi] extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     _add_trace(p)
     _add_faults(p)
+    _add_mpi(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",
                        description="Compute one batch group's mean loss and gradient and write "
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_engine(p, default_engine="reference")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    _add_mpi(p)
 
     p = sub.add_parser("verify", help="equivalence gates over thread counts (exit 1 on failure)",
                        description="Fast vs reference within tolerance, bitwise identity across "
@@ -144,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write JUnit XML for CI: one test case per preset, dtype and threads")
     _add_progress(p)
     _add_trace(p)
+    p.add_argument("--ranks", default=None,
+                   help="also gate across MPI ranks, e.g. 1,2,3,5,12: one mpiexec launch per R "
+                        "(needs the [mpi] extra)")
     _add_faults(p)
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
@@ -160,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (default: reports/<date>-<preset>)")
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
+    p.add_argument("--ranks", type=_ranks, default=None,
+                   help="add a Scale-out section measured with mpiexec -n RANKS (1..12)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
     _add_progress(p)
     _add_trace(p)  # analyze always writes trace.json into the report; --trace: a copy there too
@@ -200,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("default")
     try:
+        from harness.mpi_launch import mpi_entry  # no mpi4py unless --mpi
+
+        code = mpi_entry(args)
+        if code is not None:
+            return code
         if args.command == "train":
             from harness.commands import cmd_train
 

@@ -211,6 +211,11 @@ def render(results: dict[str, Any]) -> str:
     title = f"# Kissing Spheres analysis: `{results['meta']['preset']}` preset"
     lines = [title, ""]
     for key, heading in SECTIONS:
+        if key == "known_issues" and "scale_out" in results:  # `analyze --ranks R` (SPEC 10)
+            from harness.scale_out import section_lines
+
+            lines += ["## Scale-out (MPI ranks)", ""] + _checks_for(results, "scale_out")
+            lines += [""] + section_lines(results["scale_out"])
         lines += [f"## {heading}", ""]
         checks = _checks_for(results, key)
         if checks:

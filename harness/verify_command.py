@@ -52,16 +52,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from harness.trace import write_traces
 
         write_traces(traces, trace)
+    ranks, extra_json, extra_md = [], {}, ""
+    if getattr(args, "ranks", None):  # SPEC 10: the same gates across MPI ranks
+        from harness.verify_ranks import rank_markdown, to_dicts, verify_across_ranks
+
+        ranks = verify_across_ranks(args.ranks, configs, dtypes, threads, report.records,
+                                    steps=args.trajectory_steps,
+                                    stall_timeout=args.stall_timeout,
+                                    out=lambda line: print(line, flush=True))
+        extra_json, extra_md = {"ranks": to_dicts(ranks)}, rank_markdown(ranks)
+    failures = report.failures + [f for r in ranks for f in r.failures]
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+        atomic_write_text(args.json, json.dumps(report.to_dict() | extra_json, indent=2))
     if args.markdown is not None:
-        atomic_write_text(args.markdown, markdown_summary(report))
+        atomic_write_text(args.markdown, markdown_summary(report) + extra_md)
     if getattr(args, "junit", None) is not None:
         atomic_write_text(args.junit, junit_xml(report))
-    if report.failures:
-        print(f"verify: FAIL: {len(report.failures)} gate(s) failed:", file=sys.stderr)
-        for f in report.failures:
+    if failures:
+        print(f"verify: FAIL: {len(failures)} gate(s) failed:", file=sys.stderr)
+        for f in failures:
             print(f"  {f}", file=sys.stderr)
         return 1
-    print(f"verify: PASS: {len(report.records)} runs in {report.seconds:.1f}s", flush=True)
+    print(f"verify: PASS: {len(report.records) + len(ranks)} runs in {report.seconds:.1f}s",
+          flush=True)
     return 0

@@ -77,7 +77,7 @@ def test_node_zero_seconds_reads_its_own_work():
     assert bench.node_zero_seconds({"nothing": 1}) is None
 
 
-def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
+def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0):
     """A pytest-benchmark JSON as the suites write it, with chosen times."""
     fpt = bench.flops_per_token(preset("seed").model)
     tokens = 8 * 32 * 128
@@ -104,6 +104,12 @@ def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False):
               trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={}, peak_rss_bytes=seed_rss),
         entry("test_trace_overhead", 3.0, kind="trace_overhead", engine="fast", threads=2,
               traced_tokens_per_s=995.0, untraced_tokens_per_s=1000.0),
+        entry("test_mpi_ranks_vs_threads", 9.0, kind="mpi_ratio",
+              mpi={"tokens_per_s": 1000.0 * mpi_ratio}, single={"tokens_per_s": 1000.0}),
+        entry("test_mpi_bytes_per_step[tiny-2]", 1.0, kind="mpi_bytes", preset="tiny",
+              params=100, ranks=2, best_step_s=0.01,
+              per_rank=[{"rank": 0, "last_sent_bytes": 400, "last_received_bytes": 2400},
+                        {"rank": 1, "last_sent_bytes": 2400, "last_received_bytes": 400}]),
         entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
     ]
     if with_torch:
@@ -164,6 +170,20 @@ def test_main_exits_0_when_every_target_is_met(tmp_path, monkeypatch):
     path = tmp_path / "run.json"
     path.write_text(json.dumps(_fake_bench()))
     assert bench.main(["--summarize", str(path), "--out-dir", str(tmp_path)]) == 0
+
+
+def test_mpi_ratio_target_reads_the_two_runs():
+    passed = {v["name"]: v for v in bench.summarize(_fake_bench(mpi_ratio=0.9))["targets"]}
+    failed = {v["name"]: v for v in bench.summarize(_fake_bench(mpi_ratio=0.5))["targets"]}
+    name = next(n for n in passed if n.startswith("MPI R=2"))
+    assert passed[name]["status"] == "pass" and passed[name]["measured"] == pytest.approx(0.9)
+    assert failed[name]["status"] == "fail" and failed[name]["measured"] == pytest.approx(0.5)
+
+
+def test_mpi_bytes_table_lists_each_run():
+    s = bench.summarize(_fake_bench())
+    table = "\n".join(bench.mpi_bytes_table(s["mpi_bytes"]))
+    assert "| tiny | 100 | 2 | 2,800 | 2,800 | 800 |" in table
 
 
 def test_main_fails_clearly_without_results(tmp_path, capsys):

@@ -1,0 +1,141 @@
+"""MPI collectives with deadlines and byte counts: the only way ranks talk (SPEC 10).
+
+Every collective is non-blocking (Ibcast, Igather, Igatherv) and completed by a Test loop that
+gives up at a deadline, so no rank can sit inside MPI forever: a deadline that passes raises
+CommTimeout (a StallError, exit 3) naming the rank and the collective. Each call adds the payload
+bytes this rank sent and received to a ByteCounter (logical payload: a root's broadcast counts
+its buffer once per receiving rank, whatever tree the MPI library uses).
+Imported only on the `--mpi` path: importing it initialises MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from mpi4py import MPI
+
+from reference.errors import StallError
+
+POLL_MAX_SECONDS = 0.001  # a Test loop sleeps at most this long between polls (latency floor)
+STATUS_BYTES = 4096  # one rank's status or end-of-run report as JSON, zero padded
+
+
+class CommTimeout(StallError):
+    """A collective did not complete by its deadline: a rank is stuck or gone (exit 3)."""
+
+
+@dataclass
+class ByteCounter:
+    """Payload bytes this rank sent and received, in total and per kind of collective."""
+
+    sent: int = 0
+    received: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, sent: int, received: int) -> None:
+        self.sent += sent
+        self.received += received
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + sent + received
+
+
+class Channel:
+    """COMM_WORLD with deadline-polled non-blocking collectives, timing and byte counts."""
+
+    def __init__(self, comm=None) -> None:
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.bytes = ByteCounter()
+        self.seconds = 0.0  # wall seconds spent completing collectives
+
+    # -- the collectives ----------------------------------------------------------------------
+
+    def bcast(self, buf: np.ndarray, seconds: float, what: str) -> np.ndarray:
+        """Rank 0's `buf` into every rank's `buf` (same shape and dtype everywhere)."""
+        self._wait(self.comm.Ibcast(buf, root=0), seconds, what)
+        n = buf.nbytes
+        self.bytes.add(what, n * (self.size - 1) if self.rank == 0 else 0,
+                       0 if self.rank == 0 else n)
+        return buf
+
+    def gather(self, row: np.ndarray, seconds: float, what: str) -> np.ndarray | None:
+        """Every rank's equal-sized `row`; rank 0 gets (size, *row.shape), the others None."""
+        out = (np.empty((self.size, *row.shape), dtype=row.dtype) if self.rank == 0 else None)
+        self._wait(self.comm.Igather(row, out, root=0), seconds, what)
+        n = row.nbytes
+        self.bytes.add(what, 0 if self.rank == 0 else n,
+                       n * (self.size - 1) if self.rank == 0 else 0)
+        return out
+
+    def gather_rows(self, data: np.ndarray, rows: list[range], seconds: float,
+                    what: str) -> None:
+        """Rank r's rows `rows[r]` of the 2-D `data` land in rank 0's `data`, in place."""
+        width = data.shape[1]
+        mine = rows[self.rank]
+        dtype = MPI._typedict[data.dtype.char]
+        if self.rank == 0:
+            counts = [len(r) * width for r in rows]
+            displs = [r.start * width for r in rows]
+            req = self.comm.Igatherv(MPI.IN_PLACE, [data, counts, displs, dtype], root=0)
+            received = sum(counts[1:]) * data.itemsize
+            self._wait(req, seconds, what)
+            self.bytes.add(what, 0, received)
+        else:
+            block = data[mine.start:mine.stop]  # contiguous rows of a C-ordered array
+            self._wait(self.comm.Igatherv([block, dtype], None, root=0), seconds, what)
+            self.bytes.add(what, block.nbytes, 0)
+
+    def bcast_json(self, obj, seconds: float, what: str):
+        """A small JSON-able object from rank 0 to everyone (length first, then the bytes)."""
+        payload = json.dumps(obj).encode() if self.rank == 0 else b""
+        size = self.bcast(np.array([len(payload)], dtype=np.int64), seconds, what)
+        buf = (np.frombuffer(payload, dtype=np.uint8).copy() if self.rank == 0
+               else np.empty(int(size[0]), dtype=np.uint8))
+        self.bcast(buf, seconds, what)
+        return json.loads(buf.tobytes().decode())
+
+    def gather_json(self, obj, seconds: float, what: str) -> list | None:
+        """One small JSON object per rank; rank 0 gets the list in rank order."""
+        row = encode_status(obj)
+        rows = self.gather(row, seconds, what)
+        return None if rows is None else [decode_status(r) for r in rows]
+
+    def abort(self, code: int) -> None:
+        """End every process of the job with `code` (mpiexec exits with it)."""
+        self.comm.Abort(code)
+
+    # -- private ------------------------------------------------------------------------------
+
+    def _wait(self, request, seconds: float, what: str) -> None:
+        start = time.monotonic()
+        deadline = start + seconds
+        pause = 0.0
+        while not request.Test():
+            now = time.monotonic()
+            if now > deadline:
+                raise CommTimeout(
+                    f"rank {self.rank}: MPI {what} did not complete within {seconds:.1f} s "
+                    f"({self.size} ranks): another rank is stuck or gone",
+                    {"rank": self.rank, "collective": what, "deadline_s": seconds})
+            time.sleep(pause)
+            pause = min(POLL_MAX_SECONDS, pause + 0.0001)
+        self.seconds += time.monotonic() - start
+
+
+def encode_status(obj) -> np.ndarray:
+    """JSON into a fixed STATUS_BYTES row (truncated messages keep valid JSON)."""
+    text = json.dumps(obj).encode()
+    if len(text) > STATUS_BYTES:
+        text = json.dumps({"truncated": text[:STATUS_BYTES // 2].decode(errors="replace")}
+                          ).encode()[:STATUS_BYTES]
+    row = np.zeros(STATUS_BYTES, dtype=np.uint8)
+    row[:len(text)] = np.frombuffer(text, dtype=np.uint8)
+    return row
+
+
+def decode_status(row: np.ndarray):
+    text = row.tobytes().rstrip(b"\0").decode(errors="replace")
+    return json.loads(text) if text else None

@@ -1,0 +1,417 @@
+"""SPEC 10 with a real mpiexec on loopback: bitwise identity for every ranks x threads, fault
+drills across ranks (exit code, time to end, no process left), bad launches, resume across R.
+
+Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.mpi_digest),
+because MPI start-up costs about a second per launch on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from fast.mpi_topology import MAX_RANKS, batches_of, positions_of, rank_of_position
+from fast.spheres import POSITIONS
+from harness.verify import GRAD_TOL, TRAJ_TOL
+
+BIN = Path(sys.executable).parent
+MPIEXEC = str(BIN / "mpiexec")
+SPHERES = str(BIN / "spheres")
+LAUNCH_TIMEOUT = 240  # seconds for one mpiexec launch on a loaded 2-core machine
+STALL = 3.0  # stall timeout of the drills (seconds)
+END_SLACK = 12.0  # the job must end within the stall timeout plus this (start-up included)
+GONE_SECONDS = 5.0  # after mpiexec exits, its killed ranks may take this long to be reaped
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any MPI launcher variables."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PMI_", "MPI_LOCAL", "OMPI_", "PMIX_", "HYDRA_"))}
+
+
+def mpirun(ranks: int, argv: list[str], *, timeout: float = LAUNCH_TIMEOUT,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, "-n", str(ranks), *argv], capture_output=True, text=True,
+                          timeout=timeout, env=_clean_env(), cwd=cwd)
+
+
+def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: str) -> list[dict]:
+    proc = mpirun(ranks, [sys.executable, "-m", "harness.mpi_digest", "--threads", threads,
+                          "--dtypes", dtypes, *extra])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    """The single-process engine's fingerprints (T=1) per dtype and group size."""
+    from fast.trainer import FastTrainer
+    from harness.mpi_digest import fingerprint, trajectory_groups
+    from reference.config import preset
+
+    out = {}
+    for group_size in (None, 13):
+        cfg = preset("tiny", seed=0, **({"group_size": group_size} if group_size else {}))
+        groups = trajectory_groups(cfg, 3)
+        for dtype in ("float64", "float32"):
+            with FastTrainer(cfg, 1, dtype=np.dtype(dtype).type) as engine:
+                out[dtype, group_size] = fingerprint(engine, groups, ranks=0, threads=1,
+                                                     dtype=dtype)
+    return out
+
+
+def _same_bits(fp: dict, ref) -> None:
+    where = f"R={fp['ranks']} T={fp['threads']} {fp['dtype']}"
+    assert fp["grads_sha"] == ref.grads_sha, f"gradient differs at {where}"
+    assert fp["update_sha"] == ref.update_sha, f"first update differs at {where}"
+    assert fp["trajectory_sha"] == ref.trajectory_sha, f"trajectory differs at {where}"
+    assert fp["loss"] == ref.loss, where
+
+
+# -- topology (no MPI) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ranks", range(1, MAX_RANKS + 1))
+def test_every_position_has_exactly_one_rank_and_rank0_the_most_batches(ranks):
+    owners = [rank_of_position(p, ranks) for p in range(POSITIONS)]
+    assert sorted(set(owners)) == list(range(ranks))  # no rank without a position
+    assert owners == sorted(owners)  # contiguous blocks
+    for g in (1, 5, 8, 12, 13, 63):
+        mine = [batches_of(r, ranks, g) for r in range(ranks)]
+        assert sorted(b for m in mine for b in m) == list(range(g))
+        assert len(mine[0]) == max(len(m) for m in mine)
+        for r, m in enumerate(mine):
+            assert all(b % POSITIONS in positions_of(r, ranks) for b in m)
+
+
+def test_single_process_path_never_imports_mpi4py(tmp_path):
+    code = ("import sys; from harness.cli import main; "
+            f"rc = main(['grads', '--engine', 'fast', '--threads', '1', '--out', "
+            f"{str(tmp_path / 'g.npz')!r}]); "
+            "assert rc == 0, rc; assert 'mpi4py' not in sys.modules, 'mpi4py imported'; "
+            "print('clean')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
+
+
+# -- bitwise identity ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_weights_bitwise_equal_single_process(ranks, single_process):
+    fps = digests(ranks, "1,2,3")
+    assert {(f["dtype"], f["threads"]) for f in fps} == {
+        (d, t) for d in ("float64", "float32") for t in (1, 2, 3)}
+    for fp in fps:
+        assert fp["ranks"] == ranks
+        _same_bits(fp, single_process[fp["dtype"], None])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [4, 12])
+def test_weights_bitwise_equal_single_process_many_ranks(ranks, single_process):
+    fps = digests(ranks, "1,2,3")
+    assert len(fps) == 6
+    for fp in fps:
+        _same_bits(fp, single_process[fp["dtype"], None])
+
+
+def test_two_batches_per_position_and_reference_errors(single_process):
+    """G=13: position 0 folds two batches (on rank 0); the reference comparison holds too."""
+    fps = digests(5, "2", "float64,float32", "--group-size", "13", "--reference")
+    assert len(fps) == 2
+    for fp in fps:
+        _same_bits(fp, single_process[fp["dtype"], 13])
+        assert fp["grad_err"] < GRAD_TOL[fp["dtype"]]
+        assert fp["traj_err"] < TRAJ_TOL[fp["dtype"]]
+
+
+def test_bytes_counted_per_rank(single_process):
+    """Each follower sends its positions' segments and receives the weights, as counted."""
+    from reference.config import preset
+    from reference.params import param_count
+
+    fps = digests(3, "1", "float64")
+    P = param_count(preset("tiny").model)
+    reports = fps[0]["ranks_report"]
+    assert [r["rank"] for r in reports] == [0, 1, 2]
+    for r in reports[1:]:
+        t = r["times"]
+        # 4 jobs (grads + 3 steps) x 4 owned positions; weights after each of 3 steps
+        assert t["by_kind"]["segments"] == 4 * 4 * P * 8
+        assert t["by_kind"]["weights"] == 3 * P * 8
+        assert t["sent_bytes"] > t["by_kind"]["segments"]
+    assert reports[0]["times"]["by_kind"]["segments"] == 2 * 4 * 4 * P * 8
+
+
+# -- train --mpi: checkpoints and resume across R ------------------------------------------------
+
+def test_resume_with_a_different_rank_count_is_bitwise(tmp_path):
+    common = ["--preset", "tiny", "--threads", "1", "--dtype", "float64"]
+    a = mpirun(2, [SPHERES, "train", "--mpi", *common, "--steps", "2",
+                   "--checkpoint-dir", str(tmp_path / "r2")])
+    assert a.returncode == 0, a.stderr[-2000:]
+    b = mpirun(3, [SPHERES, "train", "--mpi", *common, "--steps", "2", "--resume",
+                   str(tmp_path / "r2"), "--checkpoint-dir", str(tmp_path / "r3")])
+    assert b.returncode == 0, b.stderr[-2000:]
+    c = subprocess.run([SPHERES, "train", *common, "--steps", "4", "--checkpoint-dir",
+                        str(tmp_path / "one")], capture_output=True, text=True,
+                       timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert c.returncode == 0, c.stderr[-2000:]
+    x = np.load(tmp_path / "r3" / "step-000004.npz")
+    y = np.load(tmp_path / "one" / "step-000004.npz")
+    floats = [k for k in x.files if x[k].dtype.kind == "f"]
+    assert floats and all(np.array_equal(x[k], y[k]) for k in floats)
+    assert not list((tmp_path / "r3").glob("*.tmp*"))  # written once, atomically
+
+
+# -- bad launches -------------------------------------------------------------------------------
+
+def test_mpiexec_without_mpi_flag_is_refused(tmp_path):
+    proc = mpirun(2, [SPHERES, "grads", "--engine", "fast", "--out", str(tmp_path / "g.npz")])
+    assert proc.returncode == 2
+    assert "without --mpi" in proc.stderr and "--mpi" in proc.stderr
+    assert not (tmp_path / "g.npz").exists()
+
+
+@pytest.mark.slow
+def test_more_than_twelve_ranks_is_refused(tmp_path):
+    proc = mpirun(13, [SPHERES, "grads", "--mpi", "--out", str(tmp_path / "g.npz")])
+    assert proc.returncode == 2
+    assert "1 to 12 ranks" in proc.stderr
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_mpi_flag_where_mpi_cannot_start(tmp_path):
+    fake = tmp_path / "fake" / "mpi4py"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no MPI library here')\n")
+    env = _clean_env() | {"PYTHONPATH": str(fake.parent)}
+    proc = subprocess.run([SPHERES, "grads", "--mpi", "--out", str(tmp_path / "g.npz")],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "MPI cannot start" in proc.stderr and "[mpi]" in proc.stderr
+
+
+def test_grads_mpi_matches_single_process(tmp_path):
+    proc = mpirun(2, [SPHERES, "grads", "--mpi", "--threads", "1", "--dtype", "float64",
+                      "--out", str(tmp_path / "m.npz")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = subprocess.run([SPHERES, "grads", "--engine", "fast", "--threads", "2", "--dtype",
+                          "float64", "--out", str(tmp_path / "s.npz")], capture_output=True,
+                         text=True, timeout=LAUNCH_TIMEOUT, env=_clean_env())
+    assert one.returncode == 0, one.stderr[-2000:]
+    m, s = np.load(tmp_path / "m.npz"), np.load(tmp_path / "s.npz")
+    grads = [k for k in m.files if k.startswith("grad/")]
+    assert grads and all(np.array_equal(m[k], s[k]) for k in grads)
+
+
+# -- fault drills across ranks ------------------------------------------------------------------
+
+def _drill(tmp_path, inject: str, ranks: int = 3, kill_rank: int | None = None):
+    """Run a 3-step job with a fault; returns (exit code, seconds, stderr, pids seen)."""
+    argv = [MPIEXEC, "-n", str(ranks), SPHERES, "train", "--mpi", "--threads", "2", "--steps",
+            "3", "--stall-timeout", str(STALL), "--inject", inject]
+    start = time.monotonic()
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink, text=True,
+                                env=_clean_env(), cwd=tmp_path)
+    pids: dict[int, psutil.Process] = {}
+    killed = False
+    try:
+        while proc.poll() is None and time.monotonic() - start < LAUNCH_TIMEOUT:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                pids.setdefault(child.pid, child)
+                if kill_rank is not None and not killed and _rank_of(child) == kill_rank:
+                    if "[step 1/3]" in log.read_text():  # rank 1 is inside step 1
+                        child.kill()
+                        killed = True
+            time.sleep(0.05)  # polling the job from outside, not synchronising threads
+        proc.wait(timeout=LAUNCH_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seconds = time.monotonic() - start
+    return proc.returncode, seconds, log.read_text(), pids, killed
+
+
+def _rank_of(p: psutil.Process) -> int | None:
+    try:
+        env = p.environ()
+        return int(env["PMI_RANK"]) if "spheres" in " ".join(p.cmdline()) else None
+    except (psutil.Error, KeyError, ValueError):
+        return None
+
+
+def _assert_all_gone(procs: dict[int, psutil.Process]) -> None:
+    """Every process of the job is gone (Process objects survive PID reuse by other jobs)."""
+    gone, alive = psutil.wait_procs(list(procs.values()), timeout=GONE_SECONDS)
+    described = []
+    for p in alive:
+        try:
+            described.append(f"{p.pid} {p.status()} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            pass
+    assert not described, f"processes left behind: {described}"
+
+
+@pytest.mark.parametrize("inject,code,needle", [
+    ("hang:target=worker=0,rank=1,step=1", 3, "rank 1: stall"),
+    ("hang:target=node-zero,rank=2,step=0", 3, "rank 2: stall"),
+    ("raise:target=worker=1,rank=2,step=1", 4, "rank 2: thread ks-worker-1"),
+    ("nan:target=worker=0,rank=1,step=1", 4, "rank 1: non-finite gradient"),
+])
+def test_fault_on_a_follower_ends_the_job(tmp_path, inject, code, needle):
+    rc, seconds, err, pids, _ = _drill(tmp_path, inject)
+    assert rc == code, err[-3000:]
+    assert needle in err, err[-3000:]
+    assert seconds < STALL + END_SLACK + 5.0, f"took {seconds:.1f} s"
+    _assert_all_gone(pids)
+
+
+def test_slow_follower_is_not_a_stall(tmp_path):
+    """Slow work on rank 1 (longer than the stall timeout, with progress) finishes normally."""
+    rc, seconds, err, pids, _ = _drill(
+        tmp_path, f"slow:target=worker=0,rank=1,step=1,seconds={2 * STALL:g}")
+    assert rc == 0, err[-3000:]
+    assert "stall" not in err.lower()
+    _assert_all_gone(pids)
+
+
+def test_sigkill_of_a_rank_ends_the_job(tmp_path):
+    rc, seconds, err, pids, killed = _drill(
+        tmp_path, "slow:target=worker=0,rank=1,step=1,seconds=120", kill_rank=1)
+    assert killed, "rank 1 was never seen to kill"
+    assert rc != 0, err[-2000:]
+    assert seconds < 60.0, f"took {seconds:.1f} s (the slow fault alone lasts 120 s)"
+    _assert_all_gone(pids)
+
+
+# -- spheres verify --ranks ---------------------------------------------------------------------
+
+def test_verify_ranks_gate_passes_through_the_cli(tmp_path):
+    out = tmp_path / "v.json"
+    proc = subprocess.run([SPHERES, "verify", "--threads", "1,2", "--presets", "tiny",
+                           "--dtypes", "float64", "--ranks", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+                          env=_clean_env())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ranks = json.loads(out.read_text())["ranks"]
+    assert sorted((r["ranks"], r["threads"]) for r in ranks) == [(3, 1), (3, 2)]
+    assert all(not r["failures"] and r["grad_hash"] for r in ranks)
+
+
+# A plausible wrong design: each rank pre-sums its own positions and rank 0 adds the partial
+# sums. It moves fewer bytes, but it re-associates the sum of the 12 positions.
+_PRESUM = '''
+import numpy as np
+from fast import mpi_comm
+_orig = mpi_comm.Channel.gather_rows
+def gather_rows(self, data, rows, seconds, what):
+    mine = rows[self.rank]
+    if self.rank != 0 and len(mine) > 1:
+        block = data[mine.start:mine.stop]
+        block[0] = block.astype(np.float64).sum(axis=0).astype(data.dtype)
+        block[1:] = 0
+    return _orig(self, data, rows, seconds, what)
+mpi_comm.Channel.gather_rows = gather_rows
+'''
+
+
+def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak):
+    from harness.verify_ranks import run_rank_gates
+    from reference.config import preset
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_PRESUM)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    cfg = preset("tiny", seed=0, group_size=24)
+    from fast.trainer import FastTrainer
+    from harness.mpi_digest import fingerprint, trajectory_groups
+
+    with FastTrainer(cfg, 1, dtype=np.float32) as engine:
+        fp = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=1,
+                         dtype="float32")
+    baseline = {"float32": {"grad_hash": fp.grads_sha, "update_hash": fp.update_sha,
+                            "trajectory_hash": fp.trajectory_sha}}
+    tol = {"float32": 1.0}
+    records = run_rank_gates(cfg, ["float32"], [1], [2], baseline, steps=3, stall_timeout=30,
+                             tolerances=(tol, tol, tol), out=lambda line: None)
+    assert len(records) == 1
+    assert any(f.startswith("bitwise-ranks-grads") for f in records[0].failures), records
+
+
+# -- spheres analyze --ranks: the Scale-out section --------------------------------------------
+
+def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
+    from harness.scale_out import add_scale_out, scale_out_checks, section_lines
+
+    results = {"checks": []}
+    add_scale_out(results, "tiny", 2, 1, 0, lambda line: None)
+    s = results["scale_out"]
+    assert s["error"] is None, s["error"]
+    assert [r["rank"] for r in s["bench"]["per_rank"]] == [0, 1]
+    assert all(r["last_sent_bytes"] > 0 and r["compute_s"] > 0 for r in s["bench"]["per_rank"])
+    assert results["checks"][-1]["passed"] and results["verdict"] == "PASS"
+    text = "\n".join(section_lines(s))
+    assert "| 1 |" in text and "ring" in text.lower()
+    # the verdict reads the hashes: a different trajectory on the MPI side is a FAIL
+    broken = dict(s, mpi_hashes=dict(s["mpi_hashes"], trajectory_sha="0" * 64))
+    assert not scale_out_checks(broken)[0]["passed"]
+
+
+# -- pieces without a job ----------------------------------------------------------------------
+
+def test_inject_rank_is_parsed_and_defaults_to_zero():
+    from fast.faults import FaultPlan, parse_inject
+
+    old = parse_inject("hang:target=worker=1,step=2")
+    new = parse_inject("hang:target=worker=1,rank=3,step=2")
+    assert old.rank == 0 and new.rank == 3
+    assert str(old) == "hang:target=worker=1,step=2"  # unchanged spelling without rank
+    assert parse_inject(str(new)) == new
+    plan = FaultPlan([new])  # a single process is rank 0: a rank-3 fault never fires there
+    assert plan.fire("worker", 1, 2, 0, 0, first=True) is False
+    assert plan.unfired() == [new]
+
+
+def test_a_collective_past_its_deadline_raises_naming_rank_and_collective(tmp_path):
+    """Rank 0 never joins the broadcast: rank 1 must give up at its deadline, not hang."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from fast.mpi_comm import Channel, CommTimeout\n"
+        "ch = Channel()\n"
+        "if ch.rank == 1:\n"
+        "    t0 = time.monotonic()\n"
+        "    try:\n"
+        "        ch.bcast(np.zeros(4), 1.0, 'header')\n"
+        "    except CommTimeout as exc:\n"
+        "        print(f'TIMEOUT {time.monotonic() - t0:.2f} {exc}', flush=True)\n"
+        "        ch.abort(3)\n"
+        "else:\n"
+        "    time.sleep(60)\n")
+    start = time.monotonic()
+    proc = mpirun(2, [sys.executable, str(script)], timeout=60)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "TIMEOUT" in proc.stdout and "rank 1" in proc.stdout and "header" in proc.stdout
+    waited = float(proc.stdout.split("TIMEOUT ")[1].split()[0])
+    assert 1.0 <= waited < 5.0
+    assert time.monotonic() - start < 30.0
+
+
+def test_inject_aimed_at_a_missing_rank_is_refused(tmp_path):
+    proc = mpirun(2, [SPHERES, "train", "--mpi", "--threads", "1", "--steps", "1",
+                      "--inject", "raise:target=worker=0,rank=5,step=0"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "targets rank 5" in proc.stderr
