@@ -6,15 +6,19 @@ import argparse
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import default_threads, make_engine, unfired_faults
 from harness.export import check_writable, write_grads_npz
+from harness.rescue import rescue_checkpoint
+from harness.resume_conflicts import check_resume_conflicts
+from harness.stop import Stopped, active
 from harness.train import load_resume, run_training
 from reference.atomic import atomic_write_text
 from reference.config import Config, preset
-from reference.errors import InputError
+from reference.errors import FaultError, InputError, StallError
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -53,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     faults = parse_faults(args.inject)
     resume = load_resume(args.resume) if args.resume else None
     if resume is not None:
+        check_resume_conflicts(args, resume.config, getattr(args, "explicit", set()))
         cfg, vocab, start_step = resume.config, resume.vocab, resume.state.step
         print(f"resuming from step {start_step} ({args.resume})", file=sys.stderr, flush=True)
     else:
@@ -76,10 +81,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile_seconds = time.perf_counter() - t0
         if resume is not None:
             engine.load_state(resume.state)
-        summary = run_training(engine, corpus, cfg, steps=args.steps, epochs=args.epochs,
-                               start_step=start_step, checkpoint_dir=args.checkpoint_dir,
-                               checkpoint_every=args.checkpoint_every,
-                               compile_seconds=compile_seconds)
+        stop = active()
+        keep = getattr(args, "keep_checkpoints", 0)
+        try:
+            with stop.deferred() if stop is not None else nullcontext():
+                summary = run_training(engine, corpus, cfg, steps=args.steps,
+                                       epochs=args.epochs, start_step=start_step,
+                                       checkpoint_dir=args.checkpoint_dir,
+                                       checkpoint_every=args.checkpoint_every,
+                                       compile_seconds=compile_seconds,
+                                       should_stop=stop.requested if stop else None,
+                                       keep_checkpoints=keep)
+        except (FaultError, StallError, Stopped) as exc:  # SPEC 12: save what is consistent
+            if args.checkpoint_dir is not None:
+                rescue_checkpoint(engine, cfg, corpus, args.checkpoint_dir, exc, start_step,
+                                  keep)
+            raise
         warn_unfired(engine)
     finally:
         engine.close()
