@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (or folder: its newest) to continue from bitwise")
     p.add_argument("--json", type=Path, default=None,
                    help="write a summary: steps, tokens, seconds, tokens_per_s, ...")
+    p.add_argument("--verbose", action="store_true",
+                   help="list every --data entry skipped (default: a few lines of counts)")
     _add_faults(p)
 
     p = sub.add_parser("grads", help="one step's loss and gradients as .npz",

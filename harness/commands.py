@@ -64,6 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, vocab, start_step = config_from_args(args), None, 0
     n_synth = args.synthetic_tokens or one_group_tokens(cfg, 4)
     corpus = load_corpus(cfg, args.data, synthetic_tokens=n_synth, vocab=vocab)
+    for line in corpus.skips.summary(verbose=getattr(args, "verbose", False)):
+        print(f"data: {line}", file=sys.stderr, flush=True)
     trained_on = resume.extra.get("data") if resume is not None else None
     if trained_on is not None and trained_on != corpus.source:
         print(f"spheres: warning: the checkpoint was trained on {trained_on}, this run reads "
