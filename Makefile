@@ -30,6 +30,12 @@ test-load: $(STAMP)
 	for i in $$(seq $(LOAD_PROCS)); do $(BIN)/python -c "while True: pass" & pids="$$pids $$!"; done; \
 	$(BIN)/python -m pytest -q
 
+# A seeded chaos run (#10): perturbed schedules, drawn thread counts and fault combinations.
+STRESS_SECONDS ?= 600
+STRESS_SEED ?= 0
+stress: $(STAMP)
+	$(BIN)/spheres stress --seconds $(STRESS_SECONDS) --seed $(STRESS_SEED)
+
 verify: $(STAMP)
 	$(BIN)/spheres verify
 

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from fast.perturb import at_sync_point
+
 
 class Phase(enum.Enum):
     IDLE = "idle"  # between steps, waiting for the next group (legitimately quiet)
@@ -68,6 +70,7 @@ class Heartbeat:
 
     def set(self, phase: Phase, *, step: int | None = None, batch: int | None = None) -> None:
         """Enter `phase` (counts as progress); time spent in the previous phase is recorded."""
+        at_sync_point(self.name, phase.name, step if step is not None else self.step)
         now = time.monotonic()
         previous, since = self.entered
         self.phase_seconds[previous] += now - since

@@ -178,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
                    help="initialisation and corpus seed")
     _add_faults(p)
+
+    p = sub.add_parser("stress", help="seeded chaos run: perturbed schedules, faults, invariants",
+                       description="Hypothesis-drawn cases (threads, group sizes, short groups, "
+                                   "fault combinations) under perturbed timing at every "
+                                   "synchronisation point; exit 1 on any failed invariant.")
+    p.add_argument("--seconds", type=finite_number(0, 7 * 86400.0), default=60.0,
+                   help="how long to run (default: 60)")
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="seed of the whole run (default: 0)")
+    p.add_argument("--replay", type=int_in_range(0, 2**32 - 1), default=None,
+                   help="rerun the one batch of cases a failure named")
     return parser
 
 
@@ -230,6 +241,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
             from harness.analyze import cmd_analyze
 
             return cmd_analyze(args)
+        if args.command == "stress":
+            from harness.stress import cmd_stress
+
+            return cmd_stress(args)
     except StallError as exc:
         _report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
         sys.stdout.flush()
