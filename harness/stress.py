@@ -11,7 +11,8 @@ thread, no faults and no perturbation:
 - a fault fired: the run ended with the right kind (FaultError, exit 4, for raise/nan;
   StallError, exit 3, for hang), the message names a fired fault's thread, and the weights are
   bitwise the baseline's after the last completed step (nothing half-applied);
-- every thread ended after close(); the checkpoint of the final state loads and is bitwise it.
+- every thread ended after close(); the checkpoint of the final state, written before close()
+  as the CLI's rescue does (a hung thread may still be alive), loads and is bitwise it.
 A failed case is printed with the batch seed that replays it (`--replay SEED`); exit 1.
 """
 
@@ -39,7 +40,8 @@ STALL_SECONDS = 1.5  # stall timeout of every case: far above any perturbation (
 # sync point) so a slow, loaded machine is not a stall, yet a hang case ends in ~2 s
 MAX_THREADS = 8  # more threads than the 12 positions' worth of work would only repeat cases
 MAX_STEPS = 3
-CASES_PER_BATCH = 5  # one hypothesis run; its seed replays all of its cases
+CASES_PER_BATCH = 10  # one hypothesis run; its seed replays all of its cases (hypothesis
+# opens each run with the simplest case, so fewer cases per run would repeat it more often)
 JOIN_SECONDS = 10.0  # after close(): how long the engine's threads may take to be gone
 ERROR_KINDS = {"raise": FaultError, "nan": FaultError, "hang": StallError}
 
@@ -190,13 +192,14 @@ class CaseRunner:
                     error = exc
                 state = trainer.state()
                 fired, unfired = trainer.faults.fired(), trainer.faults.unfired()
+                # like the CLI's rescue: written while a hung thread may still be alive
+                self._check_checkpoint(case, cfg, corpus, state)
             finally:
                 trainer.close()
         self.totals.sync_points += hook.calls
         self.totals.faults_fired += len(fired)
         self.totals.faults_unfired += len(unfired)
         self._check_outcome(case, base, state, fired, error)
-        self._check_checkpoint(case, cfg, corpus, state)
         self.check(not trainer.unjoined, f"threads not joined: {trainer.unjoined}", case)
         deadline = time.monotonic() + JOIN_SECONDS
         while (left := [t for t in set(threading.enumerate()) - before if t.is_alive()]) \

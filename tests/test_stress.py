@@ -77,4 +77,4 @@ def test_replay_draws_the_same_cases(tmp_path, monkeypatch):
     for run in seen:  # no engine needed to compare the drawn cases
         monkeypatch.setattr(CaseRunner, "run", lambda self, case: None)
         assert run_batch(CaseRunner(StressTotals(), tmp_path), 1234, None, show=run.append) == []
-    assert seen[0] == seen[1] and len(seen[0]) >= 3
+    assert seen[0] == seen[1] and len(seen[0]) >= 5
