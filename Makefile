@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast verify bench analyze analyze-quick lint clean
+.PHONY: install test test-fast verify bench analyze analyze-quick lint clean test-load stress
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ test: $(STAMP)
 # Everything but the slow sweeps, for quick local iteration.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The suite beside LOAD_PROCS CPU-bound processes: no test may depend on machine load (#10).
+LOAD_PROCS ?= 4
+test-load: $(STAMP)
+	@pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq $(LOAD_PROCS)); do $(BIN)/python -c "while True: pass" & pids="$$pids $$!"; done; \
+	$(BIN)/python -m pytest -q
+
+# A seeded chaos run (#10): perturbed schedules, drawn thread counts and fault combinations.
+STRESS_SECONDS ?= 600
+STRESS_SEED ?= 0
+stress: $(STAMP)
+	$(BIN)/spheres stress --seconds $(STRESS_SECONDS) --seed $(STRESS_SEED)
 
 verify: $(STAMP)
 	$(BIN)/spheres verify

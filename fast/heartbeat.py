@@ -6,6 +6,9 @@ and every phase change increments it too, so "the counter did not move for the s
 means the thread really did nothing; a slow thread keeps moving its counter (SPEC 5).
 The record also accumulates seconds per phase and the thread's CPU time: the trainer's
 per-thread statistics come from here, measured by the thread itself (time.thread_time).
+The phase and the moment it was entered are published together as one tuple (`entered`, a
+single store): a reader that saw a new working phase with the old phase's start time would
+report a false stall after a long quiet phase. Readers take `entered` once per sample.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import enum
 import time
 
 import numpy as np
+
+from fast.perturb import at_sync_point
 
 
 class Phase(enum.Enum):
@@ -49,11 +54,10 @@ class Heartbeat:
         self.role = role  # "worker" or "node-zero"
         self.ident = ident  # worker index; None for Node Zero
         self.name = name  # thread name, e.g. ks-worker-7
-        self.phase = Phase.IDLE
+        self.entered: tuple[Phase, float] = (Phase.IDLE, time.monotonic())  # one store
         self.step: int | None = None
         self.batch: int | None = None
         self.layer: int | None = None
-        self.phase_since = time.monotonic()
         self.phase_seconds = {p: 0.0 for p in Phase}
         self.batches = 0  # batches computed by this thread (always 0 for Node Zero)
         self.cpu_seconds = 0.0  # time.thread_time() of this thread, refreshed at phase changes
@@ -62,38 +66,49 @@ class Heartbeat:
     def start(self) -> None:
         """Called first thing in the owning thread: CPU time is counted from here."""
         self._cpu_start = time.thread_time()
-        self.phase_since = time.monotonic()
+        self.entered = (self.phase, time.monotonic())
 
     def set(self, phase: Phase, *, step: int | None = None, batch: int | None = None) -> None:
         """Enter `phase` (counts as progress); time spent in the previous phase is recorded."""
+        at_sync_point(self.name, phase.name, step if step is not None else self.step)
         now = time.monotonic()
-        self.phase_seconds[self.phase] += now - self.phase_since
+        previous, since = self.entered
+        self.phase_seconds[previous] += now - since
         if self._cpu_start is not None:
             self.cpu_seconds = time.thread_time() - self._cpu_start
         if step is not None:
             self.step = step
         self.batch = batch
         self.layer = None
-        self.phase = phase
-        self.phase_since = now
+        self.entered = (phase, now)  # phase and its start published together
         self.board.progress[self.slot] += 1
+
+    @property
+    def phase(self) -> Phase:
+        return self.entered[0]
+
+    @property
+    def phase_since(self) -> float:
+        return self.entered[1]
 
     def tick(self) -> None:
         """Progress inside long Python-level work (the kernels tick the same slot themselves)."""
         self.board.progress[self.slot] += 1
 
     def snapshot(self) -> dict:
+        phase, since = self.entered
         return {
             "role": self.role, "id": self.ident, "name": self.name, "slot": self.slot,
-            "phase": self.phase.name, "step": self.step, "batch": self.batch,
+            "phase": phase.name, "step": self.step, "batch": self.batch,
             "layer": self.layer, "progress": int(self.board.progress[self.slot]),
-            "in_phase_seconds": round(time.monotonic() - self.phase_since, 3),
+            "in_phase_seconds": round(time.monotonic() - since, 3),
         }
 
     def stats(self) -> dict:
         """Per-thread statistics (seconds include the phase currently running)."""
         seconds = dict(self.phase_seconds)
-        seconds[self.phase] += time.monotonic() - self.phase_since
+        phase, since = self.entered
+        seconds[phase] += time.monotonic() - since
         return {
             "role": self.role, "id": self.ident, "name": self.name,
             "batches": self.batches,

@@ -91,8 +91,9 @@ class Watchdog:
         records = self.board.records
         stuck = []
         for r in records:
-            quiet = now - max(self._last_change[r.slot], r.phase_since)
-            if r.phase in WORKING_PHASES and quiet >= self.stall_timeout:
+            phase, since = r.entered  # one read: a phase with its own start time
+            quiet = now - max(self._last_change[r.slot], since)
+            if phase in WORKING_PHASES and quiet >= self.stall_timeout:
                 stuck.append(r)
         reason = None
         barrier_culprits: list[dict] = []

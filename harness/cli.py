@@ -1,24 +1,32 @@
-"""`spheres`: argument parsing, dispatch, and the exit codes of SPEC section 6.
+"""`spheres`: argument parsing, dispatch, and the exit codes of SPEC sections 6 and 12.
 
-0 ok, 1 a verification failed, 2 bad input or usage, 3 stall or deadlock, 4 a worker or Node
-Zero fault. Each command lives in its own module; this file only parses and maps errors.
+0 ok, 1 a verification failed, 2 bad input, usage or environment (a path that cannot be read
+or written, disk full, a bad checkpoint), 3 stall or deadlock, 4 a worker or Node Zero fault,
+5 an internal error (one line; the traceback goes to a file whose path is printed), 130 on
+SIGINT, 143 on SIGTERM. Each command lives in its own module; this file only parses and maps
+errors (harness/failures.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
+from harness.failures import report_stall, run_guarded
+from harness.preflight import MAX_SEED, check_outputs, finite_number, int_in_range
+from harness.resume_conflicts import explicit_dests
+from harness.stop import GracefulStop
 from harness.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
 from reference.config import PRESETS
-from reference.errors import SpheresError, StallError
+from reference.errors import StallError
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_STALL, EXIT_FAULT = 0, 1, 2, 3, 4
+MAX_STEPS = 10**9  # bounds for counts typed on the command line: far above any real run
+MAX_LR = 10.0  # AdamW steps of size ~lr: above 10 every weight is destroyed in one step
+MAX_STALL_TIMEOUT = 7 * 86400.0  # a week; beyond that a stall would never be reported
 
 
 def _positive_int(text: str) -> int:
@@ -44,7 +52,7 @@ def _positive_float(text: str) -> float:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                    help="model and batch sizes (SPEC 1): tiny, small or seed (default: tiny)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
                    help="initialisation and synthetic-corpus seed (default: 0)")
     p.add_argument("--data", default=None,
                    help="text file, folder of text files, or SQuAD JSON "
@@ -64,7 +72,7 @@ def _add_engine(p: argparse.ArgumentParser, *, default_engine: str) -> None:
 
 
 def _add_faults(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stall-timeout", type=_positive_float, default=60.0,
+    p.add_argument("--stall-timeout", type=finite_number(0, MAX_STALL_TIMEOUT), default=60.0,
                    help="seconds without progress before a thread is declared stuck (default: 60)")
     p.add_argument("--inject", action="append", default=[], metavar="KIND:target=T,step=N",
                    help="fault drill, repeatable: KIND is hang|raise|nan|slow, target worker=I or "
@@ -105,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spheres",
         description="Kissing Spheres: a verified multithreaded transformer trainer "
                     "(Node Zero + 12-fold kissing-sphere reduction) and its test harness.",
-        epilog="Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, "
-               "3 stall or deadlock, 4 worker or Node Zero fault.")
+        epilog="Exit codes: 0 ok, 1 verification failed, 2 bad input, usage or environment, "
+               "3 stall or deadlock, 4 worker or Node Zero fault, 5 internal error, "
+               "130 SIGINT, 143 SIGTERM.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train on a corpus with live progress and checkpoints",
@@ -114,17 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per step (loss, tokens/s) and writes checkpoints.")
     _add_common(p)
     _add_engine(p, default_engine="fast")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps to run (this run)")
+    p.add_argument("--steps", type=int_in_range(0, MAX_STEPS), default=None,
+                   help="optimiser steps to run (this run)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs to run instead of --steps (default: 1 epoch)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
+    p.add_argument("--lr", type=finite_number(0, MAX_LR), default=None,
+                   help="peak learning rate")
     p.add_argument("--total-steps", type=_positive_int, default=None,
                    help="cosine schedule horizon (default: the config's, 1000)")
     p.add_argument("--synthetic-tokens", type=_positive_int, default=None,
                    help="size of the synthetic corpus in tokens (default: 4 groups' worth)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="where checkpoints go")
-    p.add_argument("--checkpoint-every", type=int, default=0,
+    p.add_argument("--checkpoint-every", type=int_in_range(0, MAX_STEPS), default=0,
                    help="also checkpoint every N steps (default: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int_in_range(0, MAX_STEPS), default=3,
+                   help="keep only the N newest step-*.npz files, 0 keeps all (default: 3)")
     p.add_argument("--resume", default=None,
                    help="checkpoint file (or folder: its newest) to continue from bitwise")
     p.add_argument("--json", type=Path, default=None,
@@ -136,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 0.1 with --eval-every)")
     _add_progress(p)
     _add_trace(p)
+    p.add_argument("--verbose", action="store_true",
+                   help="list every --data entry skipped (default: a few lines of counts)")
     _add_faults(p)
     _add_mpi(p)
 
@@ -153,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1-63", help="thread counts: 1-63, 1,2,4 or 1-4,8")
     p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
     p.add_argument("--dtypes", default="float64,float32", help="comma-separated dtypes")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="initialisation and corpus seed")
     p.add_argument("--trajectory-steps", type=_positive_int, default=3,
                    help="steps of the trajectory check (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
@@ -183,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--ranks", type=_ranks, default=None,
                    help="add a Scale-out section measured with mpiexec -n RANKS (1..12)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="initialisation and corpus seed")
     _add_progress(p)
     _add_trace(p)  # analyze always writes trace.json into the report; --trace: a copy there too
     _add_faults(p)
@@ -195,33 +212,32 @@ def build_parser() -> argparse.ArgumentParser:
                                    "benchmark regressed beyond its noise.")
     p.add_argument("a", type=Path, help="the earlier run")
     p.add_argument("b", type=Path, help="the later run")
+
+    p = sub.add_parser("stress", help="seeded chaos run: perturbed schedules, faults, invariants",
+                       description="Hypothesis-drawn cases (threads, group sizes, short groups, "
+                                   "fault combinations) under perturbed timing at every "
+                                   "synchronisation point; exit 1 on any failed invariant.")
+    p.add_argument("--seconds", type=finite_number(0, 7 * 86400.0), default=60.0,
+                   help="how long to run (default: 60)")
+    p.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="seed of the whole run (default: 0)")
+    p.add_argument("--replay", type=int_in_range(0, 2**32 - 1), default=None,
+                   help="rerun the one batch of cases a failure named")
     return parser
-
-
-def _report_stall(exc: StallError, out_dir: Path | None) -> None:
-    """Print the diagnosis, save it as JSON, and add a native stack dump where py-spy can."""
-    print(f"spheres: STALL: {exc}", file=sys.stderr, flush=True)
-    diagnosis = dict(exc.diagnosis)
-    try:
-        from harness.profiling import pyspy_dump
-
-        diagnosis["native_stacks"] = pyspy_dump(os.getpid())
-    except Exception as err:  # the diagnosis must still be written
-        diagnosis["native_stacks"] = f"unavailable: {err}"
-    folder = out_dir or Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"stall-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(json.dumps(diagnosis, indent=2, default=str))
-        print(f"spheres: stall diagnosis written to {path}", file=sys.stderr, flush=True)
-    except OSError as err:
-        print(f"spheres: could not write the stall diagnosis: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("default")
+    with GracefulStop():
+        return run_guarded(lambda: _dispatch(parser, args, argv))
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
+              argv: list[str] | None) -> int:
+    args.explicit = explicit_dests(parser, argv)  # for --resume conflicts
+    check_outputs(args)
     try:
         from harness.mpi_launch import mpi_entry  # no mpi4py unless --mpi
 
@@ -248,17 +264,15 @@ def main(argv: list[str] | None = None) -> int:
             from harness.analyze import cmd_analyze
 
             return cmd_analyze(args)
+        if args.command == "stress":
+            from harness.stress import cmd_stress
+
+            return cmd_stress(args)
     except StallError as exc:
-        _report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
+        report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_STALL)  # a thread stuck inside a nogil kernel cannot be joined
-    except SpheresError as exc:
-        print(f"spheres: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("spheres: interrupted", file=sys.stderr, flush=True)
-        return 130
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from harness.corpus import load_corpus, one_group_tokens
@@ -13,10 +14,13 @@ from harness.engines import default_threads, make_engine, unfired_faults
 from harness.export import check_writable, write_grads_npz
 from harness.heldout import heldout_from_args
 from harness.progress import train_progress
+from harness.rescue import rescue_checkpoint
+from harness.resume_conflicts import check_resume_conflicts
+from harness.stop import Stopped, active
 from harness.train import load_resume, run_training
 from reference.atomic import atomic_write_text
 from reference.config import Config, preset
-from reference.errors import InputError
+from reference.errors import FaultError, InputError, StallError
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -59,12 +63,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     faults = parse_faults(args.inject)
     resume = load_resume(args.resume) if args.resume else None
     if resume is not None:
+        check_resume_conflicts(args, resume.config, getattr(args, "explicit", set()))
         cfg, vocab, start_step = resume.config, resume.vocab, resume.state.step
         print(f"resuming from step {start_step} ({args.resume})", file=sys.stderr, flush=True)
     else:
         cfg, vocab, start_step = config_from_args(args), None, 0
     n_synth = args.synthetic_tokens or one_group_tokens(cfg, 4)
     corpus = load_corpus(cfg, args.data, synthetic_tokens=n_synth, vocab=vocab)
+    for line in corpus.skips.summary(verbose=getattr(args, "verbose", False)):
+        print(f"data: {line}", file=sys.stderr, flush=True)
     corpus, heldout = heldout_from_args(args, corpus, cfg)
     trained_on = resume.extra.get("data") if resume is not None else None
     if trained_on is not None and trained_on != corpus.source:
@@ -85,13 +92,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile_seconds = time.perf_counter() - t0
         if resume is not None:
             engine.load_state(resume.state)
+        stop = active()
+        keep = getattr(args, "keep_checkpoints", 0)
         live = train_progress(args, engine, corpus, cfg)
-        with live:
-            summary = run_training(engine, corpus, cfg, steps=args.steps, epochs=args.epochs,
-                                   start_step=start_step, checkpoint_dir=args.checkpoint_dir,
-                                   checkpoint_every=args.checkpoint_every,
-                                   compile_seconds=compile_seconds, progress=live.write,
-                                   heldout=heldout, eval_every=args.eval_every, live=live)
+        try:
+            with live, stop.deferred() if stop is not None else nullcontext():
+                summary = run_training(engine, corpus, cfg, steps=args.steps,
+                                       epochs=args.epochs, start_step=start_step,
+                                       checkpoint_dir=args.checkpoint_dir,
+                                       checkpoint_every=args.checkpoint_every,
+                                       compile_seconds=compile_seconds, progress=live.write,
+                                       heldout=heldout, eval_every=args.eval_every, live=live,
+                                       should_stop=stop.requested if stop else None,
+                                       keep_checkpoints=keep)
+        except (FaultError, StallError, Stopped) as exc:  # SPEC 12: save what is consistent
+            if args.checkpoint_dir is not None:
+                rescue_checkpoint(engine, cfg, corpus, args.checkpoint_dir, exc, start_step,
+                                  keep)
+            raise
         warn_unfired(engine)
     finally:
         engine.close()

@@ -6,14 +6,15 @@ One place turns a path (or the built-in synthetic corpus) into a vocabulary, a t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from reference.batches import BatchGroups
 from reference.config import Config
-from reference.data import Vocab, encode_documents, load_documents
+from reference.data import Vocab, encode_documents, open_documents, stream_dtype
+from reference.text_files import SkipReport
 
 
 @dataclass
@@ -22,8 +23,9 @@ class Corpus:
 
     source: str  # the path, or "synthetic(N tokens, seed S)"
     vocab: Vocab
-    stream: np.ndarray  # int64 token ids, documents separated by <eos>
+    stream: np.ndarray  # token ids (smallest unsigned type for the vocabulary), <eos> between
     n_documents: int
+    skips: SkipReport = field(default_factory=SkipReport)  # --data folder entries not used
 
     def groups(self, cfg: Config) -> BatchGroups:
         t = cfg.train
@@ -43,10 +45,10 @@ def load_corpus(cfg: Config, data: str | Path | None = None, *, synthetic_tokens
     A vocabulary passed in (from a checkpoint, for `--resume`) is reused so ids stay the same.
     """
     n_synth = synthetic_tokens if synthetic_tokens is not None else one_group_tokens(cfg, 4)
-    docs = load_documents(data, synthetic_tokens=n_synth, seed=cfg.train.seed)
-    if vocab is None:
+    docs, skips = open_documents(data, synthetic_tokens=n_synth, seed=cfg.train.seed)
+    if vocab is None:  # files are streamed: read once for the vocabulary, once to encode
         vocab = Vocab.build(docs, cfg.model.vocab_size)
-    stream = encode_documents(docs, vocab)
+    stream = encode_documents(docs, vocab, dtype=stream_dtype(len(vocab)))
     source = (str(data) if data is not None
               else f"synthetic({n_synth} tokens, seed {cfg.train.seed})")
-    return Corpus(source=source, vocab=vocab, stream=stream, n_documents=len(docs))
+    return Corpus(source=source, vocab=vocab, stream=stream, n_documents=len(docs), skips=skips)

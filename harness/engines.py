@@ -40,9 +40,10 @@ def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float
         return FastTrainer(cfg, threads, dtype=parse_dtype(dtype), params=params,
                            stall_timeout=stall_timeout, faults=faults)
     if kind == "mpi":  # `--mpi` on rank 0: the fast engine across every rank (SPEC 10)
-        from harness.mpi_launch import make_mpi_engine
+        from harness.mpi_world import make_mpi_engine
 
-        return make_mpi_engine(cfg, threads=threads, dtype=dtype, params=params,
+        return make_mpi_engine(cfg, threads=threads, dtype=dtype, np_dtype=parse_dtype(dtype),
+                               params=params,
                                stall_timeout=stall_timeout, faults=faults)
     raise InputError(f"unknown engine {kind!r}; choose reference or fast")
 

@@ -18,13 +18,11 @@ import os
 import sys
 
 from fast.mpi_topology import MAX_RANKS, launcher_world
+from harness.mpi_world import STARTUP_SECONDS, start_mpi
+from harness.mpi_world import channel as current_channel
 from reference.errors import InputError, SpheresError, StallError
 
-STARTUP_SECONDS = 600.0  # followers wait this long for rank 0's setup (it reads the corpus first)
 MPI_COMMANDS = ("train", "grads")
-
-_channel = None  # this process's Channel once `--mpi` started MPI
-
 
 def mpi_entry(args: argparse.Namespace) -> int | None:
     """Run an `--mpi` command and return its exit code; None for an ordinary run.
@@ -43,7 +41,7 @@ def mpi_entry(args: argparse.Namespace) -> int | None:
         return None
     if args.command not in MPI_COMMANDS:
         raise InputError(f"--mpi applies to train and grads, not {args.command}")
-    channel = _start_mpi()
+    channel = start_mpi()
     problem = None  # every rank sees the same size and flags, so every rank refuses alike
     if channel.size > MAX_RANKS:
         problem = (f"mpiexec -n {channel.size}: the 12 symmetry positions allow 1 to {MAX_RANKS} "
@@ -58,27 +56,6 @@ def mpi_entry(args: argparse.Namespace) -> int | None:
     if channel.rank == 0:
         return _root(args)
     return _follower(args, channel)
-
-
-def make_mpi_engine(cfg, *, threads: int, dtype: str, params=None, stall_timeout: float,
-                    faults=None):
-    """Rank 0's engine: sends the followers their setup, then starts every rank's trainer."""
-    from fast.mpi_engine import MpiEngine
-    from harness.engines import parse_dtype
-
-    ch = _channel
-    if ch is None or ch.rank != 0:
-        raise InputError("the mpi engine needs `--mpi` under mpiexec (rank 0)")
-    for f in faults or []:
-        if f.rank >= ch.size:
-            raise InputError(f"--inject {f} targets rank {f.rank} but the job has {ch.size} "
-                             f"ranks (0..{ch.size - 1}); pick a smaller rank or more ranks")
-    setup = {"config": cfg.to_json(), "threads": threads, "dtype": dtype,
-             "stall_timeout": stall_timeout, "faults": [str(f) for f in (faults or [])]}
-    ch.bcast_json(setup, STARTUP_SECONDS, "setup")
-    engine = MpiEngine(ch, cfg, threads, parse_dtype(dtype), stall_timeout, faults, params)
-    engine.load_state(engine.state())  # every rank starts from rank 0's exact weights
-    return engine
 
 
 def run_or_abort(main) -> int:
@@ -96,20 +73,6 @@ def run_or_abort(main) -> int:
 
 # -- private ----------------------------------------------------------------------------------
 
-def _start_mpi():
-    """Import mpi4py (initialises MPI) and open the world channel; exit 2 if it cannot start."""
-    global _channel
-    try:
-        from fast.mpi_comm import Channel
-
-        _channel = Channel()
-    except Exception as exc:  # ImportError, or MPI_Init failing (no launcher, broken library)
-        raise InputError(f"--mpi: MPI cannot start here ({type(exc).__name__}: {exc}); "
-                         "install the extra with pip install -e '.[mpi]' and launch with "
-                         "mpiexec -n R spheres ... --mpi") from None
-    return _channel
-
-
 def _root(args: argparse.Namespace) -> int:
     """Rank 0: the ordinary command with the mpi engine; any failure aborts the job."""
     from harness.commands import cmd_grads, cmd_train
@@ -118,9 +81,9 @@ def _root(args: argparse.Namespace) -> int:
     try:
         return cmd_train(args) if args.command == "train" else cmd_grads(args)
     except StallError as exc:
-        from harness.cli import _report_stall
+        from harness.failures import report_stall
 
-        _report_stall(exc, getattr(args, "checkpoint_dir", None))
+        report_stall(exc, getattr(args, "checkpoint_dir", None))
         _abort(exc.exit_code)
     except SpheresError as exc:
         print(f"spheres: error: {exc}", file=sys.stderr, flush=True)
@@ -159,6 +122,7 @@ def _follower(args: argparse.Namespace, channel) -> int:
 def _abort(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    if _channel is not None and _channel.size > 1:
-        _channel.abort(code)
+    world = current_channel()
+    if world is not None and world.size > 1:
+        world.abort(code)
     os._exit(code)  # one rank: nobody else to end; threads stuck in kernels cannot be joined

@@ -7,6 +7,7 @@ checkpoint holds parameters, both Adam moments and s, so `--resume` continues bi
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from harness.corpus import Corpus
 from harness.heldout import HeldOut, evaluate
 from harness.profiling import current_rss_bytes, peak_rss_bytes
 from harness.progress import LiveProgress
+from harness.stop import Stopped
 from reference.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
     save_checkpoint,
 )
 from reference.config import Config
@@ -83,8 +86,15 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                  compile_seconds: float = 0.0,
                  progress: ProgressFn = stderr_progress,
                  heldout: HeldOut | None = None, eval_every: int = 0,
-                 live: LiveProgress | None = None) -> TrainSummary:
-    """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`."""
+                 live: LiveProgress | None = None,
+                 should_stop: Callable[[], int | None] | None = None,
+                 keep_checkpoints: int = 0) -> TrainSummary:
+    """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`.
+
+    `should_stop()` is polled between steps: a signal number ends the run there by raising
+    `Stopped` (the caller checkpoints, harness/rescue.py). `keep_checkpoints` > 0 keeps only
+    that many newest step-*.npz files.
+    """
     groups = corpus.groups(cfg)
     per_epoch = len(groups)
     if steps is None:
@@ -105,6 +115,9 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         progress(f"held out: the last {heldout.n_tokens:,} tokens of the stream (from token "
                  f"{heldout.start:,}), {heldout.n_batches} batches, never trained on")
     for s in range(start_step, start_step + steps):
+        if should_stop is not None and (signum := should_stop()) is not None:
+            raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after step {s}",
+                          consistent=True)
         epoch, gi = divmod(s, per_epoch)
         group = groups.group(gi)
         t0 = time.perf_counter()
@@ -151,6 +164,11 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                 record.here().span(CHECKPOINT, -1, t_ckpt, record.now())
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
+            if keep_checkpoints:
+                prune_checkpoints(checkpoint_dir, keep_checkpoints)
+    if should_stop is not None and (signum := should_stop()) is not None:
+        raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after the last step "
+                              f"{start_step + steps}", consistent=True)
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
     summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
     summary.epochs_completed = summary.end_step // per_epoch

@@ -45,7 +45,7 @@ class RankRecord:
 
 def parse_ranks(text: str) -> list[int]:
     """`1,2,3,5,12` or `1-12` -> sorted rank counts, each 1..12."""
-    from harness.cli import parse_threads
+    from harness.thread_counts import parse_threads
 
     try:
         ranks = parse_threads(text)

@@ -69,7 +69,9 @@ class BatchGroups:
 
     def __init__(self, stream: np.ndarray, B: int, S: int, G: int) -> None:
         _check_sizes(B=B, S=S, G=G)
-        self.stream = np.asarray(stream, dtype=np.int64)
+        self.stream = np.asarray(stream)  # kept in its (small) type; batches are int64 copies
+        if not np.issubdtype(self.stream.dtype, np.integer):
+            self.stream = self.stream.astype(np.int64)
         if self.stream.ndim != 1:
             raise DataError(f"the token stream must be 1-D, got shape {self.stream.shape}")
         self.B, self.S, self.G = int(B), int(S), int(G)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from reference.atomic import atomic_write
+from reference.checkpoint_checks import checkpoint_problem
 from reference.config import Config
 from reference.data import Vocab
 from reference.engine import TrainState
@@ -74,8 +75,8 @@ def save_checkpoint(path: str | Path, state: TrainState, config: Config, vocab: 
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
+    try:  # our own handle: np.load leaks its file when the zip is damaged (ResourceWarning)
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
@@ -108,15 +109,31 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         vocab = Vocab.from_json(meta["vocab"]) if meta["vocab"] is not None else None
         config = Config.from_dict(meta["config"])
         extra = meta["extra"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path} is malformed (missing or bad entry {exc}); "
                               "it was not written by this version; choose another file") from exc
-    return Checkpoint(state=state, config=config, vocab=vocab, extra=extra)
+    checkpoint = Checkpoint(state=state, config=config, vocab=vocab, extra=extra)
+    problem = checkpoint_problem(checkpoint, meta)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} is not usable: {problem}; it was not written "
+                              "by save_checkpoint for this model; choose another file")
+    return checkpoint
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     """The conventional file name for the checkpoint after `step` updates."""
     return Path(directory) / f"step-{step:06d}.npz"
+
+
+def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest step-*.npz files in `directory`; returns the deleted."""
+    folder = Path(directory)
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                   if p.is_file() and (m := _STEP_NAME.match(p.name)))
+    doomed = [p for _, p in found[:-keep]] if keep > 0 else []
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:

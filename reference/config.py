@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,23 @@ from reference.errors import InputError
 
 class ConfigError(InputError):
     """A configuration value that cannot describe a valid model or run."""
+
+
+# Upper bounds (SPEC 12): a config read from a file must not ask for unbounded memory. Each is
+# far above the largest preset (seed: V=788, S=128, d=256, L=6, f=1024) and below what one
+# machine could hold; MAX_MATRIX_ELEMENTS (2^31, 8 GiB at float32) bounds the largest weights.
+MODEL_LIMITS = {"vocab_size": 1 << 20, "seq_len": 1 << 16, "d_model": 1 << 14,
+                "n_layers": 1 << 10, "n_heads": 1 << 10, "d_ff": 1 << 16}
+MAX_MATRIX_ELEMENTS = 1 << 31
+TRAIN_LIMITS = {"batch_size": 1 << 16, "group_size": 1 << 20, "micro_batch": 1 << 16}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"model size {name}={value!r} must be a positive integer")
+            if value > MODEL_LIMITS[name]:
+                raise ConfigError(f"model size {name}={value} exceeds the limit "
+                                  f"{MODEL_LIMITS[name]}; this is no model this project trains")
+        largest = max(self.vocab_size, self.seq_len, self.d_ff, self.d_model) * self.d_model
+        if self.n_layers * largest > MAX_MATRIX_ELEMENTS:
+            raise ConfigError(f"model sizes ask for over {MAX_MATRIX_ELEMENTS} weights per "
+                              "parameter family; choose smaller sizes")
         if self.vocab_size < 5:
             raise ConfigError(
                 f"vocab_size={self.vocab_size} leaves no room for words: 4 ids are special "
@@ -77,6 +102,16 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
+            if value > TRAIN_LIMITS[name]:
+                raise ConfigError(f"{name}={value} exceeds the limit {TRAIN_LIMITS[name]}")
+        for name in ("warmup_steps", "total_steps", "seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a whole number >= 0")
+        for name in ("lr", "min_lr_ratio", "beta1", "beta2", "eps", "weight_decay", "clip_norm"):
+            if not _is_real(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a finite number")
+        if not (0 <= self.min_lr_ratio <= 1 and self.eps > 0 and self.weight_decay >= 0):
+            raise ConfigError("min_lr_ratio must lie in [0, 1], eps > 0 and weight_decay >= 0")
         if not (self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} must be positive")
         if self.warmup_steps < 0 or self.total_steps <= 0:
@@ -129,9 +164,9 @@ class Config:
             return cls(
                 model=ModelConfig(**data["model"]),
                 train=TrainConfig(**data["train"]),
-                preset=data.get("preset", "custom"),
+                preset=str(data.get("preset", "custom")),
             ).validate()
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"config is malformed: {exc}") from exc
 
     @classmethod

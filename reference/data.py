@@ -18,6 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from reference.errors import InputError
+from reference.text_files import (
+    FolderDocuments,
+    SkipReport,
+    TextFile,
+    TextFileError,
+    scan_folder,
+)
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids 0..3, in this order (SPEC 2)
@@ -62,9 +69,11 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_RE.findall(text.lower())
 
 
-def _iter_token_chunks(text: str) -> Iterator[list[str]]:
-    """The tokens of `text`, one list per chunk, so only one chunk's strings are alive."""
-    for chunk in _chunks(text, CHUNK_CHARS):  # read at call time, so tests can shrink it
+def _iter_token_chunks(text: str | TextFile) -> Iterator[list[str]]:
+    """The tokens of `text` (or of a file, streamed), one list per chunk, so only one chunk's
+    strings are alive."""
+    pieces = text.chunks() if isinstance(text, TextFile) else _chunks(text, CHUNK_CHARS)
+    for chunk in pieces:  # CHUNK_CHARS read at call time, so tests can shrink it
         yield TOKEN_RE.findall(chunk.lower())
 
 
@@ -144,13 +153,23 @@ class Vocab:
     __hash__ = None  # type: ignore[assignment]  # mutable-looking value: not hashable
 
 
-def encode_documents(docs: Iterable[str], vocab: Vocab) -> np.ndarray:
-    """One token stream: each document's ids followed by <eos> (SPEC 2)."""
-    eos = np.array([EOS], dtype=np.int64)
+def stream_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id (uint16 up to 65,536 ids)."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def encode_documents(docs: Iterable[str | TextFile], vocab: Vocab,
+                     dtype: np.dtype | type = np.int64) -> np.ndarray:
+    """One token stream: each document's ids followed by <eos> (SPEC 2), as `dtype`
+    (`stream_dtype(len(vocab))` keeps a large corpus at 2 bytes per token)."""
+    eos = np.array([EOS], dtype=dtype)
     parts: list[np.ndarray] = []
     for doc in docs:  # one concatenation at the end: the stream is copied once
-        parts += [*vocab._encode_chunks(doc), eos]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        parts += [*(ids.astype(dtype, copy=False) for ids in vocab._encode_chunks(doc)), eos]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,27 +300,39 @@ def _decode_bytes(raw: bytes, path: Path) -> str:
                         "convert it to UTF-8 or remove it from the data") from exc
 
 
+def _text_file(path: Path) -> TextFile:
+    """A single --data file, checked (streamed through once); DataError if unusable."""
+    text_file = TextFile(path)
+    try:
+        text_file.check()
+    except TextFileError as exc:
+        raise DataError(str(exc)) from exc
+    return text_file
+
+
 def _read_text_file(path: Path) -> str:
-    text = _decode_bytes(path.read_bytes(), path)
-    if not text.strip():
-        raise DataError(f"{path} is empty or only whitespace; expected text to train on")
-    return text
+    return _text_file(path).read()
+
+
+def _scan_folder(folder: Path) -> FolderDocuments:
+    """The usable files under `folder`; DataError when there is none."""
+    found = scan_folder(folder)
+    if not found.files:
+        lines = found.skips.summary()
+        raise DataError(f"folder {folder} holds no readable text file "
+                        f"({len(found.skips.skipped)} entries skipped or none found"
+                        f"{': ' + '; '.join(x.strip() for x in lines[1:-1]) if lines else ''})"
+                        "; expected UTF-8 text files")
+    return found
 
 
 def _read_folder(folder: Path) -> list[str]:
-    """Every file under `folder`, sorted by relative path; unreadable files are skipped."""
-    docs = []
-    files = sorted((p for p in folder.rglob("*") if p.is_file()),
-                   key=lambda p: p.relative_to(folder).as_posix())
-    for path in files:
-        try:
-            docs.append(_read_text_file(path))
-        except DataError as exc:
-            warnings.warn(f"skipping {path}: {exc}", stacklevel=3)
-    if not docs:
-        raise DataError(f"folder {folder} holds no readable text file ({len(files)} files "
-                        "skipped or none found); expected UTF-8 text files")
-    return docs
+    """Every usable file under `folder` as text, sorted by relative path (one warning sums up
+    what was skipped)."""
+    found = _scan_folder(folder)
+    if found.skips.skipped:
+        warnings.warn(" ".join(found.skips.summary()), stacklevel=3)
+    return [f.read() for f in found]
 
 
 def _require(obj: object, key: str, where: str, path: Path, kind: type) -> object:
@@ -323,6 +354,12 @@ def _read_squad(path: Path) -> list[str]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                         f"{exc.msg}); expected a SQuAD v1.1/v2.0 file") from exc
+    except RecursionError as exc:
+        raise DataError(f"{path} nests JSON too deeply to be SQuAD; expected a SQuAD v1.1/v2.0 "
+                        "file") from exc
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise DataError(f"{path} is not usable JSON ({exc}); expected a SQuAD v1.1/v2.0 "
+                        "file") from exc
     docs = []
     for a, article in enumerate(_require(root, "data", "top level", path, list)):
         paragraphs = _require(article, "paragraphs", f"data[{a}]", path, list)
@@ -346,12 +383,37 @@ def load_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_S
     """The documents of a data source (SPEC 2); None means the synthetic corpus."""
     if path is None:
         return [synthetic_corpus(synthetic_tokens, seed)]
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data path {p} does not exist; pass a text file, a folder of text "
-                        "files or a SQuAD .json file, or omit --data for the synthetic corpus")
+    p = _check_data_path(path)
     if p.is_dir():
         return _read_folder(p)
     if p.suffix.lower() == ".json":
         return _read_squad(p)
     return [_read_text_file(p)]
+
+
+def _check_data_path(path: str | Path) -> Path:
+    """The --data path exists and is a folder or a regular file (a FIFO would block forever,
+    /dev/zero never ends): refused up front, before anything is read."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data path {p} does not exist; pass a text file, a folder of text "
+                        "files or a SQuAD .json file, or omit --data for the synthetic corpus")
+    if not (p.is_dir() or p.is_file()):
+        raise DataError(f"data path {p} is not a regular file or folder (a FIFO, device or "
+                        "socket); pass a text file, a folder or a SQuAD .json file")
+    return p
+
+
+def open_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_SYNTHETIC_TOKENS,
+                   seed: int = 0) -> tuple[Iterable[str | TextFile], SkipReport]:
+    """Like load_documents, but files are streamed when read (never held whole) and the
+    skipped entries of a folder come back as a report instead of a warning."""
+    if path is None:
+        return [synthetic_corpus(synthetic_tokens, seed)], SkipReport()
+    p = _check_data_path(path)
+    if p.is_dir():
+        found = _scan_folder(p)
+        return found, found.skips
+    if p.suffix.lower() == ".json":
+        return _read_squad(p), SkipReport()
+    return [_text_file(p)], SkipReport()

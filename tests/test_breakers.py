@@ -474,6 +474,7 @@ BENCH_BASELINE = {
     "fast_tokens_per_s_torch_threads": 1900.0, "torch_tokens_per_s": 1000.0,
     "seed_seconds": 40.0, "seed_peak_rss_bytes": 0.9e9, "tokenize_seconds": 4.0,
     "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
+    "mpi_tokens_per_s_R2T1": 950.0, "single_tokens_per_s_T2": 1000.0,
 }
 BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "2 threads vs 1 thread tokens/s": {"fast_tokens_per_s_T2": 1200.0},
@@ -485,6 +486,7 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "seed workload peak RSS": {"seed_peak_rss_bytes": 1.5e9},
     "tokenisation of a 24 MB corpus: time": {"tokenize_seconds": 30.0},
     "tokenisation of a 24 MB corpus: peak memory": {"tokenize_peak_bytes": 838e6},
+    "MPI R=2 x T=1 vs single process T=2 tokens/s (G=24)": {"mpi_tokens_per_s_R2T1": 700.0},
 }
 
 
