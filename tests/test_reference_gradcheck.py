@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from reference import layers, model
@@ -26,7 +26,7 @@ RTOL = 1e-6  # required relative agreement (per tensor, norm ratio)
 FLOOR = 1e-3  # norm below which a gradient counts as zero: absolute slack RTOL*FLOOR = 1e-9
 
 
-def central_diff(f, x: np.ndarray, indices) -> np.ndarray:
+def central_diff(f, x: np.ndarray, indices, h: float = H_STEP) -> np.ndarray:
     """d f / d x[idx] for each flat index, by the 4-point central stencil; restores x."""
     flat = x.reshape(-1)  # a view: perturbing it perturbs x
     out = []
@@ -34,10 +34,10 @@ def central_diff(f, x: np.ndarray, indices) -> np.ndarray:
         orig = flat[idx]
         vals = []
         for k in (2, 1, -1, -2):
-            flat[idx] = orig + k * H_STEP
+            flat[idx] = orig + k * h
             vals.append(f())
         flat[idx] = orig
-        out.append((-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * H_STEP))
+        out.append((-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h))
     return np.array(out)
 
 
@@ -229,5 +229,10 @@ def test_model_gradients_match_finite_differences(case):
         # tiny tensors: every element; larger ones: a random sample of 6
         idx = range(p.size) if p.size <= 6 else rng.choice(p.size, 6, replace=False)
         numeric = central_diff(f, p, idx)
+        # Finite differences are an oracle only where the loss is smooth at the step's scale: a
+        # 2-wide LayerNorm near x0 == x1 is nearly singular (hypothesis found one whose stencil
+        # was off by 1.1e-6). Halving the step measures the stencil's own error; a model where
+        # it is not far below the tolerance is no test of the backward, so another is drawn.
+        assume(rel_err(numeric, central_diff(f, p, idx, H_STEP / 2)) <= RTOL / 10)
         err = rel_err(g.ravel()[list(idx)], numeric)
         assert err <= RTOL, f"{spec.name}: relative error {err:.2e} > {RTOL} ({m}, B={B}, T={T})"
