@@ -1,7 +1,9 @@
 """The training loop behind `spheres train`: steps over batch groups, progress, checkpoints.
 
-Step s always trains group `s % groups_per_epoch` of epoch `s // groups_per_epoch`, and a
-checkpoint holds parameters, both Adam moments and s, so `--resume` continues bitwise.
+Step s trains position `s % groups_per_epoch` of epoch `s // groups_per_epoch`; the group at
+that position is given by reference/epoch_order.py (corpus order, or shuffled from the seed and
+the epoch). A checkpoint holds parameters, both Adam moments, s and the config (horizon,
+last-group policy, shuffle), so `--resume` continues bitwise, also in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from harness.corpus import Corpus
 from harness.profiling import peak_rss_bytes
+from harness.run_plan import planned_steps
 from reference.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -23,6 +26,7 @@ from reference.checkpoint import (
 )
 from reference.config import Config
 from reference.engine import Engine
+from reference.epoch_order import EpochOrder
 from reference.errors import InputError
 
 
@@ -41,6 +45,14 @@ class TrainSummary:
     epochs_completed: int = 0
     losses: list[float] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)  # corpus-order group index of each step
+    last_group: str = "keep"  # the tail-group policy the epochs were cut with
+    groups_per_epoch: int = 0
+    dropped_targets_per_epoch: int = 0  # targets of a tail left out by --last-group drop
+    horizon: int = 0  # cosine horizon (total_steps) of the learning-rate schedule
+    warmup_steps: int = 0  # warm-up steps actually used (the configured ones, capped at horizon)
+    shuffle: bool = False
+    shuffle_seed: int | None = None  # the seed of the epoch order, None when not shuffled
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -79,20 +91,26 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`."""
     groups = corpus.groups(cfg)
     per_epoch = len(groups)
-    if steps is None:
-        steps = (epochs if epochs is not None else 1) * per_epoch
-    if steps < 0:
-        raise InputError(f"--steps must be >= 0, got {steps}")
+    steps = planned_steps(steps, epochs, per_epoch)
+    t = cfg.train
+    order = EpochOrder(per_epoch, t.seed, t.shuffle)
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     summary = TrainSummary(steps=0, tokens=0, seconds=0.0, tokens_per_s=0.0,
                            compile_seconds=compile_seconds, peak_rss_bytes=0,
-                           final_loss=float("nan"), start_step=start_step, end_step=start_step)
+                           final_loss=float("nan"), start_step=start_step, end_step=start_step,
+                           last_group=t.last_group, groups_per_epoch=per_epoch,
+                           dropped_targets_per_epoch=groups.dropped_targets,
+                           horizon=t.total_steps, warmup_steps=min(t.warmup_steps, t.total_steps),
+                           shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
+    progress(f"last group: {_describe_tail(groups)}; order: "
+             f"{f'shuffled per epoch (seed {t.seed})' if t.shuffle else 'corpus order'}; "
+             f"lr horizon {t.total_steps} steps, warm-up {summary.warmup_steps}")
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
     for s in range(start_step, start_step + steps):
-        epoch, gi = divmod(s, per_epoch)
+        epoch, position, gi = order.at(s)
         group = groups.group(gi)
         t0 = time.perf_counter()
         result = engine.step(group.tokens, group.targets)
@@ -101,19 +119,23 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.seconds += dt
         summary.tokens += result.n_targets
         summary.losses.append(result.loss)
+        summary.groups.append(gi)
         token_counts.append(result.n_targets)
         summary.final_loss = result.loss
         summary.end_step = s + 1
         rate = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
-        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} group {gi + 1}/{per_epoch} "
-                 f"loss {result.loss:.4f} | norm {result.grad_norm:.3f} | lr {result.lr:.2e} | "
-                 f"{result.n_targets / dt:,.0f} tok/s (avg {rate:,.0f}) | {dt:.2f}s")
+        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} step {position + 1}/"
+                 f"{per_epoch} (group {gi + 1}) loss {result.loss:.4f} | norm "
+                 f"{result.grad_norm:.3f} | lr {result.lr:.2e} | {rate:,.0f} tok/s over the run "
+                 f"({result.n_targets:,} tokens this step) | {dt:.2f}s")
         last = s + 1 == start_step + steps
         if checkpoint_dir is not None and (last or (checkpoint_every and
                                                     (s + 1) % checkpoint_every == 0)):
             path = checkpoint_path(checkpoint_dir, s + 1)
             save_checkpoint(path, engine.state(), cfg, corpus.vocab,
-                            extra={"data": corpus.source, "epoch": epoch})
+                            extra={"data": corpus.source, "epoch": epoch,
+                                   "epoch_position": position + 1,
+                                   "groups_per_epoch": per_epoch})
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
@@ -122,3 +144,13 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     summary.tokens_per_s = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
     summary.peak_rss_bytes = peak_rss_bytes() or 0
     return summary
+
+
+def _describe_tail(groups) -> str:
+    """One phrase on what the last-group policy did to this corpus."""
+    if groups.merged:
+        return "a short tail merged into the epoch's last group (--last-group merge)"
+    if groups.dropped_targets:
+        return f"{groups.dropped_targets:,} tail targets dropped per epoch (--last-group drop)"
+    return f"no group below half a full group (--last-group {groups.last_group})" \
+        if groups.last_group != "keep" else "kept as it is (--last-group keep)"

@@ -16,9 +16,14 @@ from reference.errors import NonFiniteGradientError
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
-    """Learning rate of the update applied at `step` (0-based): linear warm-up, cosine decay."""
+    """Learning rate of the update applied at `step` (0-based): linear warm-up, cosine decay.
+
+    The cosine reaches lr * min_lr_ratio at the horizon's last step (t = total_steps) and stays
+    there. The warm-up is capped at the horizon, so a short run still reaches the peak.
+    """
     t = step + 1  # 1-based count of the update being applied
-    lr, W, Tt = train_cfg.lr, train_cfg.warmup_steps, train_cfg.total_steps
+    lr, Tt = train_cfg.lr, train_cfg.total_steps
+    W = min(train_cfg.warmup_steps, Tt)
     lr_min = lr * train_cfg.min_lr_ratio
     if W > 0 and t <= W:
         return lr * t / W
