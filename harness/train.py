@@ -28,6 +28,7 @@ from reference.config import Config
 from reference.engine import Engine
 from reference.epoch_order import EpochOrder
 from reference.errors import InputError
+from reference.optim import warmup_used
 
 
 @dataclass
@@ -46,11 +47,12 @@ class TrainSummary:
     losses: list[float] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)  # corpus-order group index of each step
+    lrs: list[float] = field(default_factory=list)  # learning rate each step's update used
     last_group: str = "keep"  # the tail-group policy the epochs were cut with
     groups_per_epoch: int = 0
     dropped_targets_per_epoch: int = 0  # targets of a tail left out by --last-group drop
     horizon: int = 0  # cosine horizon (total_steps) of the learning-rate schedule
-    warmup_steps: int = 0  # warm-up steps actually used (the configured ones, capped at horizon)
+    warmup_steps: int = 0  # warm-up steps used (configured, capped at half the horizon)
     shuffle: bool = False
     shuffle_seed: int | None = None  # the seed of the epoch order, None when not shuffled
 
@@ -101,7 +103,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                            final_loss=float("nan"), start_step=start_step, end_step=start_step,
                            last_group=t.last_group, groups_per_epoch=per_epoch,
                            dropped_targets_per_epoch=groups.dropped_targets,
-                           horizon=t.total_steps, warmup_steps=min(t.warmup_steps, t.total_steps),
+                           horizon=t.total_steps, warmup_steps=warmup_used(t),
                            shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
@@ -120,6 +122,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.tokens += result.n_targets
         summary.losses.append(result.loss)
         summary.groups.append(gi)
+        summary.lrs.append(result.lr)
         token_counts.append(result.n_targets)
         summary.final_loss = result.loss
         summary.end_step = s + 1
