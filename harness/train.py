@@ -48,6 +48,8 @@ class TrainSummary:
     checkpoints: list[str] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)  # corpus-order group index of each step
     lrs: list[float] = field(default_factory=list)  # learning rate each step's update used
+    grad_norms: list[float] = field(default_factory=list)  # each step's norm before clipping
+    step_targets: list[int] = field(default_factory=list)  # each step's non-pad targets
     last_group: str = "keep"  # the tail-group policy the epochs were cut with
     groups_per_epoch: int = 0
     dropped_targets_per_epoch: int = 0  # targets of a tail left out by --last-group drop
@@ -110,6 +112,10 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     progress(f"last group: {_describe_tail(groups)}; order: "
              f"{f'shuffled per epoch (seed {t.seed})' if t.shuffle else 'corpus order'}; "
              f"lr horizon {t.total_steps} steps, warm-up {summary.warmup_steps}")
+    if start_step + steps > t.total_steps:
+        progress(f"note: steps {t.total_steps + 1}..{start_step + steps} lie past the lr horizon "
+                 f"({t.total_steps}) and run at the floor lr; to plan a longer run, give its "
+                 "first part --total-steps")
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
     for s in range(start_step, start_step + steps):
         epoch, position, gi = order.at(s)
@@ -123,6 +129,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.losses.append(result.loss)
         summary.groups.append(gi)
         summary.lrs.append(result.lr)
+        summary.grad_norms.append(result.grad_norm)
         token_counts.append(result.n_targets)
         summary.final_loss = result.loss
         summary.end_step = s + 1
@@ -141,6 +148,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                                    "groups_per_epoch": per_epoch})
             summary.checkpoints.append(str(path))
             progress(f"  checkpoint written: {path}")
+    summary.step_targets = token_counts
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
     summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
     summary.epochs_completed = summary.end_step // per_epoch

@@ -164,6 +164,7 @@ def _train(tmp: Path, name: str, extra: list[str], capsys) -> dict:
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     summary = json.loads(out.read_text())
+    summary["stderr"] = err
     summary["params"] = load_checkpoint(latest_checkpoint(folder)).state.params
     return summary
 
@@ -196,6 +197,9 @@ def test_resume_keeps_the_checkpoints_horizon(tmp_path, capsys, no_thread_leak):
     more = _train(tmp_path, "run", ["--threads", "1", "--steps", "2", "--resume",
                                     str(tmp_path / "run")], capsys)
     assert more["horizon"] == 3 and more["start_step"] == 3
+    assert "steps 4..5 lie past the lr horizon (3)" in more["stderr"]
+    floor = TINY.train.lr * TINY.train.min_lr_ratio
+    assert more["lrs"] == pytest.approx([floor, floor])
 
 
 def test_no_shuffle_and_keep_is_the_corpus_order(tmp_path, capsys, no_thread_leak):
