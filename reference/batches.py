@@ -96,14 +96,27 @@ class BatchGroups:
         self.B, self.S, self.G = int(B), int(S), int(G)
         self.last_group = last_group
         self.n_batches = n_batches(len(self.stream), self.B, self.S)
+
+    def _plan(self) -> tuple[int, bool, int]:
+        """(groups in the epoch, tail merged?, targets dropped), from n_batches and the policy."""
         n_kept = -(-self.n_batches // self.G)
-        tail_targets = len(self.stream) - 1 - (n_kept - 1) * self.G * self.B * self.S
+        tail_targets = len(self.stream) - 1 - (n_kept - 1) * self.full_group_targets
         short = n_kept > 1 and tail_targets < MIN_TAIL_FRACTION * self.full_group_targets
-        self._len = n_kept - 1 if short and last_group != "keep" else n_kept
-        self.merged = short and last_group == "merge"  # the last group holds the tail too
-        self.dropped_targets = tail_targets if short and last_group == "drop" else 0
-        # batches the epoch trains on: the dropped tail's batches are left out
-        self._end_batch = self._len * self.G if self.dropped_targets else self.n_batches
+        if not short or self.last_group == "keep":
+            return n_kept, False, 0
+        if self.last_group == "merge":
+            return n_kept - 1, True, 0
+        return n_kept - 1, False, tail_targets
+
+    @property
+    def merged(self) -> bool:
+        """Whether the epoch's last group also holds a short tail (policy merge)."""
+        return self._plan()[1]
+
+    @property
+    def dropped_targets(self) -> int:
+        """Targets of a short tail the epoch leaves out (policy drop), else 0."""
+        return self._plan()[2]
 
     @property
     def full_group_targets(self) -> int:
@@ -111,7 +124,7 @@ class BatchGroups:
         return self.G * self.B * self.S
 
     def __len__(self) -> int:
-        return self._len
+        return self._plan()[0]
 
     def group(self, i: int) -> Group:
         """Group i (0-based) by random access, e.g. to resume at a step."""
@@ -119,8 +132,9 @@ class BatchGroups:
             raise IndexError(f"group {i} is outside the epoch's {len(self)} groups "
                              f"(0..{len(self) - 1})")
         first = i * self.G
-        last = i == len(self) - 1
-        g = self._end_batch - first if last else self.G
+        n_groups, _, dropped = self._plan()
+        end = n_groups * self.G if dropped else self.n_batches  # a dropped tail: left out
+        g = end - first if i == n_groups - 1 else self.G
         tokens, targets = _windows(self.stream, first, g, self.B, self.S)
         return Group(index=i, first_batch=first, tokens=tokens, targets=targets, n_batches=g)
 
