@@ -4,11 +4,12 @@
 new defaults (merge, shuffled epochs, lr horizon = the planned run). Both train the same preset,
 seed, corpus and epochs through the real `spheres train`; then each final checkpoint is scored
 on the whole training corpus and on a held-out corpus (every target, no update, the fast engine
-at float32). Writes results.json, loss-curves.png and README.md next to this file.
+at float32). Writes results-<N>ep.json and loss-curves-<N>ep.png next to this file.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -29,7 +30,8 @@ from fast.trainer import FastTrainer  # noqa: E402
 from harness.corpus import load_corpus  # noqa: E402
 from reference.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
 
-PRESET, EPOCHS, THREADS, SEED = "small", 10, 2, 0
+PRESET, THREADS, SEED = "small", 2, 0
+EPOCHS = 10  # set by --epochs
 MAIN = ["--last-group", "keep", "--no-shuffle", "--total-steps", "1000"]  # main's behaviour
 VARIANTS = {  # name: extra arguments; "before" and "after" are plotted, the rest are ablations
     "before": MAIN,
@@ -91,6 +93,8 @@ def plot(results: dict, path: Path) -> None:
     ax_loss, ax_norm, ax_lr = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 2, 3), \
         fig.add_subplot(2, 2, 4)
     for name, c in PLOTTED.items():
+        if name not in results:
+            continue
         s = results[name]
         per = s["groups_per_epoch"]
         x = (np.arange(len(s["losses"])) + 1) / per  # epochs completed after each step
@@ -115,17 +119,25 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
+    global EPOCHS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    args = ap.parse_args()
+    EPOCHS = args.epochs
+    tag = f"{EPOCHS}ep"
     data, held_out = stdlib_folder("email"), stdlib_folder("json")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in VARIANTS.items():
+        for name in args.variants.split(","):
+            extra = VARIANTS[name]
             s = train(name, extra, data, Path(tmp))
             s["corpus_loss"] = corpus_loss(s["checkpoint"], data)
             s["held_out_loss"] = corpus_loss(s["checkpoint"], held_out)
             del s["checkpoint"]
             results[name] = s
-    (HERE / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    plot(results, HERE / "loss-curves.png")
+    (HERE / f"results-{tag}.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    plot(results, HERE / f"loss-curves-{tag}.png")
     print(json.dumps({k: {m: v[m] for m in ("corpus_loss", "held_out_loss", "steps")}
                       for k, v in results.items()}, indent=1))
 
