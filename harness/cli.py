@@ -130,9 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=finite_number(0, MAX_LR), default=None,
                    help="peak learning rate")
     p.add_argument("--total-steps", type=_positive_int, default=None,
-                   help="cosine schedule horizon (default: the config's, 1000)")
+                   help="cosine schedule horizon (default: the planned run, --steps or "
+                        "--epochs x groups per epoch; kept by --resume)")
+    p.add_argument("--last-group", default="merge", choices=["keep", "merge", "drop"],
+                   help="the epoch's short last group: merge a tail below half a group into "
+                        "the group before it, drop it, or keep it (default: merge)")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="visit the groups in corpus order (default: shuffled per epoch from "
+                        "--seed and the epoch number)")
     p.add_argument("--synthetic-tokens", type=_positive_int, default=None,
-                   help="size of the synthetic corpus in tokens (default: 4 groups' worth)")
+                   help="size of the synthetic corpus in tokens, exact (default: 4 groups' "
+                        "worth, G*B*S*4 + 1)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="where checkpoints go")
     p.add_argument("--checkpoint-every", type=int_in_range(0, MAX_STEPS), default=0,
                    help="also checkpoint every N steps (default: only at the end)")

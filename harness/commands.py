@@ -16,6 +16,7 @@ from harness.heldout import heldout_from_args
 from harness.progress import train_progress
 from harness.rescue import rescue_checkpoint
 from harness.resume_conflicts import check_resume_conflicts
+from harness.run_plan import planned_steps, with_horizon
 from harness.stop import Stopped, active
 from harness.train import load_resume, run_training
 from reference.atomic import atomic_write_text
@@ -32,6 +33,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["lr"] = args.lr
     if getattr(args, "total_steps", None):
         changes["total_steps"] = args.total_steps
+    if getattr(args, "last_group", None):
+        changes["last_group"] = args.last_group
+    if hasattr(args, "no_shuffle"):  # `train` shuffles unless told not to
+        changes["shuffle"] = not args.no_shuffle
     return preset(args.preset, **changes)
 
 
@@ -78,6 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"spheres: warning: the checkpoint was trained on {trained_on}, this run reads "
               f"{corpus.source}; pass the same --data (and --synthetic-tokens) to continue "
               "bitwise", file=sys.stderr, flush=True)
+    if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
+        steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
+        cfg = with_horizon(cfg, start_step=0, steps=steps, total_steps=args.total_steps)
     threads = args.threads or default_threads()
     dtype = args.dtype or "float32"
     if not args.quiet:

@@ -29,11 +29,13 @@ class Corpus:
 
     def groups(self, cfg: Config) -> BatchGroups:
         t = cfg.train
-        return BatchGroups(self.stream, t.batch_size, cfg.model.seq_len, t.group_size)
+        return BatchGroups(self.stream, t.batch_size, cfg.model.seq_len, t.group_size,
+                           last_group=t.last_group)
 
 
 def one_group_tokens(cfg: Config, groups: int = 1) -> int:
-    """Synthetic tokens needed for `groups` full batch groups of this config."""
+    """Synthetic tokens for exactly `groups` full batch groups of this config: G*B*S targets
+    per group plus the first input (the synthetic stream has exactly this many tokens)."""
     t = cfg.train
     return groups * t.group_size * t.batch_size * cfg.model.seq_len + 1
 

