@@ -386,17 +386,22 @@ def load_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_S
     stream, with the <eos> that closes every document, is exactly `synthetic_tokens` long.
     """
     if path is None:
-        if not isinstance(synthetic_tokens, int | np.integer) or synthetic_tokens < 2:
-            raise DataError(f"synthetic corpus size {synthetic_tokens!r} must be at least 2 "
-                            "tokens (one input and its target); pass a larger "
-                            "--synthetic-tokens")
-        return [synthetic_corpus(synthetic_tokens - 1, seed)]
+        return _synthetic_documents(synthetic_tokens, seed)
     p = _check_data_path(path)
     if p.is_dir():
         return _read_folder(p)
     if p.suffix.lower() == ".json":
         return _read_squad(p)
     return [_read_text_file(p)]
+
+
+def _synthetic_documents(synthetic_tokens: int, seed: int) -> list[str]:
+    """One document of `synthetic_tokens - 1` tokens: with its closing <eos> the stream is
+    exactly `synthetic_tokens` long (SPEC 2)."""
+    if not isinstance(synthetic_tokens, int | np.integer) or synthetic_tokens < 2:
+        raise DataError(f"synthetic corpus size {synthetic_tokens!r} must be at least 2 "
+                        "tokens (one input and its target); pass a larger --synthetic-tokens")
+    return [synthetic_corpus(synthetic_tokens - 1, seed)]
 
 
 def _check_data_path(path: str | Path) -> Path:
@@ -417,7 +422,7 @@ def open_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_S
     """Like load_documents, but files are streamed when read (never held whole) and the
     skipped entries of a folder come back as a report instead of a warning."""
     if path is None:
-        return [synthetic_corpus(synthetic_tokens, seed)], SkipReport()
+        return _synthetic_documents(synthetic_tokens, seed), SkipReport()
     p = _check_data_path(path)
     if p.is_dir():
         found = _scan_folder(p)

@@ -155,8 +155,8 @@ def test_bytes_counted_per_rank(single_process):
 
 def test_resume_with_a_different_rank_count_is_bitwise(tmp_path):
     common = ["--preset", "tiny", "--threads", "1", "--dtype", "float64"]
-    a = mpirun(2, [SPHERES, "train", "--mpi", *common, "--steps", "2",
-                   "--checkpoint-dir", str(tmp_path / "r2")])
+    a = mpirun(2, [SPHERES, "train", "--mpi", *common, "--steps", "2", "--total-steps", "4",
+                   "--checkpoint-dir", str(tmp_path / "r2")])  # the lr horizon of all 4 steps
     assert a.returncode == 0, a.stderr[-2000:]
     b = mpirun(3, [SPHERES, "train", "--mpi", *common, "--steps", "2", "--resume",
                    str(tmp_path / "r2"), "--checkpoint-dir", str(tmp_path / "r3")])
