@@ -74,9 +74,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_engine(p: argparse.ArgumentParser, *, default_engine: str) -> None:
-    p.add_argument("--engine", default=default_engine, choices=["reference", "fast"],
-                   help="reference (NumPy float64) or fast (Numba threads) "
-                        f"(default: {default_engine})")
+    from harness.plugins import engine_names
+
+    p.add_argument("--engine", default=default_engine, metavar="ENGINE",
+                   help=f"{', '.join(engine_names())} (see `spheres engines`), exec:COMMAND or "
+                        f"module:factory (docs/ENGINES.md) (default: {default_engine})")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="worker threads for the fast engine (default: number of cores)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"],
@@ -141,7 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the trajectory check (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
     p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
+    p.add_argument("--engine", default="fast", metavar="ENGINE",
+                   help="engine under test: a name from `spheres engines`, exec:COMMAND or "
+                        "module:factory (default: fast)")
+    p.add_argument("--require-bitwise", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail when thread counts differ in any bit (default: on for fast; "
+                        "measured and reported for every engine)")
     _add_faults(p)
+
+    p = sub.add_parser("engines", help="list the installed engines and where they come from",
+                       description="Every engine of the entry-point group "
+                                   "kissing_spheres.engines: name, factory, distribution, and "
+                                   "whether it loads here.")
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
                        description="Build, train, verify, drill the watchdog, profile and write "
@@ -199,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             from harness.verify import cmd_verify
 
             return cmd_verify(args)
+        if args.command == "engines":
+            from harness.plugins import format_engines, list_engines
+
+            print(format_engines(list_engines()), flush=True)
+            return 0
         if args.command == "analyze":
             from harness.analyze import cmd_analyze
 

@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     threads = args.threads or default_threads()
     dtype = args.dtype or "float32"
     print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary {len(corpus.vocab)}; "
-          f"engine {args.engine} ({dtype if args.engine == 'fast' else 'float64'}), "
+          f"engine {args.engine} ({'float64' if args.engine == 'reference' else dtype}), "
           f"threads {threads}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     engine = make_engine(args.engine, cfg, threads=threads, dtype=dtype,

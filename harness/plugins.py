@@ -101,6 +101,6 @@ def format_engines(infos: list[EngineInfo]) -> str:
              for i in infos]
     rows.append(("exec:COMMAND", "harness.exec_engine:ExecEngine", "any program speaking "
                  "docs/ENGINES.md", "ok"))
-    widths = [max(len(r[c]) for r in rows[:-1]) for c in range(3)]
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}"
                      for r in rows)
