@@ -155,6 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Every engine of the entry-point group "
                                    "kissing_spheres.engines: name, factory, distribution, and "
                                    "whether it loads here.")
+    p.add_argument("--measure", action="store_true",
+                   help="also measure every available engine side by side on one workload: "
+                        "tokens/s, share of the sgemm limit, error vs reference, bitwise, memory")
+    p.add_argument("--engine", action="append", default=None, metavar="ENGINE",
+                   help="with --measure: only these engines (repeatable; default: all available "
+                        "plus the example exec engine)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="with --measure: workload preset (default: tiny)")
+    p.add_argument("--group-size", type=_positive_int, default=None,
+                   help="with --measure: batches per step (default: min(G, 2))")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="with --measure: threads (default: cores); bitwise compares 1 vs this")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="with --measure: precision of the engines under test (default: float32)")
+    p.add_argument("--rounds", type=_positive_int, default=3,
+                   help="with --measure: timed steps per engine, best counts (default: 3)")
+    p.add_argument("--json", type=Path, default=None, help="with --measure: write the figures")
+    p.add_argument("--markdown", type=Path, default=None, help="with --measure: write a table")
+    p.add_argument("--stall-timeout", type=_positive_float, default=600.0,
+                   help="seconds an engine may take to answer one request (default: 600)")
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
                        description="Build, train, verify, drill the watchdog, profile and write "
@@ -213,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_verify(args)
         if args.command == "engines":
-            from harness.plugins import format_engines, list_engines
+            from harness.engine_compare import cmd_engines
 
-            print(format_engines(list_engines()), flush=True)
-            return 0
+            return cmd_engines(args)
         if args.command == "analyze":
             from harness.analyze import cmd_analyze
 
