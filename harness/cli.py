@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    p.add_argument("--engine", action="append", default=None, metavar="ENGINE",
+                   help="also put this engine in the side-by-side section (repeatable; every "
+                        "installed engine and the example exec engine are always there)")
     _add_faults(p)
     return parser
 

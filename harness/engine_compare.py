@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -152,6 +153,8 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
     say(f"engines: float32 sgemm limit {limit / 1e9:.1f} GFLOP/s; workload {work.preset}, "
         f"G={work.group_size}, {work.dtype}, T={work.threads}, {work.rounds} timed steps")
     rows = []
+    # the child imports `module:factory` specs from the same path as this process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     with tempfile.TemporaryDirectory(prefix="ks-engines-") as tmp:
         ref_file = Path(tmp) / "reference.npz"
         group = _group(cfg)
@@ -165,7 +168,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
                    "--stall-timeout", repr(stall_timeout), "--workload",
                    json.dumps(asdict(work))]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                                  cwd=REPO_ROOT)
+                                  cwd=REPO_ROOT, env=env)
             if proc.returncode == 0 and out.exists():
                 row = EngineRow(**json.loads(out.read_text()))
             else:
@@ -219,6 +222,18 @@ def markdown(result: dict) -> str:
                      f"`{r.worst_tensor}` | {bit} ({r.bitwise_threads}) | "
                      f"{r.peak_rss_bytes / 2**20:,.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def analyze_phase(preset_name: str, threads: int, extra: list[str], say=print) -> dict:
+    """The engines section of `spheres analyze`: every available engine plus `extra`
+    (`analyze --engine`), on two batches of the analysed preset."""
+    cfg = preset(preset_name)
+    work = Workload(preset_name, min(cfg.train.group_size, 2), "float32", threads, rounds=2)
+    try:
+        return compare(available_specs(extra), work, say=say)
+    except (OSError, subprocess.SubprocessError, SpheresError) as exc:
+        say(f"engines: not measured: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def cmd_engines(args: argparse.Namespace) -> int:

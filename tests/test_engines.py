@@ -168,3 +168,45 @@ def test_torch_engine_passes_the_float64_gates_and_reports_bitwise(capsys):
     assert verdict.split(": ")[-1].split()[0] in ("yes", "NO")  # measured, whatever it is
     rows = [ln for ln in out.splitlines() if ln.startswith("tiny ")]
     assert len(rows) == 2 and all(ln.endswith("PASS") for ln in rows)
+
+
+def test_train_and_resume_through_an_exec_engine(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    code, _, err = run_cli(["train", "--engine", EXAMPLE, "--dtype", "float64", "--steps", "2",
+                            "--checkpoint-dir", str(ckpt), "--json", str(tmp_path / "a.json")],
+                           capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--engine", EXAMPLE, "--dtype", "float64", "--steps", "1",
+                            "--resume", str(ckpt), "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--engine", "reference", "--steps", "3",
+                            "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 0, err
+    import json
+
+    resumed = json.loads((tmp_path / "b.json").read_text())["losses"]
+    ref = json.loads((tmp_path / "r.json").read_text())["losses"]
+    assert resumed[0] == pytest.approx(ref[2], rel=1e-10)  # step 3 after a resume
+
+
+def test_engines_measure_puts_every_engine_side_by_side(tmp_path, capsys):
+    out = tmp_path / "engines.json"
+    code, stdout, err = run_cli(["engines", "--measure", "--preset", "tiny", "--rounds", "1",
+                                 "--threads", "2", "--engine", "reference", "--engine",
+                                 "engine_plugins:wrong_gradient", "--engine", EXAMPLE,
+                                 "--json", str(out), "--markdown", str(tmp_path / "e.md")],
+                                capsys)
+    assert code == 0, err
+    import json
+
+    rows = {r["engine"]: r for r in json.loads(out.read_text())["rows"]}
+    assert all(not r["error"] for r in rows.values()), rows
+    assert rows["reference"]["worst_error"] == 0.0 and rows["reference"]["bitwise"] is True
+    wrong = rows["engine_plugins:wrong_gradient"]
+    assert wrong["worst_tensor"] == WRONG_TENSOR and wrong["worst_error"] > 1e-3
+    example = rows[EXAMPLE]
+    assert example["worst_error"] < 1e-4 and example["bitwise"] is True
+    for r in rows.values():
+        assert r["tokens_per_s"] > 0 and 0 < r["sgemm_share"] and r["peak_rss_bytes"] > 2**20
+    table = (tmp_path / "e.md").read_text()
+    assert "| `exec:numpy_engine.py` | float32 | 2 |" in table
