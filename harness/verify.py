@@ -264,7 +264,13 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
 
 
 def markdown_summary(report: VerifyReport) -> str:
-    lines = ["# Equivalence gates", "",
+    engines = sorted({r.engine for r in report.records})
+    bitwise = [f"`{r.engine}` {r.preset} {r.dtype} T={r.threads}: "
+               f"{'same bits' if r.bitwise else 'bits differ'} from the first T"
+               for r in report.records if r.bitwise is not None]
+    lines = ["# Equivalence gates", "", f"Engine(s) under test: {', '.join(engines)}.", "",
+             "Bitwise across thread counts (measured for every engine): "
+             + ("; ".join(bitwise) if bitwise else "one thread count only") + ".", "",
              f"{len(report.records)} runs in {report.seconds:.1f}s: "
              + ("**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"), "",
              "Tolerances (relative L2 against the float64 reference): gradients "
