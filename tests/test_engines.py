@@ -145,11 +145,11 @@ def test_hung_exec_engine_is_a_stall_and_leaves_no_process(tmp_path):
     spec, pidfile = _fake("hang", tmp_path)
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "harness", "verify", "--engine", spec, *TINY,
-                           "--stall-timeout", "3"], cwd=tmp_path, timeout=120,
+                           "--stall-timeout", "6"], cwd=tmp_path, timeout=120,
                           capture_output=True, text=True)
     seconds = time.monotonic() - start
     assert proc.returncode == 3, proc.stderr
-    assert "request #2 'grads': no reply within 3s" in proc.stderr
+    assert "request #2 'grads': no reply within 6s" in proc.stderr
     assert "fake_exec_engine.py hang" in proc.stderr
     pids = [int(p) for p in pidfile.read_text().split()]
     assert len(pids) == 2 and _gone(pids)  # the engine and the child it started
@@ -210,3 +210,15 @@ def test_engines_measure_puts_every_engine_side_by_side(tmp_path, capsys):
         assert r["tokens_per_s"] > 0 and 0 < r["sgemm_share"] and r["peak_rss_bytes"] > 2**20
     table = (tmp_path / "e.md").read_text()
     assert "| `exec:numpy_engine.py` | float32 | 2 |" in table
+
+
+def test_a_plugin_that_cannot_load_is_listed_unavailable_and_refused(monkeypatch, capsys):
+    from harness import plugins
+
+    monkeypatch.setitem(plugins._BUILTIN, "broken", "no_such_module_ks:build")
+    code, out, _ = run_cli(["engines"], capsys)
+    assert code == 0
+    row = next(ln for ln in out.splitlines() if ln.startswith("broken "))
+    assert "unavailable: ModuleNotFoundError" in row and "no_such_module_ks" in row
+    code, _, err = run_cli(["verify", "--engine", "broken", *TINY], capsys)
+    assert code == 2 and "engine 'broken' (no_such_module_ks:build) cannot be loaded" in err
