@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from harness.bench import flops_per_token
 from harness.corpus import load_corpus, one_group_tokens
 from harness.engines import make_engine
 from harness.plugins import list_engines
-from harness.profiling import available_cores
+from harness.profiling import available_cores, peak_rss_bytes
 from harness.verify import digest, worst_tensor
 from reference.atomic import atomic_write_text
 from reference.config import Config, preset
@@ -55,7 +54,7 @@ class EngineRow:
     loss_error: float = float("nan")
     bitwise_threads: str = ""  # the two thread counts compared, e.g. "1 vs 2"
     bitwise: bool | None = None
-    peak_rss_bytes: int = 0  # the measuring process plus any engine process it started
+    peak_rss_bytes: int = 0  # peak RSS of the measuring process plus the exec engine process
     seconds: float = 0.0
     error: str = ""  # why the engine could not be measured ("" when it was)
 
@@ -127,13 +126,14 @@ def measure_one(spec: str, work: Workload, ref_file: Path, limit: float,
             step = engine.step(group.tokens, group.targets)
             best = min(best, time.perf_counter() - t)
         row.tokens_per_s = step.n_targets / best
+        child_peak = getattr(engine, "child_peak_rss_bytes", lambda: None)() or 0
     finally:
         engine.close()
     row.sgemm_share = row.tokens_per_s * flops_per_token(cfg.model) / limit
     row.seconds = time.perf_counter() - t0
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    row.peak_rss_bytes = (own + kids) * 1024  # Linux reports KiB
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report
+    # the parent's peak; VmHWM belongs to this process image alone
+    row.peak_rss_bytes = (peak_rss_bytes() or 0) + child_peak
     return row
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import selectors
 import shlex
 import signal
@@ -137,6 +138,15 @@ class ExecEngine:
         finally:
             self._finalizer()
             self._stderr.close()
+
+    def child_peak_rss_bytes(self) -> int | None:
+        """The engine process's own peak RSS (kernel VmHWM) while it runs; None if unknown."""
+        try:
+            with open(f"/proc/{self.pid}/status") as fh:
+                match = re.search(r"VmHWM:\s+(\d+)\s+kB", fh.read())
+        except OSError:
+            return None
+        return int(match.group(1)) * 1024 if match else None
 
     def __enter__(self) -> ExecEngine:
         return self
