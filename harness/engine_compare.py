@@ -49,6 +49,7 @@ class EngineRow:
     threads: int
     tokens_per_s: float = float("nan")
     sgemm_share: float = float("nan")  # model FLOP/s over the float32 matmul limit
+    sgemm_flops: float = float("nan")  # the limit as measured in this engine's process
     worst_error: float = float("nan")  # relative L2, worst tensor, against float64 reference
     worst_tensor: str = ""
     loss_error: float = float("nan")
@@ -126,10 +127,12 @@ def measure_one(spec: str, work: Workload, ref_file: Path, limit: float,
             step = engine.step(group.tokens, group.targets)
             best = min(best, time.perf_counter() - t)
         row.tokens_per_s = step.n_targets / best
+        row.sgemm_flops = sgemm_limit()  # right after the steps: under the same machine load
         child_peak = getattr(engine, "child_peak_rss_bytes", lambda: None)() or 0
     finally:
         engine.close()
-    row.sgemm_share = row.tokens_per_s * flops_per_token(cfg.model) / limit
+    row.sgemm_share = row.tokens_per_s * flops_per_token(cfg.model) / max(limit,
+                                                                          row.sgemm_flops)
     row.seconds = time.perf_counter() - t0
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report
     # the parent's peak; VmHWM belongs to this process image alone
@@ -178,6 +181,12 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
             out.unlink(missing_ok=True)
             rows.append(row)
             say(format_row(row))
+    # the limit is the best the machine showed during the run (other load only lowers it):
+    # every share uses the same yardstick
+    limit = max([limit] + [r.sgemm_flops for r in rows if r.sgemm_flops == r.sgemm_flops])
+    fpt = flops_per_token(cfg.model)
+    for r in rows:
+        r.sgemm_share = r.tokens_per_s * fpt / limit
     return {"workload": asdict(work), "sgemm_limit_flops": limit,
             "flops_per_token": flops_per_token(cfg.model), "cores": available_cores(),
             "rows": [asdict(r) for r in rows]}
@@ -205,7 +214,8 @@ def markdown(result: dict) -> str:
     lines = [f"Workload: preset `{w['preset']}`, G={w['group_size']} batches per step, "
              f"{w['dtype']} (the reference computes in float64), T={w['threads']}, best of "
              f"{w['rounds']} timed steps; float32 sgemm limit "
-             f"{result['sgemm_limit_flops'] / 1e9:.1f} GFLOP/s on {result['cores']} cores; "
+             f"{result['sgemm_limit_flops'] / 1e9:.1f} GFLOP/s on {result['cores']} cores (the "
+             "best of the measurements before and after each engine); "
              f"{result['flops_per_token']:,} model FLOPs per token.", "",
              "| engine | dtype | T | tokens/s | share of sgemm limit | worst error vs reference "
              "| worst tensor | bitwise across T | peak memory MiB |",
