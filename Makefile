@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# workload of the engines-side-by-side step of `make bench`
+BENCH_ENGINES_PRESET ?= seed
 
 .PHONY: install test test-fast verify bench analyze analyze-quick lint clean test-load stress
 
@@ -41,6 +43,8 @@ verify: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m harness.bench
+	$(BIN)/spheres engines --measure --preset $(BENCH_ENGINES_PRESET) --rounds 2 \
+		--json reports/bench/engines.json --markdown reports/bench/engines.md
 
 # The main job: build, train, verify, drill the watchdog, profile, and write reports/<date>-<preset>/.
 analyze: $(STAMP)
@@ -50,7 +54,7 @@ analyze-quick: $(STAMP)
 	$(BIN)/spheres analyze --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check reference fast harness tests benchmarks
+	$(BIN)/ruff check reference fast harness tests benchmarks torch_engine examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

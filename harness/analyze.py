@@ -83,6 +83,7 @@ class Plan:
     command: str = ""
     extra_verify: list[str] = field(default_factory=list)  # more presets for the gates
     extra_threads: list[int] = field(default_factory=list)  # their (shorter) thread sweep
+    engines: list[str] = field(default_factory=list)  # --engine: more engines side by side
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -106,7 +107,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 synthetic_tokens=synth, sweep_threads=sweep, throughput_threads=tput,
                 throughput_group=tput_g, command="spheres " + " ".join(sys.argv[1:]),
                 extra_verify=[] if args.quick else ["small"],
-                extra_threads=sorted({1, 2, threads, 13, 63}))
+                extra_threads=sorted({1, 2, threads, 13, 63}),
+                engines=list(getattr(args, "engine", None) or []))
 
 
 def default_out(plan: Plan) -> Path:
@@ -432,6 +434,9 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
     throughput = [] if training["error"] else phase_throughput(plan, cfg, corpus, say)
     equivalence = phase_equivalence(plan, cfg, say)
     drills = phase_drills(say)
+    from harness.engine_compare import analyze_phase  # every engine side by side (SPEC 13)
+
+    engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
     memray = {} if training["error"] else phase_memory(plan, cfg, corpus, out_dir, say)
     cores = sampler["cores"]
     results: dict[str, Any] = {
@@ -464,6 +469,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
                    "seed_peak_bytes": SEED_PEAK_BYTES},
         "equivalence": equivalence,
         "drills": drills,
+        "engines": engines,
         "profiles": {"flamegraph": "flamegraph.svg" if flame.get("svg") else None,
                      "error": (flame.get("error") or "").splitlines()[0] if flame.get("error")
                      else ("training too short for a flame graph" if not flame else None)},

@@ -62,9 +62,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_engine(p: argparse.ArgumentParser, *, default_engine: str) -> None:
-    p.add_argument("--engine", default=default_engine, choices=["reference", "fast"],
-                   help="reference (NumPy float64) or fast (Numba threads) "
-                        f"(default: {default_engine})")
+    from harness.plugins import engine_names
+
+    p.add_argument("--engine", default=default_engine, metavar="ENGINE",
+                   help=f"{', '.join(engine_names())} (see `spheres engines`), exec:COMMAND or "
+                        f"module:factory (docs/ENGINES.md) (default: {default_engine})")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="worker threads for the fast engine (default: number of cores)")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"],
@@ -189,7 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", default=None,
                    help="also gate across MPI ranks, e.g. 1,2,3,5,12: one mpiexec launch per R "
                         "(needs the [mpi] extra)")
+    p.add_argument("--engine", default="fast", metavar="ENGINE",
+                   help="engine under test: a name from `spheres engines`, exec:COMMAND or "
+                        "module:factory (default: fast)")
+    p.add_argument("--require-bitwise", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail when thread counts differ in any bit (default: on for fast; "
+                        "measured and reported for every engine)")
     _add_faults(p)
+
+    p = sub.add_parser("engines", help="list the installed engines and where they come from",
+                       description="Every engine of the entry-point group "
+                                   "kissing_spheres.engines: name, factory, distribution, and "
+                                   "whether it loads here.")
+    p.add_argument("--measure", action="store_true",
+                   help="also measure every available engine side by side on one workload: "
+                        "tokens/s, share of the sgemm limit, error vs reference, bitwise, memory")
+    p.add_argument("--engine", action="append", default=None, metavar="ENGINE",
+                   help="with --measure: only these engines (repeatable; default: all available "
+                        "plus the example exec engine)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="with --measure: workload preset (default: tiny)")
+    p.add_argument("--group-size", type=_positive_int, default=None,
+                   help="with --measure: batches per step (default: min(G, 2))")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="with --measure: threads (default: cores); bitwise compares 1 vs this")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="with --measure: precision of the engines under test (default: float32)")
+    p.add_argument("--rounds", type=_positive_int, default=3,
+                   help="with --measure: timed steps per engine, best counts (default: 3)")
+    p.add_argument("--json", type=Path, default=None, help="with --measure: write the figures")
+    p.add_argument("--markdown", type=Path, default=None, help="with --measure: write a table")
+    p.add_argument("--stall-timeout", type=_positive_float, default=600.0,
+                   help="seconds an engine may take to answer one request (default: 600)")
 
     p = sub.add_parser("analyze", help="the main job: train, verify, drill, profile, report",
                        description="Build, train, verify, drill the watchdog, profile and write "
@@ -211,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initialisation and corpus seed")
     _add_progress(p)
     _add_trace(p)  # analyze always writes trace.json into the report; --trace: a copy there too
+    p.add_argument("--engine", action="append", default=None, metavar="ENGINE",
+                   help="also put this engine in the side-by-side section (repeatable; every "
+                        "installed engine and the example exec engine are always there)")
     _add_faults(p)
 
     p = sub.add_parser("compare", help="markdown table of what changed between two runs",
@@ -268,6 +304,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
             from harness.compare import cmd_compare
 
             return cmd_compare(args)
+        if args.command == "engines":
+            from harness.engine_compare import cmd_engines
+
+            return cmd_engines(args)
         if args.command == "analyze":
             from harness.analyze import cmd_analyze
 

@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary "
               f"{len(corpus.vocab)}; engine {args.engine} "
-              f"({dtype if args.engine == 'fast' else 'float64'}), threads {threads}",
+              f"({'float64' if args.engine == 'reference' else dtype}), threads {threads}",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     engine = make_engine(args.engine, cfg, threads=threads, dtype=dtype,

@@ -26,6 +26,7 @@ SECTIONS = [
     ("memory", "Memory"),
     ("synchronisation", "Thread Synchronisation"),
     ("architecture", "Architecture Verification"),
+    ("engines", "Engines Side by Side"),
     ("known_issues", "Known Issues"),
     ("recommendations", "Recommendations"),
     ("conclusion", "Conclusion"),
@@ -190,6 +191,15 @@ def _section_body(results: dict[str, Any], key: str) -> list[str]:
                   f"thread counts ({eq['threads_label']}), dtypes {', '.join(eq['dtypes'])} in "
                   f"{eq['seconds']:.1f} s.", ""]
         lines += _image(r, "equivalence", "equivalence error against threads")
+    elif key == "engines":
+        from harness.engine_compare import markdown as engines_table
+
+        eng = r.get("engines") or {"error": "not run"}
+        lines += ([f"Not measured: {eng['error']}"] if "error" in eng else
+                  [engines_table(eng).rstrip(), "", "Each engine ran in its own process "
+                   "(`spheres engines --measure`); bitwise compares the gradient bits of two "
+                   "thread counts and is measured, not gated, for engines other than fast."])
+        lines.append("")
     elif key == "known_issues":
         lines += [f"- {i}" for i in r["known_issues"]] or ["- None found by the checks above."]
         lines.append("")

@@ -47,7 +47,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = run_verify(configs, dtypes, threads,
                             trajectory_steps=args.trajectory_steps,
                             stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
-                            out=live.write_out, live=live, traces=traces)
+                            out=live.write_out, live=live, traces=traces,
+                            engine=args.engine, require_bitwise=args.require_bitwise)
     if trace is not None:
         from harness.trace import write_traces
 
