@@ -3,11 +3,11 @@
 Worker i runs batches i, i+T, i+2T, ... of each group (fast.spheres.worker_batches), in that
 order. Batch b waits for its position's ticket (batch b-12 finished), then adds its gradient
 straight into position b % 12's segment: no lock on gradient memory, and the segment's bits
-depend only on batch indices. Its activations live in a Workspace allocated when it starts its
-first batch of the group and dropped after its last, so with T=63 only about 12 exist at once
-(the ones holding tickets). Like ThreadPoolExecutor's workers: any BaseException is caught,
-recorded with thread, step and batch, and turned into broken barriers so nobody waits forever;
-a closed JobBoard is the shutdown sentinel.
+depend only on batch indices. Its activations live in a Workspace taken from the trainer's
+WorkspacePool after the ticket wait and given back when the batch is done, so with T=63 on 2
+cores only 2 workspaces exist (fast/workspace_pool.py). Like ThreadPoolExecutor's workers: any
+BaseException is caught, recorded with thread, step and batch, and turned into broken barriers
+so nobody waits forever; a closed JobBoard is the shutdown sentinel.
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ from fast.node_zero import Shared, StepJob
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
 from fast.spheres import POSITIONS, position_of, worker_batches
 from fast.update import apply_chunk
+from fast.workspace_pool import WorkspacePool
 
 
 class Worker:
     """One `ks-worker-<i>` thread."""
 
-    def __init__(self, index: int, shared: Shared, heartbeat: Heartbeat) -> None:
+    def __init__(self, index: int, shared: Shared, heartbeat: Heartbeat,
+                 workspaces: WorkspacePool) -> None:
         self.index = index
         self.shared = shared
         self.hb = heartbeat
+        self.workspaces = workspaces
 
     def run(self) -> None:
         self.hb.start()
@@ -63,22 +66,23 @@ class Worker:
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return
-        workspace = None
         for k, b in enumerate(batches):
             p = position_of(b)
             hb.set(Phase.WAITING_TICKET, step=job.step, batch=b)
             s.tickets.wait_turn(b)
+            workspace = self.workspaces.acquire()  # after the ticket: holders never wait
             hb.set(Phase.COMPUTING, batch=b)
             poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
             segment = s.segments.segment(p)
             if b < POSITIONS:  # the position's first batch of this step starts from zero
                 zero_segment(segment)
-            if workspace is None:
-                workspace = s.model.new_workspace()
-            loss, n = batch_forward_backward(s.model, s.params, segment,
-                                             job.tokens[b * B:(b + 1) * B],
-                                             job.targets[b * B:(b + 1) * B],
-                                             workspace, s.heartbeats.progress, hb.slot)
+            try:
+                loss, n = batch_forward_backward(s.model, s.params, segment,
+                                                 job.tokens[b * B:(b + 1) * B],
+                                                 job.targets[b * B:(b + 1) * B],
+                                                 workspace, s.heartbeats.progress, hb.slot)
+            finally:
+                self.workspaces.release(workspace)
             if poison:
                 segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
             job.batch_loss[b] = loss
@@ -88,7 +92,6 @@ class Worker:
                 job.bad_batch[p] = b  # the first batch after which this position went bad
             hb.batches += 1
             s.tickets.advance(b)
-        del workspace  # released at the end of this worker's share of the group
 
     def point_a(self, job: StepJob) -> None:
         """Every batch of the group is done (T workers + Node Zero meet here)."""
