@@ -133,19 +133,77 @@ def _finite(value: Any) -> bool:
 TARGETS: tuple[RatioTarget | LimitTarget, ...] = (
     RatioTarget("2 threads vs 1 thread tokens/s", "fast_tokens_per_s_T2", "fast_tokens_per_s_T1",
                 1.8),
-    RatioTarget("seed workload (63 threads) vs 2 threads tokens/s", "seed_tokens_per_s",
-                "fast_tokens_per_s_T2", 0.9),
-    RatioTarget("model FLOP/s vs float32 matmul peak (all cores)", "model_flops_per_s",
-                "matmul_peak_flops", 0.6),
+    # issue #12: 63 workers on 2 cores must lose (almost) nothing against one worker per core
+    # on the same group; 2% is within run-to-run noise of a step
+    RatioTarget("seed group: 63 threads vs one thread per core tokens/s", "seed_tokens_per_s",
+                "seed_at_cores_tokens_per_s", 0.98),
+    # issue #12: the model's GEMMs are ~93% of its FLOPs, so 90% of the float32 sgemm peak
+    # measured in the same run leaves ~10% for attention, elementwise kernels and the step
+    RatioTarget("model FLOP/s at 2 threads vs float32 sgemm peak (same run)",
+                "model_flops_per_s_T2", "matmul_peak_flops", 0.90),
+    # issue #12: one thread has no barrier or reduction partner to wait for, but no second
+    # core to hide packing behind: 88% of one core's sgemm
+    RatioTarget("model FLOP/s at 1 thread vs one core's float32 sgemm peak",
+                "model_flops_per_s_T1", "matmul_peak_flops_one_core", 0.88),
     RatioTarget("fast vs PyTorch eager tokens/s (same threads)", "fast_tokens_per_s_torch_threads",
                 "torch_tokens_per_s", 1.5, skip_unless="torch_available",
                 skip_message="skipped: torch not importable"),
     LimitTarget("seed workload completes (one group of 63 batches)", "seed_seconds"),
-    LimitTarget("seed workload peak RSS", "seed_peak_rss_bytes", 1.32, "GB", GB),
+    # issue #12: 1.0 GB, below the seed's own 1.32 GB: with the workspace pool only
+    # min(T, cores) activation workspaces exist, so 63 threads cost what 2 do
+    LimitTarget("seed workload peak RSS", "seed_peak_rss_bytes", 1.0, "GB", GB),
     LimitTarget("tokenisation of a 24 MB corpus: time", "tokenize_seconds", 10.0, "s"),
     LimitTarget("tokenisation of a 24 MB corpus: peak memory", "tokenize_peak_bytes", 500.0,
                 "MB", MB),
 )
+
+
+# --------------------------------------------------------------------------- per-kernel table
+
+# Worker phases (fast.heartbeat.Phase names) and the table row each one's seconds go to;
+# COMPUTING is split further by the kernel groups' cycle shares.
+_PHASE_ROWS = {"REDUCING": "reduction (segment sum + norms)", "UPDATING": "AdamW update",
+               "WAITING_TICKET": "waits: position tickets / workspace",
+               "WAITING_A": "waits: barrier Point A", "WAITING_REDUCED": "waits: barrier reduced",
+               "WAITING_DECISION": "waits: barrier decided", "WAITING_B": "waits: barrier Point B"}
+
+
+def kernel_table(kernel_extra: dict[str, Any] | None,
+                 trainer_stats: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows (name, share of the workers' step time) from the kernel-cycle benchmark and one
+    scaling run's worker phase seconds. Without phase seconds, shares of one batch's compute."""
+    rows: list[dict[str, Any]] = []
+    if not kernel_extra or not sum(kernel_extra.get("cycles", [])):
+        return rows
+    cycles = dict(zip(kernel_extra["groups"], kernel_extra["cycles"], strict=True))
+    total_cycles = sum(cycles.values())
+    workers = (trainer_stats or {}).get("workers") or []
+    phases: dict[str, float] = {}
+    for w in workers:
+        for name, seconds in (w.get("phase_seconds") or {}).items():
+            phases[name] = phases.get(name, 0.0) + max(0.0, float(seconds))
+    compute = phases.get("COMPUTING", 0.0)
+    step = compute + sum(phases.get(k, 0.0) for k in _PHASE_ROWS)
+    compute_share = compute / step if step > 0 else 1.0
+    for name, c in sorted(cycles.items(), key=lambda kv: -kv[1]):
+        rows.append({"name": name, "share": compute_share * c / total_cycles,
+                     "kind": "gemm" if name.startswith("gemm") else "kernel"})
+    if step > 0:
+        for phase, name in _PHASE_ROWS.items():
+            rows.append({"name": name, "share": phases.get(phase, 0.0) / step,
+                         "kind": "wait" if phase.startswith("WAITING") else "step"})
+    return rows
+
+
+def kernel_table_lines(summary: dict[str, Any]) -> list[str]:
+    rows = summary.get("kernel_table") or []
+    if not rows:
+        return ["(no per-kernel measurement in this run)"]
+    lines = ["| where | share of step time |", "|---|---|"]
+    lines += [f"| {r['name']} | {r['share']:.1%} |" for r in rows]
+    gemm = sum(r["share"] for r in rows if r["kind"] == "gemm")
+    lines.append(f"| (all GEMM groups) | {gemm:.1%} |")
+    return lines
 
 
 # --------------------------------------------------------------------------- summary
@@ -224,12 +282,15 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
     rows: list[dict[str, Any]] = []
     peaks: dict[str, float] = {}
     tokenize = None
+    kernel_extra: dict[str, Any] | None = None
     for b in bench.get("benchmarks", []):
         extra, best = b.get("extra_info", {}), b["stats"]["min"]
         kind = extra.get("kind")
         if kind == "matmul_peak":
             peaks[extra["cores"]] = extra["flops_per_round"] / best
-        elif kind in ("engine", "scaling", "seed_workload"):
+        elif kind == "kernel_table":
+            kernel_extra = extra
+        elif kind in ("engine", "scaling", "seed_workload", "seed_at_cores"):
             rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
@@ -250,6 +311,7 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
     scaling = sorted((r for r in rows if r["kind"] == "scaling"), key=lambda r: r["threads"])
     for r in scaling:
         metrics[f"fast_tokens_per_s_T{r['threads']}"] = r["tokens_per_s"]
+        metrics[f"model_flops_per_s_T{r['threads']}"] = r["model_flops_per_s"]
     base = scaling[0] if scaling else None
     for r in scaling:
         r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"] * base["threads"]
@@ -267,6 +329,8 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
                 f"fast_tokens_per_s_T{r['threads']}")
         if r["engine"] == "reference":
             metrics["reference_tokens_per_s"] = r["tokens_per_s"]
+        if r["kind"] == "seed_at_cores":
+            metrics["seed_at_cores_tokens_per_s"] = r["tokens_per_s"]
         if r["kind"] == "seed_workload":
             metrics.update(seed_tokens_per_s=r["tokens_per_s"], seed_seconds=r["seconds"],
                            seed_peak_rss_bytes=r["peak_rss_bytes"],
@@ -280,6 +344,8 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
             warnings.append(f"{r['name']}: CPU use {r['cpu_use']:.0%} of the machine, "
                             f"below the {expected:.0%} its {r['threads']} thread(s) could use: "
                             "other processes competed for the cores, its tokens/s is understated")
+    t2 = next((r for r in scaling if r["threads"] == 2), scaling[-1] if scaling else None)
+    kernels = kernel_table(kernel_extra, t2["trainer_stats"] if t2 else None)
     verdicts = [t.check(metrics) for t in TARGETS]
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -290,6 +356,13 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
         "flops_formula": FLOPS_FORMULA,
         "engines": rows,
         "tokenize": tokenize,
+        "kernel_table": kernels,
+        "kernel_table_source": {
+            "kernels": "fast.kernels.TIMING_GROUPS cycle counters, 1 thread, one batch, "
+                       f"micro_batch {kernel_extra.get('micro_batch')}" if kernel_extra else None,
+            "phases": f"worker phase seconds of the {t2['threads']}-thread scaling run"
+                      if t2 else None,
+            "blas": kernel_extra.get("blas") if kernel_extra else None},
         "metrics": metrics,
         "targets": [asdict(v) for v in verdicts],
         "warnings": warnings,
@@ -323,6 +396,7 @@ def _engine_row(name: str, extra: dict[str, Any], stats: dict[str, float], fpt: 
         "workers_busy": sum(1 for w in workers if w > 0.0),
         "peak_rss_bytes": extra.get("peak_rss_bytes"),
         "cores": cores,
+        "trainer_stats": extra.get("trainer_stats"),
     }
 
 
@@ -363,6 +437,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     m, mach = summary["metrics"], summary["machine"]
     git = mach.get("git") or {}
     tok = summary.get("tokenize") or {}
+    src = summary.get("kernel_table_source") or {}
     lines = [
         "# Benchmark summary",
         "",
@@ -391,6 +466,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         *[f"Warning: {w}." for w in summary.get("warnings", [])],
         "",
+        "## Where the step time goes (per-kernel table)",
+        "",
+        *kernel_table_lines(summary),
+        "",
+        f"Kernel shares: {src.get('kernels')}; scaled by the compute share of the "
+        f"{src.get('phases')}. BLAS that ran the kernels: {_blas_text(src.get('blas'))}.",
+        "",
         f"Float32 matmul peak: {_fmt(m.get('matmul_peak_flops_all_cores'), '.1f', 1e9)} "
         f"GFLOP/s on all "
         f"cores, {_fmt(m.get('matmul_peak_flops_one_core'), '.1f', 1e9)} GFLOP/s on one core.",
@@ -403,9 +485,18 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _blas_text(blas: list[dict[str, Any]] | None) -> str:
+    if not blas:
+        return "unknown"
+    return ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')} "
+                     "kernel)" for b in blas)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     print()
     print("\n".join(engine_table(summary)))
+    print()
+    print("\n".join(kernel_table_lines(summary)))
     print()
     for w in summary.get("warnings", []):
         print(f"  warning: {w}")
