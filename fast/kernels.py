@@ -465,9 +465,17 @@ def linear_backward(dout, x, w, dx, dw, db):
 
     dw is one GEMM over all N tokens that accumulates straight into the gradient (beta = 1).
     """
+    linear_backward_products(dout, x, w, dx, dw)
+    bias_grad_add(dout, db)
+
+
+@kernel
+def linear_backward_products(dout, x, w, dx, dw):
+    """The two GEMMs of `linear_backward` (dx =, dw +=), for callers that already summed the
+    bias gradient while writing dout (`gelu_backward_bias`). w.T is a transposed view: BLAS
+    reads it with its transpose flag, no copy."""
     np.dot(dout, w.T, dx)
     gemm_tn_acc(x, dout, dw)
-    bias_grad_add(dout, db)
 
 
 # ---------------------------------------------------------------- attention
@@ -598,6 +606,25 @@ def gelu_backward(dout, u):
     for i in range(uf.size):
         _, dy = gelu_scalar(uf[i])
         df[i] = df[i] * dy
+
+
+@kernel
+def gelu_backward_bias(dout, u, db):
+    """`gelu_backward` (dout (N, f) becomes du in place) fused with the next linear's bias
+    gradient db (f,) += column sums of du, in float64 in row order (bias_grad_add's order):
+    du is read once instead of twice."""
+    N, f = u.shape
+    acc = np.zeros(f, np.float64)
+    for n in range(N):
+        un = u[n]
+        dn = dout[n]
+        for j in range(f):
+            _, dy = gelu_scalar(un[j])
+            v = dn[j] * dy
+            dn[j] = v
+            acc[j] += v
+    for j in range(f):
+        db[j] += acc[j]
 
 
 # ---------------------------------------------------------------- tied output logits
@@ -861,11 +888,11 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
                             _mat(grads, poffs, p + W_PROJ, f, d),
                             _vec(grads, poffs, p + B_PROJ))
             t = _lap(timing, T_PROJ, t)
-            gelu_backward(dff, u)  # g = gelu(u); dff becomes du in place
+            # g = gelu(u); dff becomes du in place, and d b_fc += column sums of du
+            gelu_backward_bias(dff, u, _vec(grads, poffs, p + B_FC))
             t = _lap(timing, T_GELU, t)
-            linear_backward(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
-                            _mat(grads, poffs, p + W_FC, d, f),
-                            _vec(grads, poffs, p + B_FC))
+            linear_backward_products(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
+                                     _mat(grads, poffs, p + W_FC, d, f))
             t = _lap(timing, T_FC, t)
             layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
                                _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
