@@ -17,6 +17,7 @@ import pytest
 from harness.bench import stats_delta
 from harness.profiling import (
     ThreadCpuSampler,
+    available_cores,
     peak_rss_bytes,
     release_free_memory,
     reset_peak_rss,
@@ -70,3 +71,10 @@ def test_seed_workload(benchmark, bench_settings, make_group, no_thread_leak):
     """The seed's run: one full group (63 batches of 32x128 tokens) with 63 workers."""
     measure_fast(benchmark, bench_settings, make_group, bench_settings.seed_threads,
                  bench_settings.seed_group_size, kind="seed_workload")
+
+
+def test_seed_workload_at_core_count(benchmark, bench_settings, make_group, no_thread_leak):
+    """The same seed group with one worker per core: the yardstick of oversubscription (63
+    workers on 2 cores should lose nothing against 2)."""
+    measure_fast(benchmark, bench_settings, make_group, available_cores(),
+                 bench_settings.seed_group_size, kind="seed_at_cores")

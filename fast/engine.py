@@ -121,11 +121,14 @@ def _as_ids(a: np.ndarray, what: str) -> np.ndarray:
 
 def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segment: np.ndarray,
                            tokens: np.ndarray, targets: np.ndarray, workspace: Workspace,
-                           progress: np.ndarray, slot: int) -> tuple[float, int]:
+                           progress: np.ndarray, slot: int,
+                           timing: np.ndarray | None = None) -> tuple[float, int]:
     """Adds d(loss SUM of this batch)/d(params) into grad_segment (+=, fixed op order).
 
     tokens/targets (B, T) int64, T <= S. Returns (loss_sum, non-pad target count). Micro-batches
     of `model.micro_batch` rows run in row order; progress[slot] += 1 after every layer.
+    timing: None, or an int64 array of len(fast.kernels.TIMING_GROUPS) to which every kernel
+    group's CPU cycles are added (the per-kernel table of `make bench`).
     """
     m = model.m
     tokens = _as_ids(tokens, "tokens")
@@ -152,16 +155,21 @@ def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segme
                          "use model.new_workspace()")
     if progress.dtype != np.int64 or not 0 <= slot < progress.shape[0]:
         raise ValueError(f"progress must be an int64 array with slot {slot} in range")
+    if timing is None:
+        timing = _NO_TIMING
+    elif timing.dtype != np.int64 or timing.shape != (len(K.TIMING_GROUPS),):
+        raise ValueError(f"timing must be an int64 array of {len(K.TIMING_GROUPS)} counters")
     if tokens.size == 0:
         return 0.0, 0
     dims = np.array([m.vocab_size, m.seq_len, m.d_model, m.n_layers, m.n_heads, m.d_ff,
                      model.micro_batch], dtype=np.int64)
     loss, n = K.model_forward_backward(params_flat, grad_segment, model.param_offsets, tokens,
                                 targets, workspace.buffer, workspace.offsets, dims, progress,
-                                int(slot))
+                                int(slot), timing)
     return float(loss), int(n)
 
 
+_NO_TIMING = np.zeros(0, np.int64)  # read-only in effect: the kernel skips an empty array
 _WARMUP_MODEL = ModelConfig(vocab_size=11, seq_len=4, d_model=8, n_layers=1, n_heads=2, d_ff=16)
 
 

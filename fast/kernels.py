@@ -32,6 +32,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 LN_EPS = 1e-5  # SPEC 1, the same as reference.layers.LN_EPS
@@ -202,6 +203,34 @@ def row_max(a, n):
     return max(max(m0, m1), max(m2, m3))
 
 
+@intrinsic
+def _read_cycles(typingctx):
+    """The CPU's cycle counter (x86 TSC: constant rate, so proportional to wall time)."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+# Kernel groups of the per-kernel timing table (`model_forward_backward(..., timing)`):
+# cycles spent in each are added to timing[group] when timing is not empty. A GEMM group is
+# one linear layer's forward and backward products with its bias (and residual) work;
+# "attention" is the causal attention core (its small GEMMs and the softmax).
+TIMING_GROUPS = ("embedding", "layernorm", "gemm qkv", "gemm attn-out", "gemm fc", "gemm proj",
+                 "gemm logits", "attention", "gelu", "crossentropy")
+T_EMB, T_LN, T_QKV, T_O, T_FC, T_PROJ, T_LOGITS, T_ATT, T_GELU, T_CE = range(len(TIMING_GROUPS))
+
+
+@kernel
+def _lap(timing, group, since):
+    """Adds the cycles since `since` to timing[group] (if timing is not empty); returns now."""
+    now = _read_cycles()
+    if timing.shape[0] > 0:
+        timing[group] += now - since
+    return now
+
+
 def _gemm_signature(dt):
     return types.intc(types.char, types.char, types.char, types.intp, types.intp, types.intp,
                       types.CPointer(dt), types.CPointer(dt), types.intp, types.CPointer(dt),
@@ -234,6 +263,32 @@ def _gemm_tn_acc_impl(a, b, c):
         one = np.ones(1, np_dt)
         # Column-major view of the row-major product: c^T (o, i) += b^T (o, N) @ a (N, i).
         status = fn(kind, notrans, trans, o, i, N, one.ctypes, b.ctypes, o, a.ctypes, i,
+                    one.ctypes, c.ctypes, o)
+        if status != 0:
+            raise RuntimeError("BLAS gemm failed")
+    return impl
+
+
+def gemm_nn_acc(a, b, c):  # pragma: no cover - replaced by the overload inside njit code
+    """c (N, o) += a (N, i) @ b (i, o), all C-contiguous, in one BLAS call (beta = 1)."""
+    raise NotImplementedError("gemm_nn_acc is only callable from Numba-compiled code")
+
+
+@overload(gemm_nn_acc)
+def _gemm_nn_acc_impl(a, b, c):
+    fn = _XXGEMM[a.dtype]
+    kind = ord("s") if a.dtype == types.float32 else ord("d")
+    np_dt = np.float32 if a.dtype == types.float32 else np.float64
+    notrans = ord("n")
+
+    def impl(a, b, c):
+        N, i = a.shape
+        o = b.shape[1]
+        if b.shape[0] != i or c.shape[0] != N or c.shape[1] != o:
+            raise ValueError("gemm_nn_acc: shapes do not match")
+        one = np.ones(1, np_dt)
+        # Column-major view of the row-major product: c^T (o, N) += b^T (o, i) @ a^T (i, N).
+        status = fn(kind, notrans, notrans, o, N, i, one.ctypes, b.ctypes, o, a.ctypes, i,
                     one.ctypes, c.ctypes, o)
         if status != 0:
             raise RuntimeError("BLAS gemm failed")
@@ -366,12 +421,30 @@ def layernorm_backward(dout, x, mean, rstd, g, dx, dg, db):
 
 @kernel
 def linear_forward(x, w, b, out):
-    """out (N, o) = x (N, i) @ w (i, o) + b (o,)."""
-    np.dot(x, w, out)
+    """out (N, o) = x (N, i) @ w (i, o) + b (o,).
+
+    The bias is written first and the GEMM accumulates onto it (beta = 1): BLAS reads C once
+    instead of zeroing it, and no second pass over the output adds the bias.
+    """
     N, o = out.shape
     for n in range(N):
         for j in range(o):
-            out[n, j] += b[j]
+            out[n, j] = b[j]
+    gemm_nn_acc(x, w, out)
+
+
+@kernel
+def linear_residual_forward(x, w, b, res, out):
+    """out (N, o) = res (N, o) + (x (N, i) @ w (i, o) + b (o,)): a linear on a residual branch.
+
+    res + b is written in one pass and the GEMM accumulates onto it (beta = 1), so the residual
+    add and the bias cost no pass of their own.
+    """
+    N, o = out.shape
+    for n in range(N):
+        for j in range(o):
+            out[n, j] = res[n, j] + b[j]
+    gemm_nn_acc(x, w, out)
 
 
 @kernel
@@ -392,9 +465,17 @@ def linear_backward(dout, x, w, dx, dw, db):
 
     dw is one GEMM over all N tokens that accumulates straight into the gradient (beta = 1).
     """
+    linear_backward_products(dout, x, w, dx, dw)
+    bias_grad_add(dout, db)
+
+
+@kernel
+def linear_backward_products(dout, x, w, dx, dw):
+    """The two GEMMs of `linear_backward` (dx =, dw +=), for callers that already summed the
+    bias gradient while writing dout (`gelu_backward_bias`). w.T is a transposed view: BLAS
+    reads it with its transpose flag, no copy."""
     np.dot(dout, w.T, dx)
     gemm_tn_acc(x, dout, dw)
-    bias_grad_add(dout, db)
 
 
 # ---------------------------------------------------------------- attention
@@ -525,6 +606,25 @@ def gelu_backward(dout, u):
     for i in range(uf.size):
         _, dy = gelu_scalar(uf[i])
         df[i] = df[i] * dy
+
+
+@kernel
+def gelu_backward_bias(dout, u, db):
+    """`gelu_backward` (dout (N, f) becomes du in place) fused with the next linear's bias
+    gradient db (f,) += column sums of du, in float64 in row order (bias_grad_add's order):
+    du is read once instead of twice."""
+    N, f = u.shape
+    acc = np.zeros(f, np.float64)
+    for n in range(N):
+        un = u[n]
+        dn = dout[n]
+        for j in range(f):
+            _, dy = gelu_scalar(un[j])
+            v = dn[j] * dy
+            dn[j] = v
+            acc[j] += v
+    for j in range(f):
+        db[j] += acc[j]
 
 
 # ---------------------------------------------------------------- tied output logits
@@ -686,12 +786,15 @@ def _layer_cache(buf, woffs, layer, micro, R, T, S, d, f, H):
 
 
 @kernel
-def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot):
+def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot,
+                           timing):
     """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
 
     params, grads: flat vectors in registry order, tensor i at poffs[i]:poffs[i+1]; tokens,
     targets (B, T) int64; buf: a workspace laid out by `workspace_region_sizes`, region r at
-    woffs[r]; dims = (V, S, d, L, H, f, micro_batch); progress[slot] += 1 after every layer.
+    woffs[r]; dims = (V, S, d, L, H, f, micro_batch); progress[slot] += 1 after every layer;
+    timing: empty, or int64 (len(TIMING_GROUPS),) to which each kernel group's CPU cycles are
+    added (a GEMM group counts its linear's forward, backward and bias work).
     Returns (loss_sum float64, n_targets int64). It lives here, beside the kernels it calls,
     because Numba's on-disk cache only notices edits to the caller's own file.
     """
@@ -708,6 +811,7 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
     loss_total = 0.0
     n_total = 0
+    t = _read_cycles()
     for r0 in range(0, B, micro):
         R = min(micro, B - r0)
         N = R * T
@@ -716,6 +820,7 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         # ---------------- forward
         x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
         embedding_forward(tok, wte, wpe, x0)
+        t = _lap(timing, T_EMB, t)
         progress[slot] += 1
         for layer in range(L):
             p = _FIRST_LAYER + _PER_LAYER * layer
@@ -724,25 +829,29 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
             xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
 
             layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
-                                ln1, mu1, rs1)
+                              ln1, mu1, rs1)
+            t = _lap(timing, T_LN, t)
             linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
-                             _vec(params, poffs, p + B_QKV), qkv)
+                           _vec(params, poffs, p + B_QKV), qkv)
+            t = _lap(timing, T_QKV, t)
             attention_forward(qkv, H, y, att)
-            linear_forward(y, _mat(params, poffs, p + W_O, d, d),
-                             _vec(params, poffs, p + B_O), xmid)
-            for i in range(N):  # xmid = x + attn
-                for j in range(d):
-                    xmid[i, j] += x[i, j]
+            t = _lap(timing, T_ATT, t)
+            # xmid = x + (y @ w_o + b_o)
+            linear_residual_forward(y, _mat(params, poffs, p + W_O, d, d),
+                                    _vec(params, poffs, p + B_O), x, xmid)
+            t = _lap(timing, T_O, t)
             layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
-                                _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
+                              _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
+            t = _lap(timing, T_LN, t)
             linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
-                             _vec(params, poffs, p + B_FC), u)
+                           _vec(params, poffs, p + B_FC), u)
+            t = _lap(timing, T_FC, t)
             gelu_forward(u, g)
-            linear_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
-                             _vec(params, poffs, p + B_PROJ), xout)
-            for i in range(N):  # x_next = xmid + mlp
-                for j in range(d):
-                    xout[i, j] += xmid[i, j]
+            t = _lap(timing, T_GELU, t)
+            # x_next = xmid + (g @ w_proj + b_proj)
+            linear_residual_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
+                                    _vec(params, poffs, p + B_PROJ), xmid, xout)
+            t = _lap(timing, T_PROJ, t)
             progress[slot] += 1
         xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
         lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
@@ -750,20 +859,25 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
         logits = _reg(buf, woffs, R_LOGITS, 0, 0, N, V)
         layernorm_forward(xL, lnf_g, lnf_b, lnf, muf, rsf)
+        t = _lap(timing, T_LN, t)
         logits_forward(lnf, wte, logits)
+        t = _lap(timing, T_LOGITS, t)
         loss, count = crossentropy_forward(logits, tgt)  # logits -> probs in place
         loss_total += loss
         n_total += count
         progress[slot] += 1
         # ---------------- backward (d loss_sum = 1)
         crossentropy_backward(logits, tgt, 1.0)  # probs -> dlogits in place
+        t = _lap(timing, T_CE, t)
         dres = _reg(buf, woffs, R_DRES, 0, 0, N, d)
         dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
         dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
         dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
         logits_backward(logits, lnf, wte, dln, dwte)
+        t = _lap(timing, T_LOGITS, t)
         dres[:, :] = 0.0
         layernorm_backward(dln, xL, muf, rsf, lnf_g, dres, dlnf_g, dlnf_b)
+        t = _lap(timing, T_LN, t)
         progress[slot] += 1
         for layer in range(L - 1, -1, -1):
             p = _FIRST_LAYER + _PER_LAYER * layer
@@ -771,26 +885,35 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
                 buf, woffs, layer, micro, R, T, S, d, f, H)
             # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
             linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
-                              _mat(grads, poffs, p + W_PROJ, f, d),
-                              _vec(grads, poffs, p + B_PROJ))
-            gelu_backward(dff, u)  # g = gelu(u); dff becomes du in place
-            linear_backward(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
-                              _mat(grads, poffs, p + W_FC, d, f),
-                              _vec(grads, poffs, p + B_FC))
+                            _mat(grads, poffs, p + W_PROJ, f, d),
+                            _vec(grads, poffs, p + B_PROJ))
+            t = _lap(timing, T_PROJ, t)
+            # g = gelu(u); dff becomes du in place, and d b_fc += column sums of du
+            gelu_backward_bias(dff, u, _vec(grads, poffs, p + B_FC))
+            t = _lap(timing, T_GELU, t)
+            linear_backward_products(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
+                                     _mat(grads, poffs, p + W_FC, d, f))
+            t = _lap(timing, T_FC, t)
             layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
-                                 _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
+                               _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
+            t = _lap(timing, T_LN, t)
             # xmid = x + y @ w_o + b_o   (dres now holds d xmid)
             linear_backward(dres, y, _mat(params, poffs, p + W_O, d, d), dln,
-                              _mat(grads, poffs, p + W_O, d, d),
-                              _vec(grads, poffs, p + B_O))
+                            _mat(grads, poffs, p + W_O, d, d),
+                            _vec(grads, poffs, p + B_O))
+            t = _lap(timing, T_O, t)
             attention_backward(dln, qkv, att, H, dqkv, ascr)
+            t = _lap(timing, T_ATT, t)
             linear_backward(dqkv, ln1, _mat(params, poffs, p + W_QKV, d, 3 * d), dln,
-                              _mat(grads, poffs, p + W_QKV, d, 3 * d),
-                              _vec(grads, poffs, p + B_QKV))
+                            _mat(grads, poffs, p + W_QKV, d, 3 * d),
+                            _vec(grads, poffs, p + B_QKV))
+            t = _lap(timing, T_QKV, t)
             layernorm_backward(dln, x, mu1, rs1, _vec(params, poffs, p + LN1_G), dres,
-                                 _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
+                               _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
+            t = _lap(timing, T_LN, t)
             progress[slot] += 1
         embedding_backward(dres, tok, dwte, dwpe)  # dres holds d x0
+        t = _lap(timing, T_EMB, t)
         progress[slot] += 1
     return loss_total, n_total
 

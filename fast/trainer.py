@@ -30,6 +30,7 @@ from fast.spheres import assign
 from fast.update import decay_mask
 from fast.watchdog import Watchdog
 from fast.workers import Worker
+from fast.workspace_pool import WorkspacePool, pool_size
 from reference.config import Config
 from reference.engine import StepResult, TrainState
 from reference.errors import InputError
@@ -130,7 +131,12 @@ class FastTrainer:
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
         self._node_zero = NodeZero(self.shared, zero_heart)
-        self._workers = [Worker(i, self.shared, h) for i, h in enumerate(worker_hearts)]
+        # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
+        # per-worker buffers are per batch in flight: no two batches ever share one at once)
+        self.workspaces = WorkspacePool(self.model, pool_size(self.threads), self.shared.abort,
+                                        self.barrier_timeout, progress)
+        self._workers = [Worker(i, self.shared, h, self.workspaces)
+                         for i, h in enumerate(worker_hearts)]
         party_names = {i: f"ks-worker-{i}" for i in range(self.threads)}
         party_names[self.threads] = "ks-node-zero"
         self.watchdog = Watchdog(hearts, barriers.all(), party_names, self.stall_timeout,
@@ -216,6 +222,7 @@ class FastTrainer:
             warnings.warn(f"FastTrainer.close(): threads {self.unjoined} did not end (stuck in "
                           "compiled code); they are daemon threads and die with the process",
                           RuntimeWarning, stacklevel=2)
+        self.workspaces.close()
         if self._blas_entered:
             self._blas_entered = False
             _blas_single_thread(False)

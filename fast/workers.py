@@ -3,11 +3,11 @@
 Worker i runs batches i, i+T, i+2T, ... of each group (fast.spheres.worker_batches), in that
 order. Batch b waits for its position's ticket (batch b-12 finished), then adds its gradient
 straight into position b % 12's segment: no lock on gradient memory, and the segment's bits
-depend only on batch indices. Its activations live in a Workspace allocated when it starts its
-first batch of the group and dropped after its last, so with T=63 only about 12 exist at once
-(the ones holding tickets). Like ThreadPoolExecutor's workers: any BaseException is caught,
-recorded with thread, step and batch, and turned into broken barriers so nobody waits forever;
-a closed JobBoard is the shutdown sentinel.
+depend only on batch indices. Its activations live in a Workspace taken from the trainer's
+WorkspacePool after the ticket wait and given back when the batch is done, so with T=63 on 2
+cores only 2 workspaces exist (fast/workspace_pool.py). Like ThreadPoolExecutor's workers: any
+BaseException is caught, recorded with thread, step and batch, and turned into broken barriers
+so nobody waits forever; a closed JobBoard is the shutdown sentinel.
 """
 
 from __future__ import annotations
@@ -22,18 +22,21 @@ from fast.record import BATCH, REDUCE, TICKET, UPDATE, wait_kind
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
 from fast.spheres import POSITIONS, position_of, worker_batches, worker_position
 from fast.update import apply_chunk
+from fast.workspace_pool import WorkspacePool
 
 
 class Worker:
     """One `ks-worker-<i>` thread."""
 
-    def __init__(self, index: int, shared: Shared, heartbeat: Heartbeat) -> None:
+    def __init__(self, index: int, shared: Shared, heartbeat: Heartbeat,
+                 workspaces: WorkspacePool) -> None:
         self.index = index
         self.shared = shared
         self.hb = heartbeat
         self.log = shared.record.register(f"ks-worker-{index}", "worker", index,
                                           worker_position(index))
         self._step = -1  # the job being run (its generation: the record's step key)
+        self.workspaces = workspaces
 
     def run(self) -> None:
         self.hb.start()
@@ -76,31 +79,29 @@ class Worker:
         if not batches:  # no batch this step: the fault point is Point A (SPEC 5)
             s.faults.fire("worker", self.index, job.step, None, hb.slot, first=True)
             return
-        workspace = None
         for k, b in enumerate(batches):
-            workspace = self.run_batch(job, k, b, workspace)
-        del workspace  # released at the end of this worker's share of the group
+            self.run_batch(job, k, b)
 
     def run_eval(self, job: StepJob) -> None:
         """Held-out loss: this worker's batches forward only, each into its own slot."""
         s, hb = self.shared, self.hb
         B = s.config.train.batch_size
-        workspace = None
         for b in worker_batches(self.index, job.n_batches, s.n_workers):
             hb.set(Phase.COMPUTING, step=job.step, batch=b)
-            if workspace is None:
-                workspace = s.model.new_workspace()
-            loss, n = batch_forward_loss(s.model, s.params, job.tokens[b * B:(b + 1) * B],
-                                         job.targets[b * B:(b + 1) * B], workspace,
-                                         s.heartbeats.progress, hb.slot)
+            workspace = self.workspaces.acquire()
+            try:
+                loss, n = batch_forward_loss(s.model, s.params, job.tokens[b * B:(b + 1) * B],
+                                             job.targets[b * B:(b + 1) * B], workspace,
+                                             s.heartbeats.progress, hb.slot)
+            finally:
+                self.workspaces.release(workspace)
             job.batch_loss[b] = loss
             job.batch_n[b] = n
             job.batch_worker[b] = self.index
-        del workspace
         self.point_a(job)
         self.wait(s.barriers.point_b, Phase.WAITING_B)
 
-    def run_batch(self, job: StepJob, k: int, b: int, workspace):
+    def run_batch(self, job: StepJob, k: int, b: int) -> None:
         """Batch b (the k-th of this thread's share): ticket, forward+backward into its position.
 
         Recorded in the log of the thread that RUNS it (`record.here()`), whoever that is.
@@ -115,17 +116,19 @@ class Worker:
         s.tickets.wait_turn(b)
         t1 = rec.now()
         log.span(TICKET, job.generation, t0, t1, b)
+        workspace = self.workspaces.acquire()  # after the ticket: holders never wait
         hb.set(Phase.COMPUTING, batch=b)
         poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
         segment = s.segments.segment(p)
         if b < POSITIONS:  # the position's first batch of this step starts from zero
             zero_segment(segment)
-        if workspace is None:
-            workspace = s.model.new_workspace()
-        loss, n = batch_forward_backward(s.model, s.params, segment,
-                                         job.tokens[b * B:(b + 1) * B],
-                                         job.targets[b * B:(b + 1) * B],
-                                         workspace, s.heartbeats.progress, hb.slot)
+        try:
+            loss, n = batch_forward_backward(s.model, s.params, segment,
+                                             job.tokens[b * B:(b + 1) * B],
+                                             job.targets[b * B:(b + 1) * B],
+                                             workspace, s.heartbeats.progress, hb.slot)
+        finally:
+            self.workspaces.release(workspace)
         if poison:
             segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
         job.batch_loss[b] = loss
@@ -137,7 +140,6 @@ class Worker:
         log.fold(job.generation, b, p, rec.next_fold(p))  # still holding p's ticket
         log.span(BATCH, job.generation, t1, rec.now(), b)
         s.tickets.advance(b)
-        return workspace
 
     def point_a(self, job: StepJob) -> None:
         """Every batch of the group is done (T workers + Node Zero meet here)."""

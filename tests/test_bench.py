@@ -77,7 +77,8 @@ def test_node_zero_seconds_reads_its_own_work():
     assert bench.node_zero_seconds({"nothing": 1}) is None
 
 
-def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0):
+def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
+                seed_at_cores_seconds=None):
     """A pytest-benchmark JSON as the suites write it, with chosen times."""
     fpt = bench.flops_per_token(preset("seed").model)
     tokens = 8 * 32 * 128
@@ -110,6 +111,15 @@ def _fake_bench(seed_rss=1.0e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0)
               params=100, ranks=2, best_step_s=0.01,
               per_rank=[{"rank": 0, "last_sent_bytes": 400, "last_received_bytes": 2400},
                         {"rank": 1, "last_sent_bytes": 2400, "last_received_bytes": 400}]),
+        entry("test_seed_workload_at_core_count",
+              seed_at_cores_seconds if seed_at_cores_seconds else 63 / 8 * 5.2,
+              kind="seed_at_cores", engine="fast", threads=2, group=63,
+              tokens_per_round=63 * 32 * 128, rounds=1, trainer_stats=nz, cpu_use=0.99,
+              thread_cpu_seconds={}, peak_rss_bytes=5e8),
+        entry("test_kernel_table", 1.0, kind="kernel_table", threads=1, micro_batch=2,
+              tokens_per_round=32 * 128, groups=["gemm fc", "attention", "gelu"],
+              cycles=[600, 300, 100], blas=[{"internal_api": "openblas", "version": "0.3",
+                                             "architecture": "SkylakeX"}]),
         entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
     ]
     if with_torch:
@@ -138,7 +148,9 @@ def test_summary_figures_are_computed_from_the_json():
     verdicts = {v["name"]: v for v in s["targets"]}
     assert verdicts["2 threads vs 1 thread tokens/s"]["status"] == "pass"
     assert verdicts["seed workload peak RSS"]["status"] == "pass"
-    assert verdicts["model FLOP/s vs float32 matmul peak (all cores)"]["status"] == "fail"
+    assert verdicts["model FLOP/s at 2 threads vs float32 sgemm peak (same run)"]["status"] \
+        == "fail"
+    assert verdicts["seed group: 63 threads vs one thread per core tokens/s"]["status"] == "pass"
     assert verdicts["fast vs PyTorch eager tokens/s (same threads)"]["status"] == "skipped"
     assert not s["passed"]
 
@@ -160,7 +172,8 @@ def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["bench_json"] == str(path) and not summary["passed"]
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "| seed workload peak RSS | < 1.32 GB |" in md and "FAIL |" in md
+    assert "| seed workload peak RSS | < 1 GB |" in md and "FAIL |" in md
+    assert "| gemm fc | 60.0% |" in md and "openblas 0.3 (SkylakeX kernel)" in md
     assert "![throughput](throughput.png)" in md
     assert (tmp_path / "out" / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -215,3 +228,28 @@ def test_cpu_starved_benchmark_is_flagged():
     data["benchmarks"][3]["extra_info"]["cpu_use"] = 0.41  # 2 threads on 2 cores, 41% busy
     warnings = bench.summarize(data, torch_available=False)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("test_fast_scaling[T2]: CPU use 41%")
+
+
+def test_oversubscription_target_fails_when_63_threads_lose_to_2():
+    slow = bench.summarize(_fake_bench(seed_at_cores_seconds=63 / 8 * 5.2 * 0.9),
+                           torch_available=False)
+    v = next(v for v in slow["targets"] if v["name"].startswith("seed group: 63 threads"))
+    assert v["status"] == "fail" and v["measured"] == pytest.approx(0.9)
+
+
+def test_kernel_table_splits_compute_by_cycles_and_adds_step_phases():
+    kernels = {"groups": ["gemm fc", "attention", "gelu"], "cycles": [600, 300, 100]}
+    phases = {"COMPUTING": 8.0, "REDUCING": 0.5, "UPDATING": 0.5, "WAITING_A": 1.0,
+              "IDLE": 100.0}  # idle time between steps is not step time
+    stats = {"workers": [{"phase_seconds": phases}, {"phase_seconds": phases}]}
+    rows = {r["name"]: r["share"] for r in bench.kernel_table(kernels, stats)}
+    assert rows["gemm fc"] == pytest.approx(0.8 * 0.6)
+    assert rows["attention"] == pytest.approx(0.8 * 0.3)
+    assert rows["reduction (segment sum + norms)"] == pytest.approx(0.05)
+    assert rows["AdamW update"] == pytest.approx(0.05)
+    assert rows["waits: barrier Point A"] == pytest.approx(0.1)
+    assert sum(rows.values()) == pytest.approx(1.0)
+    # without phase times the table is the shares of one batch's compute
+    alone = {r["name"]: r["share"] for r in bench.kernel_table(kernels, None)}
+    assert alone["gemm fc"] == pytest.approx(0.6) and len(alone) == 3
+    assert bench.kernel_table(None, stats) == []

@@ -51,7 +51,8 @@ def node_zero_computes(mp: pytest.MonkeyPatch) -> None:
         trainer = _current[-1]
         w = object.__new__(Worker)  # Node Zero borrows the batch routine: no worker of its own
         w.index, w.shared, w.hb = 0, trainer.shared, trainer._node_zero.hb
-        w.run_batch(job, 0, 0, None)
+        w.workspaces = trainer.workspaces
+        w.run_batch(job, 0, 0)
 
     mp.setattr(JobBoard, "post", post)
 
@@ -470,7 +471,9 @@ def test_healthy_engine_passes_every_verify_gate(tiny_reference, no_thread_leak)
 
 BENCH_BASELINE = {
     "torch_available": True, "fast_tokens_per_s_T1": 1000.0, "fast_tokens_per_s_T2": 1900.0,
-    "seed_tokens_per_s": 1800.0, "model_flops_per_s": 7e10, "matmul_peak_flops": 1e11,
+    "seed_tokens_per_s": 1800.0, "seed_at_cores_tokens_per_s": 1810.0,
+    "model_flops_per_s_T2": 9.5e10, "matmul_peak_flops": 1e11,
+    "model_flops_per_s_T1": 4.5e10, "matmul_peak_flops_one_core": 5e10,
     "fast_tokens_per_s_torch_threads": 1900.0, "torch_tokens_per_s": 1000.0,
     "seed_seconds": 40.0, "seed_peak_rss_bytes": 0.9e9, "tokenize_seconds": 4.0,
     "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
@@ -479,11 +482,12 @@ BENCH_BASELINE = {
 BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "2 threads vs 1 thread tokens/s": {"fast_tokens_per_s_T2": 1200.0},
     "run record / --trace overhead: traced vs untraced tokens/s": {"traced_tokens_per_s": 950.0},
-    "seed workload (63 threads) vs 2 threads tokens/s": {"seed_tokens_per_s": 900.0},
-    "model FLOP/s vs float32 matmul peak (all cores)": {"model_flops_per_s": 2e10},
+    "seed group: 63 threads vs one thread per core tokens/s": {"seed_tokens_per_s": 1700.0},
+    "model FLOP/s at 2 threads vs float32 sgemm peak (same run)": {"model_flops_per_s_T2": 6e10},
+    "model FLOP/s at 1 thread vs one core's float32 sgemm peak": {"model_flops_per_s_T1": 3e10},
     "fast vs PyTorch eager tokens/s (same threads)": {"torch_tokens_per_s": 1800.0},
     "seed workload completes (one group of 63 batches)": {"seed_seconds": math.nan},
-    "seed workload peak RSS": {"seed_peak_rss_bytes": 1.5e9},
+    "seed workload peak RSS": {"seed_peak_rss_bytes": 1.07e9},
     "tokenisation of a 24 MB corpus: time": {"tokenize_seconds": 30.0},
     "tokenisation of a 24 MB corpus: peak memory": {"tokenize_peak_bytes": 838e6},
     "MPI R=2 x T=1 vs single process T=2 tokens/s (G=24)": {"mpi_tokens_per_s_R2T1": 700.0},

@@ -246,3 +246,26 @@ def test_attention_with_several_causal_blocks(dtype):
     for got, want in ((y, y_ref.reshape(n, width)), (att, cache[3]),
                       (dqkv, dqkv_ref.reshape(n, 3 * width))):
         assert rel_err(got, want) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_fused_kernels_give_the_bits_of_their_parts(dtype):
+    """The fused kernels the model runs are bitwise the tested kernels they replace:
+    gelu_backward_bias = gelu_backward + bias_grad_add, linear_residual_forward = residual +
+    linear_forward (up to the order of the two additions, checked against the reference)."""
+    rng = np.random.default_rng(5)
+    u = rng.standard_normal((13, 21)).astype(dtype)
+    dout = rng.standard_normal((13, 21)).astype(dtype)
+    db0 = rng.standard_normal(21).astype(dtype)
+    fused, db_fused = dout.copy(), db0.copy()
+    K.gelu_backward_bias(fused, u, db_fused)
+    parts, db_parts = dout.copy(), db0.copy()
+    K.gelu_backward(parts, u)
+    K.bias_grad_add(parts, db_parts)
+    assert fused.tobytes() == parts.tobytes() and db_fused.tobytes() == db_parts.tobytes()
+    x, w = rng.standard_normal((13, 6)).astype(dtype), rng.standard_normal((6, 21)).astype(dtype)
+    b = rng.standard_normal(21).astype(dtype)
+    out = np.empty((13, 21), dtype)
+    K.linear_residual_forward(x, w, b, u, out)
+    want = u.astype(np.float64) + x.astype(np.float64) @ w.astype(np.float64) + b
+    assert rel_err(out, want) <= TOL[dtype]

@@ -1,0 +1,96 @@
+"""A pool of activation workspaces shared by the workers: min(T, cores) of them, not T.
+
+With more workers than cores (the seed runs 63 threads on 2 cores) at most `cores` batches
+can make progress at once; a private workspace per worker would only cost memory (and cache)
+without buying speed. A worker takes a workspace AFTER its position ticket says its batch may
+run and gives it back as soon as that batch is done, so a holder never waits for anything
+else: no deadlock, and the pool also keeps the number of batches computing at once down to the
+number of cores, so oversubscribed threads do not time-slice against each other inside BLAS.
+A workspace's contents never reach the gradient (every region is written before it is read;
+tests/test_fast_engine.py checks a reused workspace gives the same bits), so which workspace a
+batch gets changes no bit of the result.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from fast.barrier import IdleDeadline
+from fast.engine import FastModel, Workspace
+from fast.reduction import TicketsAborted
+
+POOL_POLL_SECONDS = 0.2  # a waiter re-checks abort and its idle deadline this often
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def pool_size(threads: int, cores: int | None = None) -> int:
+    """Workspaces worth having: one per thread that can run at the same time."""
+    return max(1, min(int(threads), usable_cores() if cores is None else int(cores)))
+
+
+class WorkspacePool:
+    """`size` workspaces of one model, created on first use and reused for every batch."""
+
+    def __init__(self, model: FastModel, size: int, abort: threading.Event,
+                 timeout: float | None = None, progress: Callable[[], int] | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"a workspace pool needs at least 1 workspace, got {size}")
+        self.model = model
+        self.size = int(size)
+        self._abort = abort
+        self._timeout = timeout
+        self._progress = progress
+        self._cond = threading.Condition(threading.Lock())
+        self._free: list[Workspace] = []
+        self._created = 0
+
+    @property
+    def created(self) -> int:
+        """Workspaces allocated so far (never more than `size`)."""
+        return self._created
+
+    def acquire(self) -> Workspace:
+        """A free workspace (allocating one while fewer than `size` exist); blocks until one is
+        released, the trainer aborts, or no thread made progress for the timeout."""
+        deadline = IdleDeadline(self._timeout, self._progress)
+        with self._cond:
+            while True:
+                if self._abort.is_set():
+                    raise TicketsAborted("workspace wait aborted")
+                if self._free:
+                    return self._free.pop()
+                if self._created < self.size:
+                    self._created += 1
+                    break
+                remaining = deadline.remaining()
+                if remaining is not None and remaining <= 0:
+                    raise TicketsAborted(f"waited {deadline.timeout:g} s without progress for "
+                                         f"one of {self.size} workspaces to be released")
+                self._cond.wait(POOL_POLL_SECONDS if remaining is None
+                                else min(POOL_POLL_SECONDS, remaining))
+        try:  # allocate outside the lock: mapping tens of MB must not block the releasers
+            return self.model.new_workspace()
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, workspace: Workspace) -> None:
+        with self._cond:
+            self._free.append(workspace)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Drops the free workspaces (their memory goes back to the OS)."""
+        with self._cond:
+            self._free.clear()
