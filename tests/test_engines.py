@@ -173,6 +173,7 @@ def test_torch_engine_passes_the_float64_gates_and_reports_bitwise(capsys):
 def test_train_and_resume_through_an_exec_engine(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     code, _, err = run_cli(["train", "--engine", EXAMPLE, "--dtype", "float64", "--steps", "2",
+                            "--total-steps", "3",  # the lr horizon of the whole 3-step run
                             "--checkpoint-dir", str(ckpt), "--json", str(tmp_path / "a.json")],
                            capsys)
     assert code == 0, err
