@@ -786,6 +786,68 @@ def _layer_cache(buf, woffs, layer, micro, R, T, S, d, f, H):
 
 
 @kernel
+def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, timing, t):
+    """Forward of one micro-batch of R rows x T tokens into the workspace, up to the logits.
+
+    The one forward both the training step (`model_forward_backward`) and the held-out loss
+    (`model_forward_loss`) run, so an evaluated batch has the bits training would compute.
+    Returns (logits view (R*T, V), cycle counter after the last kernel).
+    """
+    V, S, d, L, H, f, micro = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    Nmax = micro * S  # region slots are sized for full micro-batches of S tokens
+    N = R * T
+    wte = _mat(params, poffs, _WTE, V, d)
+    wpe = _mat(params, poffs, _WPE, S, d)
+    nf = _FIRST_LAYER + _PER_LAYER * L
+    lnf_g, lnf_b = _vec(params, poffs, nf), _vec(params, poffs, nf + 1)
+    x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
+    embedding_forward(tok, wte, wpe, x0)
+    t = _lap(timing, T_EMB, t)
+    progress[slot] += 1
+    for layer in range(L):
+        p = _FIRST_LAYER + _PER_LAYER * layer
+        x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
+            buf, woffs, layer, micro, R, T, S, d, f, H)
+        xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
+
+        layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
+                          ln1, mu1, rs1)
+        t = _lap(timing, T_LN, t)
+        linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
+                       _vec(params, poffs, p + B_QKV), qkv)
+        t = _lap(timing, T_QKV, t)
+        attention_forward(qkv, H, y, att)
+        t = _lap(timing, T_ATT, t)
+        # xmid = x + (y @ w_o + b_o)
+        linear_residual_forward(y, _mat(params, poffs, p + W_O, d, d),
+                                _vec(params, poffs, p + B_O), x, xmid)
+        t = _lap(timing, T_O, t)
+        layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
+                          _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
+        t = _lap(timing, T_LN, t)
+        linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
+                       _vec(params, poffs, p + B_FC), u)
+        t = _lap(timing, T_FC, t)
+        gelu_forward(u, g)
+        t = _lap(timing, T_GELU, t)
+        # x_next = xmid + (g @ w_proj + b_proj)
+        linear_residual_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
+                                _vec(params, poffs, p + B_PROJ), xmid, xout)
+        t = _lap(timing, T_PROJ, t)
+        progress[slot] += 1
+    xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
+    lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
+    muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
+    rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
+    logits = _reg(buf, woffs, R_LOGITS, 0, 0, N, V)
+    layernorm_forward(xL, lnf_g, lnf_b, lnf, muf, rsf)
+    t = _lap(timing, T_LN, t)
+    logits_forward(lnf, wte, logits)
+    t = _lap(timing, T_LOGITS, t)
+    return logits, t
+
+
+@kernel
 def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot,
                            timing):
     """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
@@ -802,11 +864,10 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     B, T = tokens.shape
     Nmax = micro * S  # region slots are sized for full micro-batches of S tokens
     wte = _mat(params, poffs, _WTE, V, d)
-    wpe = _mat(params, poffs, _WPE, S, d)
     dwte = _mat(grads, poffs, _WTE, V, d)
     dwpe = _mat(grads, poffs, _WPE, S, d)
     nf = _FIRST_LAYER + _PER_LAYER * L
-    lnf_g, lnf_b = _vec(params, poffs, nf), _vec(params, poffs, nf + 1)
+    lnf_g = _vec(params, poffs, nf)
     dlnf_g, dlnf_b = _vec(grads, poffs, nf), _vec(grads, poffs, nf + 1)
     ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
     loss_total = 0.0
@@ -818,50 +879,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         tok = tokens[r0:r0 + R]
         tgt = targets[r0:r0 + R].copy().reshape(N)  # (N,) small
         # ---------------- forward
-        x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
-        embedding_forward(tok, wte, wpe, x0)
-        t = _lap(timing, T_EMB, t)
-        progress[slot] += 1
-        for layer in range(L):
-            p = _FIRST_LAYER + _PER_LAYER * layer
-            x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
-                buf, woffs, layer, micro, R, T, S, d, f, H)
-            xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
-
-            layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
-                              ln1, mu1, rs1)
-            t = _lap(timing, T_LN, t)
-            linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
-                           _vec(params, poffs, p + B_QKV), qkv)
-            t = _lap(timing, T_QKV, t)
-            attention_forward(qkv, H, y, att)
-            t = _lap(timing, T_ATT, t)
-            # xmid = x + (y @ w_o + b_o)
-            linear_residual_forward(y, _mat(params, poffs, p + W_O, d, d),
-                                    _vec(params, poffs, p + B_O), x, xmid)
-            t = _lap(timing, T_O, t)
-            layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
-                              _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
-            t = _lap(timing, T_LN, t)
-            linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
-                           _vec(params, poffs, p + B_FC), u)
-            t = _lap(timing, T_FC, t)
-            gelu_forward(u, g)
-            t = _lap(timing, T_GELU, t)
-            # x_next = xmid + (g @ w_proj + b_proj)
-            linear_residual_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
-                                    _vec(params, poffs, p + B_PROJ), xmid, xout)
-            t = _lap(timing, T_PROJ, t)
-            progress[slot] += 1
-        xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
-        lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
-        muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
-        rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
-        logits = _reg(buf, woffs, R_LOGITS, 0, 0, N, V)
-        layernorm_forward(xL, lnf_g, lnf_b, lnf, muf, rsf)
-        t = _lap(timing, T_LN, t)
-        logits_forward(lnf, wte, logits)
-        t = _lap(timing, T_LOGITS, t)
+        logits, t = micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot,
+                                  timing, t)
         loss, count = crossentropy_forward(logits, tgt)  # logits -> probs in place
         loss_total += loss
         n_total += count
@@ -873,6 +892,10 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
         dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
         dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
+        xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
+        lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
+        muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
+        rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
         logits_backward(logits, lnf, wte, dln, dwte)
         t = _lap(timing, T_LOGITS, t)
         dres[:, :] = 0.0
@@ -922,60 +945,20 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
 def model_forward_loss(params, poffs, tokens, targets, buf, woffs, dims, progress, slot):
     """Forward and loss SUM of every micro-batch of one batch, no backward (held-out loss).
 
-    The forward half of `model_forward_backward`, line for line over the same kernels and
-    workspace regions, so a batch's loss here has the bits the training step would compute.
+    The same `micro_forward` as `model_forward_backward`, over the same workspace regions, so
+    a batch's loss here has the bits the training step would compute.
     Arguments as there, without grads. Returns (loss_sum float64, n_targets int64).
     """
-    V, S, d, L, H, f, micro = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    micro = dims[6]
     B, T = tokens.shape
-    Nmax = micro * S
-    wte = _mat(params, poffs, _WTE, V, d)
-    wpe = _mat(params, poffs, _WPE, S, d)
-    nf = _FIRST_LAYER + _PER_LAYER * L
-    lnf_g, lnf_b = _vec(params, poffs, nf), _vec(params, poffs, nf + 1)
+    no_timing = np.zeros(0, dtype=np.int64)
     loss_total = 0.0
     n_total = 0
     for r0 in range(0, B, micro):
         R = min(micro, B - r0)
-        N = R * T
-        tok = tokens[r0:r0 + R]
-        tgt = targets[r0:r0 + R].copy().reshape(N)  # (N,)
-        x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
-        embedding_forward(tok, wte, wpe, x0)
-        progress[slot] += 1
-        for layer in range(L):
-            p = _FIRST_LAYER + _PER_LAYER * layer
-            x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
-                buf, woffs, layer, micro, R, T, S, d, f, H)
-            xout = _reg(buf, woffs, R_X, layer + 1, Nmax * d, N, d)
-            layernorm_forward(x, _vec(params, poffs, p + LN1_G), _vec(params, poffs, p + LN1_B),
-                              ln1, mu1, rs1)
-            linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
-                           _vec(params, poffs, p + B_QKV), qkv)
-            attention_forward(qkv, H, y, att)
-            linear_forward(y, _mat(params, poffs, p + W_O, d, d),
-                           _vec(params, poffs, p + B_O), xmid)
-            for i in range(N):  # xmid = x + attn
-                for j in range(d):
-                    xmid[i, j] += x[i, j]
-            layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
-                              _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
-            linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
-                           _vec(params, poffs, p + B_FC), u)
-            gelu_forward(u, g)
-            linear_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
-                           _vec(params, poffs, p + B_PROJ), xout)
-            for i in range(N):  # x_next = xmid + mlp
-                for j in range(d):
-                    xout[i, j] += xmid[i, j]
-            progress[slot] += 1
-        xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
-        lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
-        muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
-        rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
-        logits = _reg(buf, woffs, R_LOGITS, 0, 0, N, V)
-        layernorm_forward(xL, lnf_g, lnf_b, lnf, muf, rsf)
-        logits_forward(lnf, wte, logits)
+        tgt = targets[r0:r0 + R].copy().reshape(R * T)  # (N,)
+        logits, _ = micro_forward(params, poffs, tokens[r0:r0 + R], buf, woffs, dims, R, T,
+                                  progress, slot, no_timing, 0)
         loss, count = crossentropy_forward(logits, tgt)
         loss_total += loss
         n_total += count

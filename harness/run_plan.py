@@ -11,6 +11,12 @@ from __future__ import annotations
 from reference.config import Config
 from reference.errors import InputError
 
+# Warm-up takes at most half the horizon: a run shorter than twice the configured warm-up
+# would otherwise never leave it (10 warm-up steps, an 8-step run: the lr only rises), while
+# half leaves every run as many decay steps as warm-up steps, ending at the floor. Applied to
+# the config itself, so every engine (each computes lr from the config) follows one curve.
+MAX_WARMUP_FRACTION = 0.5
+
 
 def planned_steps(steps: int | None, epochs: int | None, groups_per_epoch: int) -> int:
     """Steps this invocation runs: --steps, or --epochs (default 1) x groups per epoch."""
@@ -22,9 +28,11 @@ def planned_steps(steps: int | None, epochs: int | None, groups_per_epoch: int) 
 
 
 def with_horizon(cfg: Config, *, start_step: int, steps: int, total_steps: int | None) -> Config:
-    """The config whose cosine horizon is `total_steps` if given, else the planned run's end.
+    """The config whose cosine horizon is `total_steps` if given, else the planned run's end,
+    and whose warm-up is capped at MAX_WARMUP_FRACTION of that horizon.
 
     A horizon is at least 1 step (a 0-step run still needs a valid config).
     """
     horizon = total_steps if total_steps is not None else max(1, start_step + steps)
-    return cfg.replace(total_steps=horizon)
+    warmup = min(cfg.train.warmup_steps, int(horizon * MAX_WARMUP_FRACTION))
+    return cfg.replace(total_steps=horizon, warmup_steps=warmup)

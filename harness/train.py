@@ -34,7 +34,6 @@ from reference.config import Config
 from reference.engine import Engine
 from reference.epoch_order import EpochOrder
 from reference.errors import InputError
-from reference.optim import warmup_used
 
 
 @dataclass
@@ -123,7 +122,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
                            final_loss=float("nan"), start_step=start_step, end_step=start_step,
                            last_group=t.last_group, groups_per_epoch=per_epoch,
                            dropped_targets_per_epoch=groups.dropped_targets,
-                           horizon=t.total_steps, warmup_steps=warmup_used(t),
+                           horizon=t.total_steps, warmup_steps=t.warmup_steps,
                            shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
     progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
              f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")

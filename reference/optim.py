@@ -14,26 +14,16 @@ import numpy as np
 from reference.config import TrainConfig
 from reference.errors import NonFiniteGradientError
 
-# Warm-up takes at most half the horizon: a run shorter than twice the configured warm-up
-# would otherwise never leave it (10 warm-up steps, an 8-step run: the lr only rises), while
-# half leaves every run as many decay steps as warm-up steps, ending at the floor.
-MAX_WARMUP_FRACTION = 0.5
-
-
-def warmup_used(train_cfg: TrainConfig) -> int:
-    """Warm-up steps the schedule uses: the configured ones, capped at half the horizon."""
-    return min(train_cfg.warmup_steps, int(train_cfg.total_steps * MAX_WARMUP_FRACTION))
-
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
     """Learning rate of the update applied at `step` (0-based): linear warm-up, cosine decay.
 
     The cosine reaches lr * min_lr_ratio at the horizon's last step (t = total_steps) and stays
-    there. The warm-up is capped (`warmup_used`), so a short run still decays to the floor.
+    there. A run's config caps the warm-up at half its horizon (harness/run_plan.py), so every
+    engine, which computes this same formula from the config, decays to the floor.
     """
     t = step + 1  # 1-based count of the update being applied
-    lr, Tt = train_cfg.lr, train_cfg.total_steps
-    W = warmup_used(train_cfg)
+    lr, W, Tt = train_cfg.lr, train_cfg.warmup_steps, train_cfg.total_steps
     lr_min = lr * train_cfg.min_lr_ratio
     if W > 0 and t <= W:
         return lr * t / W

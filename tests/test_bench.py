@@ -179,7 +179,10 @@ def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
 
 
 def test_main_exits_0_when_every_target_is_met(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "TARGETS", bench.TARGETS[:2] + bench.TARGETS[4:])
+    # the fake run holds no FLOP/s-vs-peak or torch figures: those targets are left out by name
+    left_out = ("model FLOP/s", "fast vs PyTorch")
+    monkeypatch.setattr(bench, "TARGETS", tuple(t for t in bench.TARGETS
+                                                if not t.name.startswith(left_out)))
     path = tmp_path / "run.json"
     path.write_text(json.dumps(_fake_bench()))
     assert bench.main(["--summarize", str(path), "--out-dir", str(tmp_path)]) == 0

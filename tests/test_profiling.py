@@ -33,11 +33,26 @@ def test_cpu_use_is_cpu_seconds_over_wall_over_cores():
 
 def test_sampler_attributes_cpu_to_named_threads(no_thread_leak):
     spun: list[float] = []
+    spun_done, release = threading.Event(), threading.Event()
+
+    def busy_then_wait() -> None:
+        _spin(0.4, spun)
+        spun_done.set()
+        release.wait(30)  # alive (and idle) until the sampler has seen its final CPU time
+
     with ThreadCpuSampler(interval=0.05) as sampler:
-        busy = threading.Thread(target=_spin, args=(0.4, spun), name="ks-test-busy")
+        busy = threading.Thread(target=busy_then_wait, name="ks-test-busy")
         idle = threading.Thread(target=time.sleep, args=(0.4,), name="ks-test-idle")
         busy.start()
         idle.start()
+        assert spun_done.wait(60)
+        # a loaded machine may starve the sampler: wait (bounded) for two samples taken after
+        # the spin ended, so the last sample of the busy thread holds all of its CPU time
+        seen = len(sampler.rss_series()[0])
+        deadline = time.monotonic() + 30
+        while len(sampler.rss_series()[0]) < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
         busy.join()
         idle.join()
         assert any(t.name == "ks-profiler" for t in threading.enumerate())

@@ -22,7 +22,7 @@ from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine
 from reference.epoch_order import EpochOrder, group_order
-from reference.optim import lr_at, warmup_used
+from reference.optim import lr_at
 
 TINY = preset("tiny")  # B=4, S=16, G=8: a full group is 512 targets
 
@@ -110,7 +110,7 @@ def test_schedule_reaches_its_minimum_at_the_last_planned_step(steps, warmup):
                        total_steps=None)
     lrs = [lr_at(s, cfg.train) for s in range(steps)]
     floor = cfg.train.lr * cfg.train.min_lr_ratio
-    used = warmup_used(cfg.train)
+    used = cfg.train.warmup_steps
     assert used == min(warmup, steps // 2)
     assert lrs[-1] == pytest.approx(floor, abs=1e-15)
     decay = lrs[used - 1:] if used else [1.0, *lrs]  # from the peak down to the floor
@@ -127,7 +127,9 @@ def test_horizon_comes_from_epochs_and_total_steps_overrides():
 
 
 def test_warmup_is_capped_at_half_a_short_horizon():
-    cfg = TINY.replace(lr=1.0, warmup_steps=10, total_steps=8, min_lr_ratio=0.0)
+    cfg = with_horizon(TINY.replace(lr=1.0, warmup_steps=10, min_lr_ratio=0.0), start_step=0,
+                       steps=8, total_steps=None)
+    assert cfg.train.warmup_steps == 4  # in the config every engine reads
     lrs = [lr_at(s, cfg.train) for s in range(8)]
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # 4 warm-up steps, not 10
     assert lrs[5] == pytest.approx(0.5) and lrs[7] == pytest.approx(0.0)
