@@ -122,13 +122,16 @@ def _as_ids(a: np.ndarray, what: str) -> np.ndarray:
 def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segment: np.ndarray,
                            tokens: np.ndarray, targets: np.ndarray, workspace: Workspace,
                            progress: np.ndarray, slot: int,
-                           timing: np.ndarray | None = None) -> tuple[float, int]:
+                           timing: np.ndarray | None = None,
+                           marks: np.ndarray | None = None) -> tuple[float, int]:
     """Adds d(loss SUM of this batch)/d(params) into grad_segment (+=, fixed op order).
 
     tokens/targets (B, T) int64, T <= S. Returns (loss_sum, non-pad target count). Micro-batches
     of `model.micro_batch` rows run in row order; progress[slot] += 1 after every layer.
     timing: None, or an int64 array of len(fast.kernels.TIMING_GROUPS) to which every kernel
     group's CPU cycles are added (the per-kernel table of `make bench`).
+    marks: None, or an int64 array of `n_marks(model, B)` cycle-counter readings the kernel
+    writes: its start, then after each micro-batch's forward and after its backward.
     """
     m = model.m
     tokens = _as_ids(tokens, "tokens")
@@ -159,14 +162,23 @@ def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segme
         timing = _NO_TIMING
     elif timing.dtype != np.int64 or timing.shape != (len(K.TIMING_GROUPS),):
         raise ValueError(f"timing must be an int64 array of {len(K.TIMING_GROUPS)} counters")
+    if marks is None:
+        marks = _NO_TIMING
+    elif marks.dtype != np.int64 or marks.shape != (n_marks(model, tokens.shape[0]),):
+        raise ValueError(f"marks must be an int64 array of {n_marks(model, tokens.shape[0])}")
     if tokens.size == 0:
         return 0.0, 0
     dims = np.array([m.vocab_size, m.seq_len, m.d_model, m.n_layers, m.n_heads, m.d_ff,
                      model.micro_batch], dtype=np.int64)
     loss, n = K.model_forward_backward(params_flat, grad_segment, model.param_offsets, tokens,
                                 targets, workspace.buffer, workspace.offsets, dims, progress,
-                                int(slot), timing)
+                                int(slot), timing, marks)
     return float(loss), int(n)
+
+
+def n_marks(model: FastModel, rows: int) -> int:
+    """Cycle marks of a batch of `rows` rows: a start, then two per micro-batch."""
+    return 2 * -(-rows // model.micro_batch) + 1
 
 
 _NO_TIMING = np.zeros(0, np.int64)  # read-only in effect: the kernel skips an empty array

@@ -849,7 +849,7 @@ def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, ti
 
 @kernel
 def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot,
-                           timing):
+                           timing, marks):
     """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
 
     params, grads: flat vectors in registry order, tensor i at poffs[i]:poffs[i+1]; tokens,
@@ -857,6 +857,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     woffs[r]; dims = (V, S, d, L, H, f, micro_batch); progress[slot] += 1 after every layer;
     timing: empty, or int64 (len(TIMING_GROUPS),) to which each kernel group's CPU cycles are
     added (a GEMM group counts its linear's forward, backward and bias work).
+    marks: empty, or int64 (2 * micro-batches + 1,): the cycle counter at the start, after each
+    micro-batch's forward (and loss), and after its backward (the trace's forward/backward spans).
     Returns (loss_sum float64, n_targets int64). It lives here, beside the kernels it calls,
     because Numba's on-disk cache only notices edits to the caller's own file.
     """
@@ -873,6 +875,10 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     loss_total = 0.0
     n_total = 0
     t = _read_cycles()
+    mark = marks.shape[0] > 0
+    if mark:
+        marks[0] = t
+    m = 0  # micro-batch index
     for r0 in range(0, B, micro):
         R = min(micro, B - r0)
         N = R * T
@@ -885,6 +891,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         loss_total += loss
         n_total += count
         progress[slot] += 1
+        if mark:
+            marks[2 * m + 1] = _read_cycles()
         # ---------------- backward (d loss_sum = 1)
         crossentropy_backward(logits, tgt, 1.0)  # probs -> dlogits in place
         t = _lap(timing, T_CE, t)
@@ -938,6 +946,9 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
         embedding_backward(dres, tok, dwte, dwpe)  # dres holds d x0
         t = _lap(timing, T_EMB, t)
         progress[slot] += 1
+        if mark:
+            marks[2 * m + 2] = _read_cycles()
+        m += 1
     return loss_total, n_total
 
 

@@ -23,6 +23,9 @@ from fast.spheres import POSITIONS
 
 # span kinds (the trace and the Gantt colour by these)
 BATCH = "batch"  # forward + backward of one batch, folded into its position segment
+FORWARD = "forward"  # inside a batch: one micro-batch's forward and loss (nested in BATCH)
+BACKWARD = "backward"  # inside a batch: one micro-batch's backward (nested in BATCH)
+NESTED = (FORWARD, BACKWARD)  # kinds that lie inside a BATCH span of the same thread
 TICKET = "ticket wait"  # a batch waits for batch b-12 of its position
 DISPATCH = "dispatching"  # Node Zero hands out the group (its batch field holds g)
 REDUCE = "reducing"  # a worker sums the 12 position segments over its chunks
@@ -53,6 +56,23 @@ class ThreadLog:
 
     def span(self, kind: str, step: int, start: float, end: float, batch: int = -1) -> None:
         self.spans.append((kind, step, start, end, batch))
+
+    def micro_spans(self, step: int, batch: int, marks, start: float, end: float) -> None:
+        """Forward and backward spans of each micro-batch from the kernel's cycle marks
+        (`fast.engine.batch_forward_backward(marks=)`), placed on this clock by mapping the
+        first mark to `start` and the last to `end` (the call's own boundaries) linearly: the
+        cycle counter is constant-rate, so the boundaries inside fall where they happened."""
+        c0, c1 = int(marks[0]), int(marks[-1])
+        if c1 <= c0:
+            return
+        scale = (end - start) / (c1 - c0)
+        at, last = [], start
+        for c in marks:  # a VM's per-core counters may disagree a little if the thread moved:
+            last = min(max(start + (int(c) - c0) * scale, last), end)  # keep order and bounds
+            at.append(last)
+        for m in range((len(at) - 1) // 2):
+            self.spans.append((FORWARD, step, at[2 * m], at[2 * m + 1], batch))
+            self.spans.append((BACKWARD, step, at[2 * m + 1], at[2 * m + 2], batch))
 
     def fold(self, step: int, batch: int, position: int, order: int) -> None:
         self.folds.append((step, batch, position, order))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fast.engine import batch_forward_backward
+from fast.engine import batch_forward_backward, n_marks
 from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
 from fast.node_zero import Shared, StepJob
@@ -122,13 +122,16 @@ class Worker:
         segment = s.segments.segment(p)
         if b < POSITIONS:  # the position's first batch of this step starts from zero
             zero_segment(segment)
+        tokens, targets = job.tokens[b * B:(b + 1) * B], job.targets[b * B:(b + 1) * B]
+        marks = np.zeros(n_marks(s.model, tokens.shape[0]), np.int64)  # forward/backward
+        t_call = rec.now()
         try:
-            loss, n = batch_forward_backward(s.model, s.params, segment,
-                                             job.tokens[b * B:(b + 1) * B],
-                                             job.targets[b * B:(b + 1) * B],
-                                             workspace, s.heartbeats.progress, hb.slot)
+            loss, n = batch_forward_backward(s.model, s.params, segment, tokens, targets,
+                                             workspace, s.heartbeats.progress, hb.slot,
+                                             marks=marks)
         finally:
             self.workspaces.release(workspace)
+        log.micro_spans(job.generation, b, marks, t_call, rec.now())
         if poison:
             segment[0] = np.nan  # fault drill: this batch's gradient is poisoned
         job.batch_loss[b] = loss

@@ -16,6 +16,7 @@ from fast.record import (
     CHECKPOINT,
     DECIDE,
     DISPATCH,
+    NESTED,
     REDUCE,
     STEP,
     TICKET,
@@ -172,7 +173,7 @@ def spans_disjoint(rec: RecordSnapshot) -> Finding:
     """No thread is in two phases at once (Node Zero's whole-step span aside)."""
     bad = []
     for t in rec.threads:
-        spans = sorted((s, e, k) for k, _, s, e, _ in t.spans if k != STEP)
+        spans = sorted((s, e, k) for k, _, s, e, _ in t.spans if k != STEP and k not in NESTED)
         end, inside = float("-inf"), ""
         for start, stop, kind in spans:
             if start < end:

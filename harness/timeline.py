@@ -13,10 +13,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from fast.record import (
+    BACKWARD,
     BATCH,
     CHECKPOINT,
     DECIDE,
     DISPATCH,
+    FORWARD,
+    NESTED,
     REDUCE,
     STEP,
     TICKET,
@@ -26,7 +29,8 @@ from fast.record import (
 )
 
 COLOURS = {
-    BATCH: "#2b8cbe", TICKET: "#bdd7e7", DISPATCH: "#756bb1", DECIDE: "#e6550d",
+    BATCH: "#2b8cbe", FORWARD: "#08519c", BACKWARD: "#6baed6", TICKET: "#bdd7e7",
+    DISPATCH: "#756bb1", DECIDE: "#e6550d",
     REDUCE: "#31a354", UPDATE: "#a1d99b", CHECKPOINT: "#636363",
     wait_kind("point-A"): "#fdae6b", wait_kind("reduced"): "#fdd0a2",
     wait_kind("decided"): "#fee6ce", wait_kind("point-B"): "#fcbba1",
@@ -50,7 +54,9 @@ def plot_gantt(rec: RecordSnapshot, step: int, out_path: str | Path) -> Path:
             if s != step or kind == STEP:
                 continue
             used.add(kind)
-            ax.broken_barh([(t0 - start, max(t1 - t0, 1e-7))], (y - 0.4, 0.8),
+            # forward/backward lie inside their batch: a thin bar along its lower half
+            lane = (y, 0.4) if kind in NESTED else (y - 0.4, 0.8)
+            ax.broken_barh([(t0 - start, max(t1 - t0, 1e-7))], lane,
                            color=COLOURS.get(kind, "#969696"))
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([t.name for t in rows], fontsize=7 if len(rows) > 16 else 9)

@@ -302,7 +302,7 @@ def _no_close(mp):
 def _nan_loss(mp):
     orig = fw.batch_forward_backward
     mp.setattr(fw, "batch_forward_backward",
-               lambda *a: (lambda loss, n: (math.nan, n))(*orig(*a)))
+               lambda *a, **kw: (lambda loss, n: (math.nan, n))(*orig(*a, **kw)))
 
 
 def _worker_one_idle(mp):
@@ -393,14 +393,14 @@ def _perturb_update(from_step: int):
 def _scaled_loss(mp):
     orig = fw.batch_forward_backward
     mp.setattr(fw, "batch_forward_backward",
-               lambda *a: (lambda loss, n: (loss * 1.01, n))(*orig(*a)))
+               lambda *a, **kw: (lambda loss, n: (loss * 1.01, n))(*orig(*a, **kw)))
 
 
 def _scaled_grads(mp):
     orig = fw.batch_forward_backward
 
-    def fb(model, params, segment, *rest):
-        out = orig(model, params, segment, *rest)
+    def fb(model, params, segment, *rest, **kw):
+        out = orig(model, params, segment, *rest, **kw)
         segment *= 1.01
         return out
     mp.setattr(fw, "batch_forward_backward", fb)

@@ -124,14 +124,17 @@ class ComputeRecorder:
         if reductions:
             monkeypatch.setattr(fast.workers, "reduce_chunk", self._reduce)
 
-    def _compute(self, model, params, segment, tokens, targets, workspace, progress, slot):
+    def _compute(self, model, params, segment, tokens, targets, workspace, progress, slot,
+                 **kw):
         if self.lock is not None:
             with self.lock:
                 return self._measured(model, params, segment, tokens, targets, workspace,
-                                      progress, slot)
-        return self._measured(model, params, segment, tokens, targets, workspace, progress, slot)
+                                      progress, slot, **kw)
+        return self._measured(model, params, segment, tokens, targets, workspace, progress, slot,
+                              **kw)
 
-    def _measured(self, model, params, segment, tokens, targets, workspace, progress, slot):
+    def _measured(self, model, params, segment, tokens, targets, workspace, progress, slot,
+                  **kw):
         shared = self.trainer.shared
         batch = shared.heartbeats.records[slot].batch  # set by the worker just before the call
         base = shared.segments.data.__array_interface__["data"][0]
@@ -144,7 +147,7 @@ class ComputeRecorder:
             if batch in self.delay:
                 time.sleep(self.delay[batch])
             return _REAL_COMPUTE(model, params, segment, tokens, targets, workspace, progress,
-                                 slot)
+                                 slot, **kw)
         finally:
             end = time.perf_counter()
             with self._count_lock:

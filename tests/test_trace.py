@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from fast.record import BATCH, DECIDE, REDUCE, UPDATE, Recorder, wait_kind
+from fast.record import (
+    BACKWARD,
+    BATCH,
+    DECIDE,
+    FORWARD,
+    NESTED,
+    REDUCE,
+    UPDATE,
+    Recorder,
+    wait_kind,
+)
 from harness.timeline import plot_gantt
 from harness.trace import TracePolicy, trace_events
 
@@ -76,12 +86,35 @@ def test_every_phase_and_counter_is_there(train_trace):
 def test_spans_of_a_thread_never_overlap(train_trace):
     per_tid = defaultdict(list)
     for e in _spans(train_trace):
-        if e["cat"] != "step":  # Node Zero's whole-step span contains its phases
+        # Node Zero's whole-step span contains its phases; forward/backward nest in their batch
+        if e["cat"] != "step" and e["cat"] not in NESTED:
             per_tid[e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
     for tid, spans in per_tid.items():
         spans.sort()
         for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
             assert start >= end - 1e-3, f"tid {tid}: {b} starts inside {a}"
+
+
+def test_forward_and_backward_lie_inside_their_batch(train_trace):
+    """Each batch span holds, per micro-batch, a forward then a backward span, in order."""
+    batches, inner = {}, defaultdict(list)
+    for e in _spans(train_trace):
+        if e["cat"] != BATCH and e["cat"] not in NESTED:
+            continue
+        key = (e["tid"], e["args"]["step"], e["args"]["batch"])
+        if e["cat"] == BATCH:
+            batches[key] = (e["ts"], e["ts"] + e["dur"])
+        elif e["cat"] in NESTED:
+            inner[key].append((e["ts"], e["ts"] + e["dur"], e["cat"]))
+    assert batches and set(inner) == set(batches)
+    for key, spans in inner.items():
+        lo, hi = batches[key]
+        spans.sort()
+        assert [k for *_, k in spans] == [FORWARD, BACKWARD] * (len(spans) // 2), key
+        # ts and dur are each rounded to 1e-3 us, so an end (ts + dur) carries two roundings
+        eps = 2e-3
+        assert all(lo - eps <= a <= b <= hi + eps for a, b, _ in spans), key
+        assert all(b <= c + eps for (_, b, _), (c, _, _) in zip(spans, spans[1:], strict=False))
 
 
 def test_every_batch_once_per_step(train_trace):
@@ -169,3 +202,21 @@ def test_long_runs_keep_a_bounded_record(no_thread_leak):
     assert rec.dropped_steps == 9
     for name, finding in evidence.RECORD_FINDINGS.items():
         assert finding(rec).passed, name
+
+
+def test_micro_spans_map_the_kernel_marks_onto_the_call():
+    """Cycle marks (start, fwd end, bwd end per micro-batch) land linearly between the call's
+    own boundaries, in order; counters that disagree across cores are kept inside them."""
+    rec = Recorder()
+    log = rec.register("ks-worker-0", "worker", 0, 0)
+    log.micro_spans(1, 4, [100, 130, 200, 230, 300], 10.0, 12.0)
+    expected = [(FORWARD, 10.0, 10.3), (BACKWARD, 10.3, 11.0), (FORWARD, 11.0, 11.3),
+                (BACKWARD, 11.3, 12.0)]
+    assert [k for k, *_ in log.spans] == [k for k, *_ in expected]
+    assert [t for _, _, s, e, _ in log.spans for t in (s, e)] == pytest.approx(
+        [t for _, s, e in expected for t in (s, e)])
+    assert {(step, batch) for _, step, _, _, batch in log.spans} == {(1, 4)}
+    skewed = rec.register("ks-worker-1", "worker", 1, 1)
+    skewed.micro_spans(1, 5, [100, 90, 300], 0.0, 1.0)  # a mark behind the start
+    (_, _, f0, f1, _), (_, _, b0, b1, _) = skewed.spans
+    assert 0.0 <= f0 <= f1 <= b0 <= b1 <= 1.0

@@ -290,10 +290,10 @@ def test_thread_stuck_in_compiled_code_is_named_and_joined_once_it_returns(
 
     real = fast.workers.batch_forward_backward
 
-    def stuck_on_batch_3(model, params, segment, tokens, targets, ws, progress, slot):
+    def stuck_on_batch_3(model, params, segment, tokens, targets, ws, progress, slot, **kw):
         if slot == 3:
             time.sleep(2.0)  # no progress ticks, GIL released: indistinguishable from a hang
-        return real(model, params, segment, tokens, targets, ws, progress, slot)
+        return real(model, params, segment, tokens, targets, ws, progress, slot, **kw)
 
     monkeypatch.setattr(fast.workers, "batch_forward_backward", stuck_on_batch_3)
     g = groups.group(0)
