@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.bench import stats_delta
-from harness.profiling import (
+from harness.bench.runner import stats_delta
+from harness.profiling.tools import (
     ThreadCpuSampler,
     available_cores,
     peak_rss_bytes,

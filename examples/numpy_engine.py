@@ -163,7 +163,8 @@ class Engine:
 
     def lr(self, step):
         t, c = step + 1, self.t
-        lr, W, Tt = c["lr"], c["warmup_steps"], c["total_steps"]
+        lr, Tt = c["lr"], c["total_steps"]
+        W = min(c["warmup_steps"], int(Tt * 0.5))  # warm-up capped at half the horizon (SPEC 3)
         if W > 0 and t <= W:
             return lr * t / W
         prog = min(1.0, (t - W) / max(1, Tt - W))

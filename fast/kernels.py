@@ -953,21 +953,17 @@ def model_forward_loss(params, poffs, tokens, targets, buf, woffs, dims, progres
             linear_forward(ln1, _mat(params, poffs, p + W_QKV, d, 3 * d),
                            _vec(params, poffs, p + B_QKV), qkv)
             attention_forward(qkv, H, y, att)
-            linear_forward(y, _mat(params, poffs, p + W_O, d, d),
-                           _vec(params, poffs, p + B_O), xmid)
-            for i in range(N):  # xmid = x + attn
-                for j in range(d):
-                    xmid[i, j] += x[i, j]
+            # xmid = x + (y @ w_o + b_o), the training kernel's fused residual
+            linear_residual_forward(y, _mat(params, poffs, p + W_O, d, d),
+                                    _vec(params, poffs, p + B_O), x, xmid)
             layernorm_forward(xmid, _vec(params, poffs, p + LN2_G),
                               _vec(params, poffs, p + LN2_B), ln2, mu2, rs2)
             linear_forward(ln2, _mat(params, poffs, p + W_FC, d, f),
                            _vec(params, poffs, p + B_FC), u)
             gelu_forward(u, g)
-            linear_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
-                           _vec(params, poffs, p + B_PROJ), xout)
-            for i in range(N):  # x_next = xmid + mlp
-                for j in range(d):
-                    xout[i, j] += xmid[i, j]
+            # x_next = xmid + (g @ w_proj + b_proj)
+            linear_residual_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
+                                    _vec(params, poffs, p + B_PROJ), xmid, xout)
             progress[slot] += 1
         xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
         lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from harness import bench
-from harness.bench_history import (
+from harness.bench import runner as bench
+from harness.bench.history import (
     NOISE_FLOOR,
     compare_runs,
     markdown_table,

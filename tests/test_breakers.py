@@ -1,7 +1,8 @@
 """A breaking test for every check: a deliberately broken variant, and the check seen FAILING.
 
-Three registries are covered: analyze's checks (`harness.checks.ANALYZE_CHECKS`), verify's gates
-(`harness.verify.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.TARGETS`).
+Three registries are covered: analyze's checks (`harness.analysis.checks.ANALYZE_CHECKS`), verify's
+gates
+(`harness.verify.gates.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.runner.TARGETS`).
 `test_every_check_has_a_breaker` fails when a check is added without a breaker here.
 
 Most are broken in the ENGINE (monkeypatched fast/ code: Node Zero running a batch, a batch
@@ -28,10 +29,11 @@ from fast.node_zero import JobBoard
 from fast.reduction import PositionTickets
 from fast.trainer import FastTrainer
 from fast.workers import Worker
-from harness import bench, evidence
-from harness.checks import ANALYZE_CHECKS, build_checks
-from harness.corpus import load_corpus, one_group_tokens
-from harness.verify import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
+from harness.analysis.checks import ANALYZE_CHECKS, build_checks
+from harness.bench import runner as bench
+from harness.record import evidence
+from harness.run.corpus import load_corpus, one_group_tokens
+from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
 from reference.config import preset
 
 G = 26  # > 2 x 12: every position folds two or three batches, so fold order matters
@@ -249,7 +251,7 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
     returns a function that puts its measurements into a results dict."""
     import argparse
 
-    from harness.analyze import make_plan, phase_training, record_stats
+    from harness.analysis.pipeline import make_plan, phase_training, record_stats
 
     args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
                               stall_timeout=10.0, inject=list(inject))
@@ -278,7 +280,7 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
 
 def analyze_equivalence(breaker):
     """analyze's equivalence figures from verify's gates run on a broken engine (tiny, T=1,2)."""
-    from harness.verify import run_verify
+    from harness.verify.gates import run_verify
 
     with pytest.MonkeyPatch.context() as mp:
         _Current(mp)

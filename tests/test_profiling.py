@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from harness import profiling
-from harness.profiling import ThreadCpuSampler, cpu_use
+from harness.profiling import tools as profiling
+from harness.profiling.tools import ThreadCpuSampler, cpu_use
 
 
 def _spin(cpu_seconds: float, done: list[float]) -> None:
