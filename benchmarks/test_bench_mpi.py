@@ -5,7 +5,7 @@
 - bytes each rank sent and received in one step at R = 2, 3 and 12, for the tiny preset and the
   bench preset, beside a ring all-reduce's 2P elements per rank.
 Each launch is a subprocess (mpiexec); the benchmark stores its JSON lines in `extra_info` and
-`harness.bench.runner.summarize` turns them into the target and the bytes table.
+`harness.bench.summary.summarize` turns them into the target and the bytes table.
 """
 
 from __future__ import annotations

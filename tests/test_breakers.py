@@ -2,7 +2,7 @@
 
 Three registries are covered: analyze's checks (`harness.analysis.checks.ANALYZE_CHECKS`), verify's
 gates
-(`harness.verify.gates.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.runner.TARGETS`).
+(`harness.verify.gates.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.targets.TARGETS`).
 `test_every_check_has_a_breaker` fails when a check is added without a breaker here.
 
 Most are broken in the ENGINE (monkeypatched fast/ code: Node Zero running a batch, a batch
@@ -30,7 +30,7 @@ from fast.reduction import PositionTickets
 from fast.trainer import FastTrainer
 from fast.workers import Worker
 from harness.analysis.checks import ANALYZE_CHECKS, build_checks
-from harness.bench import runner as bench
+from harness.bench import targets as bench_targets
 from harness.record import evidence
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
@@ -251,7 +251,8 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
     returns a function that puts its measurements into a results dict."""
     import argparse
 
-    from harness.analysis.pipeline import make_plan, phase_training, record_stats
+    from harness.analysis.phases import phase_training, record_stats
+    from harness.analysis.plan import make_plan
 
     args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
                               stall_timeout=10.0, inject=list(inject))
@@ -496,7 +497,7 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
 }
 
 
-@pytest.mark.parametrize("target", bench.TARGETS, ids=lambda t: t.name)
+@pytest.mark.parametrize("target", bench_targets.TARGETS, ids=lambda t: t.name)
 def test_broken_metrics_fail_bench_target(target):
     assert target.check(BENCH_BASELINE).status == "pass"
     assert target.check({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]}).status == "fail"
@@ -510,7 +511,7 @@ def test_every_check_has_a_breaker():
     analyze_breakers = set(FIGURE_BREAKERS) | (set(ENGINE_BREAKERS) & set(ANALYZE_CHECKS))
     assert set(ANALYZE_CHECKS) == analyze_breakers, set(ANALYZE_CHECKS) ^ analyze_breakers
     assert set(VERIFY_GATES) == set(VERIFY_BREAKERS), set(VERIFY_GATES) ^ set(VERIFY_BREAKERS)
-    names = {t.name for t in bench.TARGETS}
+    names = {t.name for t in bench_targets.TARGETS}
     assert names == set(BENCH_BREAKERS), names ^ set(BENCH_BREAKERS)
     used = {n for names in RECORD_GATES.values() for n in names}
     assert used <= set(ENGINE_BREAKERS), used - set(ENGINE_BREAKERS)
@@ -519,5 +520,5 @@ def test_every_check_has_a_breaker():
 def test_checks_doc_lists_every_check():
     text = (Path(__file__).resolve().parents[1] / "docs" / "CHECKS.md").read_text()
     missing = [c for c in (*ANALYZE_CHECKS, *VERIFY_GATES) if f"| `{c}` |" not in text]
-    missing += [t.name for t in bench.TARGETS if f"| {t.name} |" not in text]
+    missing += [t.name for t in bench_targets.TARGETS if f"| {t.name} |" not in text]
     assert not missing, missing

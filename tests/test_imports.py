@@ -138,7 +138,7 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert find_cycle({"harness.a": {"harness.b"}, "harness.b": set()}) is None
     assert upward_imports(graph) == ["fast.x -> harness.a"]
     real = import_graph()
-    assert "harness.verify.gates" in real["harness.analysis.pipeline"]
+    assert "harness.verify.gates" in real["harness.analysis.phases"]
     assert "fast.record" in real["fast.workers"]
 
 

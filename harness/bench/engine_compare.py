@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.bench.runner import flops_per_token
-from harness.profiling.tools import available_cores, peak_rss_bytes
+from harness.bench.summary import flops_per_token
+from harness.profiling.cpu import available_cores
+from harness.profiling.rss import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines

@@ -4,7 +4,7 @@
 `--benchmark-storage`): one JSON per run under `<storage>/<machine id>/NNNN_<commit>_<date>.json`
 holding the commit, the machine and every round. This module compares one run with another,
 benchmark by benchmark (matched by full name), on the best (minimum) round time, the figure
-`harness.bench.runner` uses for every rate. A benchmark regressed when it got slower by more than
+`harness.bench.summary` uses for every rate. A benchmark regressed when it got slower by more than
 the
 noise measured across the rounds of both runs (see `threshold`). Runs are only compared when
 they measured the same settings (preset, groups, rounds...); a baseline from another machine

@@ -96,8 +96,7 @@ def report_stall(exc: StallError, out_dir: Path | None) -> None:
     print(f"spheres: STALL: {exc}", file=sys.stderr, flush=True)
     diagnosis = dict(exc.diagnosis)
     try:
-        from harness.profiling.tools import pyspy_dump
-
+        from harness.profiling.pyspy import pyspy_dump
         diagnosis["native_stacks"] = pyspy_dump(os.getpid())
     except Exception as err:  # the diagnosis must still be written
         diagnosis["native_stacks"] = f"unavailable: {err}"

@@ -3,7 +3,7 @@
 `results.json` is their serialisation (dataclasses.asdict) under `schema_version`; bump it
 when a field changes meaning or goes away, so a reader of an old file can tell.
 Per-thread statistics are `harness.record.evidence.ThreadStats`; bench verdicts
-`harness.bench.runner.Verdict`.
+`harness.bench.targets.Verdict`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,16 @@ CPU supports (an AVX-512 CPU pinned to Haswell runs sgemm at about half speed)."
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import psutil
+
+from harness.profiling.cpu import available_cores
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (git commit, "our" frames)
 
 PIN_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "GOTO", "BLIS_")
 
@@ -90,3 +99,52 @@ def blas_line(facts: dict[str, Any]) -> str:
                      f"({lib.get('threads')} threads)" for lib in facts["libraries"])
     pins = ", ".join(f"{k}={v}" for k, v in facts["pins"].items()) or "none"
     return f"BLAS: {libs or 'none found'}; pinned by environment: {pins}"
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(repo: str | Path = REPO_ROOT) -> dict[str, Any] | None:
+    """HEAD commit and whether the tree has uncommitted changes (None outside a git repo)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=repo, capture_output=True, text=True, timeout=10)
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine and software behind a measurement, for reports and bench JSON."""
+    import numba
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "cores": available_cores(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": _cpu_model(),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "git": git_commit(),
+    }
+    info["blas"] = blas_facts()
+    return info

@@ -13,8 +13,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def default_threads() -> int:
     """Threads = cores this process may use (affinity; the one definition of cores)."""
-    from harness.profiling.tools import available_cores
-
+    from harness.profiling.cpu import available_cores
     return available_cores()
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fast.record import CHECKPOINT
-from harness.profiling.tools import current_rss_bytes, peak_rss_bytes
+from harness.profiling.rss import current_rss_bytes, peak_rss_bytes
 from harness.run.corpus import Corpus
 from harness.run.heldout import HeldOut, evaluate
 from harness.run.progress import LiveProgress

@@ -1,0 +1,29 @@
+"""Cores and CPU use: one definition of "the cores this process may use" (its affinity).
+
+CPU use is always CPU seconds / wall seconds / cores (`cpu_use`); the seed divided wrongly.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def cpu_use(cpu_seconds: float, wall_seconds: float, cores: int | None = None) -> float:
+    """Fraction of the machine busy: CPU seconds / wall seconds / cores (1.0 = every core).
+
+    `cores` defaults to the cores this process may run on.
+    """
+    cores = cores or available_cores()
+    if wall_seconds <= 0:
+        raise ValueError(f"wall_seconds={wall_seconds!r} must be positive to compute CPU use")
+    if cores <= 0:
+        raise ValueError(f"cores={cores!r} must be positive")
+    return cpu_seconds / wall_seconds / cores
+
+
+def available_cores() -> int:
+    """Cores this process may use (CPU affinity when the OS reports it, else os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
