@@ -5,7 +5,7 @@ CPU use is always CPU seconds / wall seconds / cores (`cpu_use`); the seed divid
 
 from __future__ import annotations
 
-import os
+from fast.deadline import usable_cores
 
 
 def cpu_use(cpu_seconds: float, wall_seconds: float, cores: int | None = None) -> float:
@@ -22,8 +22,6 @@ def cpu_use(cpu_seconds: float, wall_seconds: float, cores: int | None = None) -
 
 
 def available_cores() -> int:
-    """Cores this process may use (CPU affinity when the OS reports it, else os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """Cores this process may use: `fast.deadline.usable_cores` (its CPU affinity), the one
+    definition every figure divides by."""
+    return usable_cores()
