@@ -42,7 +42,7 @@ verify: $(STAMP)
 	$(BIN)/spheres verify
 
 bench: $(STAMP)
-	$(BIN)/python -m harness.bench
+	$(BIN)/python -m harness.bench.runner
 	$(BIN)/spheres engines --measure --preset $(BENCH_ENGINES_PRESET) --rounds 2 \
 		--json reports/bench/engines.json --markdown reports/bench/engines.md
 

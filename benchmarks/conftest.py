@@ -1,6 +1,6 @@
 """Shared settings and fixtures of the `make bench` suites.
 
-`python -m harness.bench` runs these files with pytest-benchmark enabled and reads back the
+`python -m harness.bench.runner` runs these files with pytest-benchmark enabled and reads back the
 `extra_info` each benchmark stores (tokens, threads, stats), so every figure in the summary can
 be traced to one benchmark. Sizes come from `--ks-*` options so a quick run proves the pipeline
 on a small preset and the full run measures the seed preset.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.profiling import machine_info
+from harness.profiling.machine import machine_info
 from reference.config import Config, preset
 
 # The thread-leak check of the test suite, shared rather than copied (tests/ is no package).

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness.corpus import load_corpus
-from harness.profiling import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.run.corpus import load_corpus
 from reference.config import preset
 
 STDLIB = os.path.dirname(os.__file__)  # the running interpreter's standard library

@@ -1,6 +1,7 @@
 """Engine throughput against the machine: float32 matmul peak, the reference, PyTorch eager.
 
-Each benchmark stores in `extra_info` what `harness.bench` needs to turn its time into a rate:
+Each benchmark stores in `extra_info` what `harness.bench.summary` needs to turn its time into a
+rate:
 `kind`, and tokens or FLOPs per round. Thread scaling of the fast engine is in
 test_bench_scaling.py; the summary puts both side by side.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from harness.profiling import available_cores
+from harness.profiling.cpu import available_cores
 from reference.config import ModelConfig
 
 pytestmark = pytest.mark.bench

@@ -3,7 +3,7 @@
 `batch_forward_backward(..., timing=counters)` adds the cycle counter's advance over each
 kernel group (fast.kernels.TIMING_GROUPS: each GEMM group, attention, LayerNorm, GELU,
 cross-entropy, embedding) to one counter per group. One worker thread, BLAS on 1 thread, the
-preset's batch and micro-batch: exactly what a worker runs. `harness.bench` combines the
+preset's batch and micro-batch: exactly what a worker runs. `harness.bench.summary` combines the
 shares with the workers' phase times of the 2-thread run (reduction, AdamW, barrier waits)
 into the per-kernel table of the summary.
 """

@@ -14,14 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from harness.bench import stats_delta
-from harness.profiling import (
-    ThreadCpuSampler,
-    available_cores,
-    peak_rss_bytes,
-    release_free_memory,
-    reset_peak_rss,
-)
+from harness.bench.summary import stats_delta
+from harness.profiling.cpu import available_cores
+from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.profiling.sampler import ThreadCpuSampler
 
 pytestmark = pytest.mark.bench
 

@@ -2,7 +2,8 @@
 with the record written as always, against the same trainer with every record call a no-op.
 
 Measured side by side, round after round on one trainer (traced, untraced, traced, ...), so load
-from other processes hits both alike; the best round of each counts. The target (harness.bench):
+from other processes hits both alike; the best round of each counts. The target
+(harness.bench.targets):
 traced >= (1 - 2%) of untraced tokens/s.
 """
 

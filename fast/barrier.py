@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from fast.deadline import IdleDeadline
+
 POLL_SECONDS = 0.2  # how often a waiter re-checks the idle deadline and abort flags
 
 
@@ -38,28 +40,6 @@ class BarrierBroken(threading.BrokenBarrierError):
         super().__init__(f"barrier {name!r} is broken: {reason}{who}")
 
 
-class IdleDeadline:
-    """A deadline that moves forward whenever `progress()` changes (None: a fixed deadline)."""
-
-    def __init__(self, timeout: float | None, progress: Callable[[], int] | None = None) -> None:
-        self.timeout = timeout
-        self._progress = progress
-        self._last = progress() if progress is not None else None
-        self._deadline = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self) -> float | None:
-        """Seconds left (<= 0: expired); None when there is no timeout."""
-        if self._deadline is None:
-            return None
-        now = time.monotonic()
-        if self._progress is not None:
-            current = self._progress()
-            if current != self._last:
-                self._last = current
-                self._deadline = now + self.timeout
-        return self._deadline - now
-
-
 class Barrier:
     """`parties` threads meet here; `wait(party)` returns when all have arrived.
 
@@ -72,6 +52,7 @@ class Barrier:
                  progress: Callable[[], int] | None = None) -> None:
         if parties < 1:
             raise ValueError(f"barrier {name!r} needs at least 1 party, got {parties}")
+        # guards every field below (state, count, arrivals, generation); waiters sleep on it
         self._cond = threading.Condition(threading.Lock())
         self._parties = parties
         self.name = name
@@ -198,13 +179,11 @@ class Barrier:
 
     def _timed_wait(self, deadline: IdleDeadline) -> None:
         """One bounded wait; breaks the barrier for everyone when the deadline has passed."""
-        remaining = deadline.remaining()
-        if remaining is not None and remaining <= 0:
+        if not deadline.wait(self._cond, POLL_SECONDS):
             self._break(f"timed out after {deadline.timeout:g} s without progress "
                         f"({len(self._arrived) + self._anonymous} of {self._parties} arrived)",
                         timed_out=True)
             raise self._broken_error()
-        self._cond.wait(POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
 
     def _exit(self) -> None:
         if self._count == 0 and self._state in (BarrierState.DRAINING, BarrierState.RESETTING):

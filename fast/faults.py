@@ -163,7 +163,7 @@ class FaultPlan:
     def __init__(self, faults: Iterable[Fault | str] | None = None) -> None:
         self.faults = [parse_inject(f) if isinstance(f, str) else f for f in (faults or [])]
         self._fired: set[int] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _fired: each fault fires at most once
         self._abort = threading.Event()
         self._progress = np.zeros(1, dtype=np.int64)
         self.rank = 0  # this process's MPI rank: only faults aimed at it fire here

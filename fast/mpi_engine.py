@@ -210,7 +210,7 @@ class MpiEngine(_Rank):
         """Tell the followers to stop, collect their reports, close this rank's trainer.
 
         After a failed step the followers sit in another collective: only this rank's trainer
-        is closed, and the caller ends the job with MPI_Abort (harness.mpi_launch).
+        is closed, and the caller ends the job with MPI_Abort (harness.commands.mpi_launch).
         """
         if self._closed:
             return

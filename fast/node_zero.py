@@ -85,6 +85,7 @@ class JobBoard:
     """
 
     def __init__(self) -> None:
+        # guards _job, _generation and _closed; idle workers sleep on it between steps
         self._cond = threading.Condition(threading.Lock())
         self._job: StepJob | None = None
         self._generation = 0

@@ -2,7 +2,7 @@
 
 Every phase change of every thread (dispatching, waiting for a ticket, at Point A, reducing,
 deciding, updating, at Point B, ...) goes through `Heartbeat.set`, which calls `at_sync_point`
-first. With no hook installed that is one global read. `spheres stress` (harness/stress.py)
+first. With no hook installed that is one global read. `spheres stress` (harness/verify/stress.py)
 installs a hook that sleeps or yields per thread and phase, so seeded schedules shake the
 interleavings that the bitwise-determinism and fault-handling invariants must survive.
 The engine never imports harness: the harness hands its hook to this module.

@@ -16,7 +16,7 @@ import threading
 import numba
 import numpy as np
 
-from fast.barrier import IdleDeadline
+from fast.deadline import IdleDeadline
 from fast.spheres import POSITIONS
 
 CHUNK_ELEMENTS = 65536  # 64Ki parameters per reduction/update chunk: 256 KB of float32, cache-sized
@@ -48,6 +48,7 @@ class PositionTickets:
     """Per position, the next batch index allowed to write its segment (monotonic per step)."""
 
     def __init__(self, timeout: float | None = None, progress=None) -> None:
+        # guards _next and _aborted; waiters sleep on it until their batch's turn
         self._cond = threading.Condition(threading.Lock())
         self._next = list(range(POSITIONS))  # position p: batch p writes first
         self._aborted: str | None = None
@@ -69,13 +70,10 @@ class PositionTickets:
                     raise TicketsAborted(f"ticket wait for batch {batch} aborted: {self._aborted}")
                 if self._next[position] > batch:
                     raise RuntimeError(f"batch {batch} asked for its turn twice in one step")
-                remaining = deadline.remaining()
-                if remaining is not None and remaining <= 0:
+                if not deadline.wait(self._cond, TICKET_POLL_SECONDS):
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for "
                         f"batch {self._next[position]} of position {position} to finish")
-                self._cond.wait(TICKET_POLL_SECONDS if remaining is None
-                                else min(TICKET_POLL_SECONDS, remaining))
 
     def advance(self, batch: int) -> None:
         """`batch` finished writing: the next batch of its position (batch + 12) may go."""

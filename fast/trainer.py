@@ -40,8 +40,9 @@ from reference.params import init_params
 JOIN_SECONDS = 5.0  # close(): how long to wait for a thread before aborting it
 ERROR_GRACE_SECONDS = 5.0  # after a failure, how long step() waits for Node Zero to finish
 
-_warm_lock = threading.Lock()
+_warm_lock = threading.Lock()  # guards _warm_dtypes: each dtype compiled once per process
 _warm_dtypes: set[np.dtype] = set()
+# guards _blas_users and _blas_limit: BLAS runs 1 thread while any trainer lives
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limit = None
@@ -102,6 +103,7 @@ class FastTrainer:
         self.warmup_seconds = warm_up(self.dtype)
         self._step = 0
         self._closed = False
+        # one Engine call at a time: guards _step and the shared buffers between steps
         self._call_lock = threading.Lock()
         self._in_flight_since: float | None = None
         self._current: StepJob | None = None  # the group in flight, for progress()

@@ -13,23 +13,14 @@ batch gets changes no bit of the result.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 
-from fast.barrier import IdleDeadline
+from fast.deadline import IdleDeadline, usable_cores
 from fast.engine import FastModel, Workspace
 from fast.reduction import TicketsAborted
 
 POOL_POLL_SECONDS = 0.2  # a waiter re-checks abort and its idle deadline this often
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        return max(1, os.cpu_count() or 1)
 
 
 def pool_size(threads: int, cores: int | None = None) -> int:
@@ -49,6 +40,7 @@ class WorkspacePool:
         self._abort = abort
         self._timeout = timeout
         self._progress = progress
+        # guards _free and _created; acquire() sleeps on it until a workspace is released
         self._cond = threading.Condition(threading.Lock())
         self._free: list[Workspace] = []
         self._created = 0
@@ -71,12 +63,9 @@ class WorkspacePool:
                 if self._created < self.size:
                     self._created += 1
                     break
-                remaining = deadline.remaining()
-                if remaining is not None and remaining <= 0:
+                if not deadline.wait(self._cond, POOL_POLL_SECONDS):
                     raise TicketsAborted(f"waited {deadline.timeout:g} s without progress for "
                                          f"one of {self.size} workspaces to be released")
-                self._cond.wait(POOL_POLL_SECONDS if remaining is None
-                                else min(POOL_POLL_SECONDS, remaining))
         try:  # allocate outside the lock: mapping tens of MB must not block the releasers
             return self.model.new_workspace()
         except BaseException:

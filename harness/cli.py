@@ -4,7 +4,7 @@
 or written, disk full, a bad checkpoint), 3 stall or deadlock, 4 a worker or Node Zero fault,
 5 an internal error (one line; the traceback goes to a file whose path is printed), 130 on
 SIGINT, 143 on SIGTERM. Each command lives in its own module; this file only parses and maps
-errors (harness/failures.py).
+errors (harness/commands/failures.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from harness.failures import report_stall, run_guarded
-from harness.preflight import MAX_SEED, check_outputs, finite_number, int_in_range
-from harness.resume_conflicts import explicit_dests
-from harness.stop import GracefulStop
-from harness.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
+from harness.commands.failures import report_stall, run_guarded
+from harness.commands.preflight import MAX_SEED, check_outputs, finite_number, int_in_range
+from harness.commands.resume_conflicts import explicit_dests
+from harness.run.stop import GracefulStop
+from harness.run.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
 from reference.config import PRESETS
 from reference.errors import StallError
 
@@ -62,7 +62,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_engine(p: argparse.ArgumentParser, *, default_engine: str) -> None:
-    from harness.plugins import engine_names
+    from harness.run.plugins import engine_names
 
     p.add_argument("--engine", default=default_engine, metavar="ENGINE",
                    help=f"{', '.join(engine_names())} (see `spheres engines`), exec:COMMAND or "
@@ -283,37 +283,37 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
     args.explicit = explicit_dests(parser, argv)  # for --resume conflicts
     check_outputs(args)
     try:
-        from harness.mpi_launch import mpi_entry  # no mpi4py unless --mpi
+        from harness.commands.mpi_launch import mpi_entry  # no mpi4py unless --mpi
 
         code = mpi_entry(args)
         if code is not None:
             return code
         if args.command == "train":
-            from harness.commands import cmd_train
+            from harness.commands.train_grads import cmd_train
 
             return cmd_train(args)
         if args.command == "grads":
-            from harness.commands import cmd_grads
+            from harness.commands.train_grads import cmd_grads
 
             return cmd_grads(args)
         if args.command == "verify":
-            from harness.verify_command import cmd_verify
+            from harness.commands.verify import cmd_verify
 
             return cmd_verify(args)
         if args.command == "compare":
-            from harness.compare import cmd_compare
+            from harness.bench.compare import cmd_compare
 
             return cmd_compare(args)
         if args.command == "engines":
-            from harness.engine_compare import cmd_engines
+            from harness.bench.engine_compare import cmd_engines
 
             return cmd_engines(args)
         if args.command == "analyze":
-            from harness.analyze import cmd_analyze
+            from harness.analysis.pipeline import cmd_analyze
 
             return cmd_analyze(args)
         if args.command == "stress":
-            from harness.stress import cmd_stress
+            from harness.verify.stress import cmd_stress
 
             return cmd_stress(args)
     except StallError as exc:

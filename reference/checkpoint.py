@@ -27,7 +27,7 @@ from reference.engine import TrainState
 from reference.errors import InputError
 
 FORMAT_VERSION = 1
-_STEP_NAME = re.compile(r"^step-(\d+)\.npz$")  # what harness/train.py writes: step-000042.npz
+_STEP_NAME = re.compile(r"^step-(\d+)\.npz$")  # what harness/run/train.py writes: step-000042.npz
 
 
 class CheckpointError(InputError):

@@ -3,7 +3,7 @@
 The loss is the token-weighted mean over every non-pad target: batch loss SUMS added in batch
 index order (the same fixed order as the training gradient's), divided once by the count. The
 fast engine computes the same quantity on its workers (fast/evaluate.py); the harness
-(harness/heldout.py) decides which tokens are held out.
+(harness/run/heldout.py) decides which tokens are held out.
 """
 
 from __future__ import annotations

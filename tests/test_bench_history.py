@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from harness import bench
-from harness.bench_history import (
+from harness.bench import runner as bench_runner
+from harness.bench import summary as bench_summary
+from harness.bench.history import (
     NOISE_FLOOR,
     compare_runs,
     markdown_table,
@@ -97,18 +98,18 @@ def test_previous_run_is_the_newest_earlier_comparable_one(tmp_path):
 
 
 def test_pytest_command_stores_every_run_with_commit_and_machine(tmp_path):
-    args = bench.parse_args(["--quick", "--history", str(tmp_path)])
-    cmd = bench.pytest_command(tmp_path / "r.json", args)
+    args = bench_runner.parse_args(["--quick", "--history", str(tmp_path)])
+    cmd = bench_runner.pytest_command(tmp_path / "r.json", args)
     assert "--benchmark-autosave" in cmd and f"--benchmark-storage=file://{tmp_path}" in cmd
-    real = bench.parse_args([])
+    real = bench_runner.parse_args([])
     assert real.history.endswith(".benchmarks") and real.baseline.endswith("baseline.json")
-    assert bench.parse_args(["--summarize", "x.json"]).history is None
+    assert bench_runner.parse_args(["--summarize", "x.json"]).history is None
 
 
 @pytest.fixture
 def no_targets(monkeypatch):
     """Only the history decides the exit code here (the fake runs carry no engine figures)."""
-    monkeypatch.setattr(bench, "TARGETS", [])
+    monkeypatch.setattr(bench_summary, "TARGETS", [])
 
 
 @pytest.mark.parametrize("factor, code", [(1.30, 1), (1.0, 0)])
@@ -121,7 +122,7 @@ def test_make_bench_fails_with_a_table_naming_the_regressed_benchmark(tmp_path, 
     baseline.write_text(json.dumps(_run(BASE, when="2026-11-27T10:00:00")))
     current = _slowed(factor)
     run_json = _store(history, current, "0002_b.json")
-    rc = bench.main(["--summarize", str(run_json), "--out-dir", str(out), "--history",
+    rc = bench_runner.main(["--summarize", str(run_json), "--out-dir", str(out), "--history",
                      str(history), "--baseline", str(baseline)])
     printed = capsys.readouterr().out
     assert rc == code

@@ -1,7 +1,8 @@
 """A breaking test for every check: a deliberately broken variant, and the check seen FAILING.
 
-Three registries are covered: analyze's checks (`harness.checks.ANALYZE_CHECKS`), verify's gates
-(`harness.verify.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.TARGETS`).
+Three registries are covered: analyze's checks (`harness.analysis.checks.ANALYZE_CHECKS`), verify's
+gates
+(`harness.verify.gates.VERIFY_GATES`) and `make bench`'s targets (`harness.bench.targets.TARGETS`).
 `test_every_check_has_a_breaker` fails when a check is added without a breaker here.
 
 Most are broken in the ENGINE (monkeypatched fast/ code: Node Zero running a batch, a batch
@@ -28,10 +29,11 @@ from fast.node_zero import JobBoard
 from fast.reduction import PositionTickets
 from fast.trainer import FastTrainer
 from fast.workers import Worker
-from harness import bench, evidence
-from harness.checks import ANALYZE_CHECKS, build_checks
-from harness.corpus import load_corpus, one_group_tokens
-from harness.verify import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
+from harness.analysis.checks import ANALYZE_CHECKS, build_checks
+from harness.bench import targets as bench_targets
+from harness.record import evidence
+from harness.run.corpus import load_corpus, one_group_tokens
+from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
 from reference.config import preset
 
 G = 26  # > 2 x 12: every position folds two or three batches, so fold order matters
@@ -249,7 +251,8 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
     returns a function that puts its measurements into a results dict."""
     import argparse
 
-    from harness.analyze import make_plan, phase_training, record_stats
+    from harness.analysis.phases import phase_training, record_stats
+    from harness.analysis.plan import make_plan
 
     args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
                               stall_timeout=10.0, inject=list(inject))
@@ -278,7 +281,7 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
 
 def analyze_equivalence(breaker):
     """analyze's equivalence figures from verify's gates run on a broken engine (tiny, T=1,2)."""
-    from harness.verify import run_verify
+    from harness.verify.gates import run_verify
 
     with pytest.MonkeyPatch.context() as mp:
         _Current(mp)
@@ -494,7 +497,7 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
 }
 
 
-@pytest.mark.parametrize("target", bench.TARGETS, ids=lambda t: t.name)
+@pytest.mark.parametrize("target", bench_targets.TARGETS, ids=lambda t: t.name)
 def test_broken_metrics_fail_bench_target(target):
     assert target.check(BENCH_BASELINE).status == "pass"
     assert target.check({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]}).status == "fail"
@@ -508,7 +511,7 @@ def test_every_check_has_a_breaker():
     analyze_breakers = set(FIGURE_BREAKERS) | (set(ENGINE_BREAKERS) & set(ANALYZE_CHECKS))
     assert set(ANALYZE_CHECKS) == analyze_breakers, set(ANALYZE_CHECKS) ^ analyze_breakers
     assert set(VERIFY_GATES) == set(VERIFY_BREAKERS), set(VERIFY_GATES) ^ set(VERIFY_BREAKERS)
-    names = {t.name for t in bench.TARGETS}
+    names = {t.name for t in bench_targets.TARGETS}
     assert names == set(BENCH_BREAKERS), names ^ set(BENCH_BREAKERS)
     used = {n for names in RECORD_GATES.values() for n in names}
     assert used <= set(ENGINE_BREAKERS), used - set(ENGINE_BREAKERS)
@@ -517,5 +520,5 @@ def test_every_check_has_a_breaker():
 def test_checks_doc_lists_every_check():
     text = (Path(__file__).resolve().parents[1] / "docs" / "CHECKS.md").read_text()
     missing = [c for c in (*ANALYZE_CHECKS, *VERIFY_GATES) if f"| `{c}` |" not in text]
-    missing += [t.name for t in bench.TARGETS if f"| {t.name} |" not in text]
+    missing += [t.name for t in bench_targets.TARGETS if f"| {t.name} |" not in text]
     assert not missing, missing

@@ -165,7 +165,7 @@ def test_verify_full_tiny_sweep_passes_and_writes_json_and_markdown(capsys, tmp_
 
 def test_verify_exits_1_naming_check_preset_dtype_threads_and_tensor(capsys, monkeypatch,
                                                                      no_thread_leak):
-    import harness.verify as verify
+    import harness.verify.gates as verify
 
     # a gate that cannot be met (float32 gradients equal to float64 ones to 1e-12) must fail
     monkeypatch.setitem(verify.GRAD_TOL, "float32", 1e-12)

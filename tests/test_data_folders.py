@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.corpus import load_corpus
+from harness.run.corpus import load_corpus
 from reference.config import preset
 from reference.data import stream_dtype
 

@@ -14,7 +14,7 @@ import pytest
 from engine_plugins import WRONG_TENSOR
 from support import run_cli
 
-from harness.engines import make_engine
+from harness.run.engines import make_engine
 from reference.config import preset
 from reference.engine import ReferenceEngine
 
@@ -44,8 +44,8 @@ def test_engines_lists_every_registered_engine_and_its_origin(capsys):
     code, out, _ = run_cli(["engines"], capsys)
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    for name, factory in (("reference", "harness.engines:build_reference"),
-                          ("fast", "harness.engines:build_fast"),
+    for name, factory in (("reference", "harness.run.engines:build_reference"),
+                          ("fast", "harness.run.engines:build_fast"),
                           ("torch", "torch_engine.engine:build")):
         assert factory in rows[name] and "kissing-spheres" in rows[name]
         assert rows[name].rstrip().endswith("ok")
@@ -214,7 +214,7 @@ def test_engines_measure_puts_every_engine_side_by_side(tmp_path, capsys):
 
 
 def test_a_plugin_that_cannot_load_is_listed_unavailable_and_refused(monkeypatch, capsys):
-    from harness import plugins
+    from harness.run import plugins
 
     monkeypatch.setitem(plugins._BUILTIN, "broken", "no_such_module_ks:build")
     code, out, _ = run_cli(["engines"], capsys)

@@ -80,7 +80,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
 
 def test_unexpected_exception_is_exit_5_with_traceback_file(tmp_path):
-    code = ("import sys, harness.commands as c\n"
+    code = ("import sys, harness.commands.train_grads as c\n"
             "def boom(args): raise ZeroDivisionError('deliberate')\n"
             "c.cmd_train = boom\n"
             "from harness.cli import main\n"

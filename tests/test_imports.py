@@ -1,8 +1,11 @@
 """The import graph of reference, fast and harness: no cycles, no upward imports.
 
 Layers: reference <- fast <- harness (an engine never imports the harness; the specification
-imports neither). Every import counts, also those inside functions (a lazy import is still a
-dependency), so a cycle cannot hide behind `import` in a function body.
+imports neither). Inside harness the sub-packages have a declared order, `HARNESS_ORDER`: a
+module may import its own sub-package and the ones listed before it, never one listed after
+(or one in the same tier). `harness.cli` and `harness.__main__`, the entry point, sit on top.
+Every import counts, also those inside functions (a lazy import is still a dependency), so a
+cycle cannot hide behind `import` in a function body.
 """
 
 from __future__ import annotations
@@ -12,6 +15,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"reference": 0, "fast": 1, "harness": 2}
+# Lowest first; packages in one tier do not import each other (docs/DESIGN.md, "Module map").
+HARNESS_ORDER: list[tuple[str, ...]] = [
+    ("profiling", "record", "figures"),  # machine facts and tools; the run record; figure types
+    ("run",),        # corpus, engines, training loop, stop/rescue, progress
+    ("verify",),     # equivalence gates, JUnit, drills, stress
+    ("mpi",),        # programs under mpiexec: digests, step bench, verify --ranks, scale-out
+    ("bench",),      # make bench, history, engines side by side, compare
+    ("commands",),   # train/grads, verify, --mpi launch, exit codes
+    ("analysis",),   # spheres analyze: pipeline, checks, report
+]
+ENTRY = ("harness.cli", "harness.__main__", "harness")  # top: may import every sub-package
 
 
 def _module_name(path: Path) -> str:
@@ -65,6 +79,47 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
             if LAYERS[n.split(".")[0]] > LAYERS[m.split(".")[0]]]
 
 
+def harness_tier(module: str) -> tuple[int, str] | None:
+    """(tier, sub-package) of a harness module; None for the entry point and non-harness."""
+    parts = module.split(".")
+    if parts[0] != "harness" or module in ENTRY:
+        return None
+    for tier, packages in enumerate(HARNESS_ORDER):
+        if parts[1] in packages:
+            return tier, parts[1]
+    raise AssertionError(f"{module}: harness.{parts[1]} is in no tier of HARNESS_ORDER")
+
+
+def against_harness_order(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from a harness sub-package into a later (or same-tier sibling) one."""
+    bad = []
+    for m, deps in graph.items():
+        here = harness_tier(m)
+        if here is None:
+            continue
+        for n in deps:
+            if n in ENTRY and n != "harness":
+                bad.append(f"{m} -> {n} (the entry point)")
+            there = harness_tier(n)
+            if there is not None and there[1] != here[1] and there[0] >= here[0]:
+                bad.append(f"{m} -> {n}")
+    return sorted(bad)
+
+
+def test_harness_subpackages_follow_the_declared_order():
+    bad = against_harness_order(import_graph())
+    assert not bad, bad
+
+
+def test_every_harness_module_is_in_a_subpackage_with_a_tier():
+    """A new flat module or sub-package must be placed in HARNESS_ORDER, not slip past it."""
+    stray = [m for m in import_graph() if m.startswith("harness.") and m not in ENTRY
+             and m.count(".") < 2 and not (ROOT / m.replace(".", "/") / "__init__.py").exists()]
+    assert not stray, stray
+    for m in import_graph():
+        harness_tier(m)  # raises for a sub-package missing from the order
+
+
 def test_no_upward_imports():
     upward = upward_imports(import_graph())
     assert not upward, upward
@@ -83,4 +138,19 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert find_cycle({"harness.a": {"harness.b"}, "harness.b": set()}) is None
     assert upward_imports(graph) == ["fast.x -> harness.a"]
     real = import_graph()
-    assert "harness.verify" in real["harness.analyze"] and "fast.record" in real["fast.workers"]
+    assert "harness.verify.gates" in real["harness.analysis.phases"]
+    assert "fast.record" in real["fast.workers"]
+
+
+def test_the_order_checker_sees_an_import_against_the_order():
+    """run is below commands: run -> commands is flagged, commands -> run is not; a same-tier
+    sibling (record -> figures) and a sub-package importing the entry point are flagged too."""
+    graph = {"harness.run.train": {"harness.commands.failures"},
+             "harness.commands.failures": {"harness.run.stop"},
+             "harness.record.trace": {"harness.figures.plots"},
+             "harness.verify.gates": {"harness.cli"},
+             "harness.cli": {"harness.analysis.pipeline"}}
+    assert against_harness_order(graph) == [
+        "harness.record.trace -> harness.figures.plots",
+        "harness.run.train -> harness.commands.failures",
+        "harness.verify.gates -> harness.cli (the entry point)"]

@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 from support import run_cli
 
-from harness.junit import junit_xml
-from harness.verify import RunRecord, VerifyReport, markdown_summary
+from harness.verify.gates import RunRecord, VerifyReport, markdown_summary
+from harness.verify.junit import junit_xml
 
 
 def _record(threads: int, failures: list[str]) -> RunRecord:
@@ -51,7 +51,7 @@ def test_junit_counts_and_failure_carry_the_worst_tensor():
 
 def test_verify_junit_counts_a_failing_gate_and_matches_markdown_rows(capsys, monkeypatch,
                                                                       tmp_path, no_thread_leak):
-    import harness.verify as verify
+    import harness.verify.gates as verify
 
     # float32 gradients cannot match float64 ones to 1e-12: every float32 case must fail
     monkeypatch.setitem(verify.GRAD_TOL, "float32", 1e-12)

@@ -1,7 +1,7 @@
 """SPEC 10 with a real mpiexec on loopback: bitwise identity for every ranks x threads, fault
 drills across ranks (exit code, time to end, no process left), bad launches, resume across R.
 
-Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.mpi_digest),
+Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.mpi.digest),
 because MPI start-up costs about a second per launch on this machine.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from fast.mpi_topology import MAX_RANKS, batches_of, positions_of, rank_of_position
 from fast.spheres import POSITIONS
-from harness.verify import GRAD_TOL, TRAJ_TOL
+from harness.verify.gates import GRAD_TOL, TRAJ_TOL
 
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")
@@ -44,7 +44,7 @@ def mpirun(ranks: int, argv: list[str], *, timeout: float = LAUNCH_TIMEOUT,
 
 
 def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: str) -> list[dict]:
-    proc = mpirun(ranks, [sys.executable, "-m", "harness.mpi_digest", "--threads", threads,
+    proc = mpirun(ranks, [sys.executable, "-m", "harness.mpi.digest", "--threads", threads,
                           "--dtypes", dtypes, *extra])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -54,7 +54,7 @@ def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: s
 def single_process():
     """The single-process engine's fingerprints (T=1) per dtype and group size."""
     from fast.trainer import FastTrainer
-    from harness.mpi_digest import fingerprint, trajectory_groups
+    from harness.mpi.digest import fingerprint, trajectory_groups
     from reference.config import preset
 
     out = {}
@@ -327,7 +327,7 @@ mpi_comm.Channel.gather_rows = gather_rows
 
 
 def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak):
-    from harness.verify_ranks import run_rank_gates
+    from harness.mpi.verify_ranks import run_rank_gates
     from reference.config import preset
 
     hook = tmp_path / "hook"
@@ -336,7 +336,7 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
     monkeypatch.setenv("PYTHONPATH", str(hook))
     cfg = preset("tiny", seed=0, group_size=24)
     from fast.trainer import FastTrainer
-    from harness.mpi_digest import fingerprint, trajectory_groups
+    from harness.mpi.digest import fingerprint, trajectory_groups
 
     with FastTrainer(cfg, 1, dtype=np.float32) as engine:
         fp = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=1,
@@ -353,7 +353,7 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
 # -- spheres analyze --ranks: the Scale-out section --------------------------------------------
 
 def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
-    from harness.scale_out import add_scale_out, scale_out_checks, section_lines
+    from harness.mpi.scale_out import add_scale_out, scale_out_checks, section_lines
 
     results = {"checks": []}
     add_scale_out(results, "tiny", 2, 1, 0, lambda line: None)
@@ -397,15 +397,18 @@ def test_a_collective_past_its_deadline_raises_naming_rank_and_collective(tmp_pa
         "    try:\n"
         "        ch.bcast(np.zeros(4), 1.0, 'header')\n"
         "    except CommTimeout as exc:\n"
-        "        print(f'TIMEOUT {time.monotonic() - t0:.2f} {exc}', flush=True)\n"
+        "        with open(sys.argv[1], 'w') as fh:  # a file: Abort may drop forwarded stdout\n"
+        "            fh.write(f'TIMEOUT {time.monotonic() - t0:.2f} {exc}')\n"
         "        ch.abort(3)\n"
         "else:\n"
         "    time.sleep(60)\n")
+    said = tmp_path / "said.txt"
     start = time.monotonic()
-    proc = mpirun(2, [sys.executable, str(script)], timeout=60)
+    proc = mpirun(2, [sys.executable, str(script), str(said)], timeout=60)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "TIMEOUT" in proc.stdout and "rank 1" in proc.stdout and "header" in proc.stdout
-    waited = float(proc.stdout.split("TIMEOUT ")[1].split()[0])
+    out = said.read_text()
+    assert "TIMEOUT" in out and "rank 1" in out and "header" in out
+    waited = float(out.split("TIMEOUT ")[1].split()[0])
     assert 1.0 <= waited < 5.0
     assert time.monotonic() - start < 30.0
 

@@ -39,7 +39,7 @@ from fast.spheres import POSITIONS, worker_batches
 from fast.trainer import FastTrainer
 from fast.watchdog import Watchdog
 from harness.cli import main
-from harness.corpus import load_corpus
+from harness.run.corpus import load_corpus
 from reference.batches import BatchGroups, Group, _windows
 from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import preset

@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from harness import plots
+from harness.figures import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, call, message):
 
 
 def test_utilisation_plot_is_a_png_and_rejects_bad_input(tmp_path):
-    from harness.plots import plot_utilisation
+    from harness.figures.plots import plot_utilisation
 
     out = plot_utilisation([0.0, 0.5, 1.0], [0.2, 0.9, 1.0], tmp_path / "u.png")
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and out.stat().st_size > 1000
@@ -77,7 +77,7 @@ def test_utilisation_plot_is_a_png_and_rejects_bad_input(tmp_path):
 
 
 def test_loss_plot_takes_the_heldout_series_and_rejects_a_mismatch(tmp_path):
-    from harness.plots import plot_loss
+    from harness.figures.plots import plot_loss
 
     path = plot_loss([1, 2, 3], [4.0, 3.5, 3.2], tmp_path / "loss.png", eval_steps=[2, 3],
                      eval_losses=[3.9, 3.6])

@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from harness import profiling
-from harness.profiling import ThreadCpuSampler, cpu_use
+from harness.profiling import machine, memray_profile, pyspy, rss
+from harness.profiling.cpu import cpu_use
+from harness.profiling.sampler import ThreadCpuSampler
 
 
 def _spin(cpu_seconds: float, done: list[float]) -> None:
@@ -94,13 +95,13 @@ def test_sampler_sees_memory_rise_and_stops_idempotently(no_thread_leak):
 
 
 def test_peak_rss_window_reset():
-    if not profiling.reset_peak_rss():
+    if not rss.reset_peak_rss():
         pytest.skip("this kernel cannot reset VmHWM (/proc/self/clear_refs)")
     block = np.ones(150 * 2**20 // 8)
-    high = profiling.peak_rss_bytes()
+    high = rss.peak_rss_bytes()
     del block
-    assert profiling.reset_peak_rss()
-    low = profiling.peak_rss_bytes()
+    assert rss.reset_peak_rss()
+    low = rss.peak_rss_bytes()
     assert high - low >= 0.9 * 150 * 2**20
 
 
@@ -112,7 +113,7 @@ def test_release_free_memory_returns_freed_heap_to_the_os():
     pin = bytearray(4000)  # keeps the heap top in use, so free() alone cannot shrink it
     del blocks
     held = proc.memory_info().rss
-    profiling.release_free_memory()
+    rss.release_free_memory()
     assert held - proc.memory_info().rss >= 100 * 2**20
     del pin
 
@@ -123,7 +124,7 @@ def _allocate_known_block() -> float:
 
 
 def test_memray_reports_peak_and_the_allocating_line(tmp_path):
-    result = profiling.memray_profile(_allocate_known_block, tmp_path)
+    result = memray_profile.memray_profile(_allocate_known_block, tmp_path)
     assert "error" not in result, result.get("error")
     assert result["result"] == 5_000_000.0
     assert result["peak_bytes"] >= 40_000_000
@@ -140,7 +141,7 @@ def test_memray_failure_is_reported_not_raised(tmp_path):
     import memray
 
     with memray.Tracker(str(tmp_path / "outer.bin")):  # a second tracker cannot start
-        result = profiling.memray_profile(lambda: 7, tmp_path / "inner")
+        result = memray_profile.memray_profile(lambda: 7, tmp_path / "inner")
     assert "error" in result and "memray" in result["error"]
     assert result["result"] == 7  # fn still ran
 
@@ -150,12 +151,12 @@ def test_memray_lets_the_functions_own_error_through(tmp_path):
         raise KeyError("from fn")
 
     with pytest.raises(KeyError, match="from fn"):
-        profiling.memray_profile(boom, tmp_path)
-    assert profiling.memray_profile(lambda: 1, tmp_path)["result"] == 1  # tracker was released
+        memray_profile.memray_profile(boom, tmp_path)
+    assert memray_profile.memray_profile(lambda: 1, tmp_path)["result"] == 1  # tracker was released
 
 
 def test_pyspy_dump_of_this_process_names_this_test():
-    text = profiling.pyspy_dump(os.getpid())
+    text = pyspy.pyspy_dump(os.getpid())
     assert "test_pyspy_dump_of_this_process_names_this_test" in text, text[:2000]
 
 
@@ -165,7 +166,7 @@ def test_pyspy_flamegraph_of_a_busy_child(tmp_path, native):
                               "import time\nt = time.time()\nwhile time.time() - t < 6: pass"])
     try:
         time.sleep(0.5)
-        result = profiling.pyspy_flamegraph(child.pid, 1, tmp_path / "fg.svg", native=native)
+        result = pyspy.pyspy_flamegraph(child.pid, 1, tmp_path / "fg.svg", native=native)
     finally:
         child.kill()
         child.wait()
@@ -176,26 +177,26 @@ def test_pyspy_flamegraph_of_a_busy_child(tmp_path, native):
 
 
 def test_pyspy_missing_gives_clear_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(profiling, "find_pyspy", lambda: None)
-    assert profiling.pyspy_dump(os.getpid()).startswith("py-spy dump unavailable: py-spy not")
-    result = profiling.pyspy_flamegraph(os.getpid(), 1, tmp_path / "fg.svg")
+    monkeypatch.setattr(pyspy, "find_pyspy", lambda: None)
+    assert pyspy.pyspy_dump(os.getpid()).startswith("py-spy dump unavailable: py-spy not")
+    result = pyspy.pyspy_flamegraph(os.getpid(), 1, tmp_path / "fg.svg")
     assert not result["ok"] and "py-spy not found" in result["error"]
 
 
 def test_pyspy_is_found_beside_the_interpreter():
-    exe = profiling.find_pyspy()
+    exe = pyspy.find_pyspy()
     assert exe is not None and os.path.dirname(exe) == os.path.dirname(sys.executable)
 
 
 def test_machine_info_describes_this_machine():
     import numba
 
-    info = profiling.machine_info()
+    info = machine.machine_info()
     json.dumps(info)
     assert info["cores"] == len(os.sched_getaffinity(0))
     assert info["numpy"] == np.__version__ and info["numba"] == numba.__version__
     assert info["memory_total_bytes"] > 2**28
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=profiling.REPO_ROOT,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=machine.REPO_ROOT,
                           capture_output=True, text=True)
     if head.returncode == 0:
         assert info["git"]["commit"] == head.stdout.strip()

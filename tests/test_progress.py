@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
-from harness.progress import LiveProgress, choose_mode, estimate, format_seconds
+from harness.run.progress import LiveProgress, choose_mode, estimate, format_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 # worker 0 sleeps (making progress) at its first batch of step 1; worker 1 finishes its 4
@@ -163,7 +163,7 @@ class _Recorder:
 
 
 def test_verify_sweep_reports_one_unit_per_case(no_thread_leak):
-    from harness.verify import run_verify
+    from harness.verify.gates import run_verify
     from reference.config import preset
 
     rec = _Recorder()
@@ -175,7 +175,7 @@ def test_verify_sweep_reports_one_unit_per_case(no_thread_leak):
 
 
 def test_analyze_phases_advance_on_tagged_lines(capsys):
-    from harness.progress import PhaseLines
+    from harness.run.progress import PhaseLines
 
     stream, clock = io.StringIO(), _Clock()
     live = LiveProgress("analyze", 0, mode="lines", stream=stream, line_seconds=1.0,

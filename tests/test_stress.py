@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fast.trainer
-from harness.stress import CaseRunner, InvariantFailed, StressCase, StressTotals, run_batch
+from harness.verify.stress import CaseRunner, InvariantFailed, StressCase, StressTotals, run_batch
 from reference.errors import FaultError
 
 ROOT = Path(__file__).resolve().parents[1]

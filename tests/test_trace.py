@@ -21,8 +21,8 @@ from fast.record import (
     Recorder,
     wait_kind,
 )
-from harness.timeline import plot_gantt
-from harness.trace import TracePolicy, trace_events
+from harness.record.timeline import plot_gantt
+from harness.record.trace import TracePolicy, trace_events
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THREADS, STEPS, G = 3, 3, 8  # tiny preset: G = 8 batches per step
@@ -188,8 +188,8 @@ def test_long_runs_keep_a_bounded_record(no_thread_leak):
     """The engine's record retains the first 20 steps and every 10th: memory stays bounded,
     and what is kept still passes every finding."""
     from fast.trainer import FastTrainer
-    from harness import evidence
-    from harness.corpus import load_corpus, one_group_tokens
+    from harness.record import evidence
+    from harness.run.corpus import load_corpus, one_group_tokens
     from reference.config import preset
 
     cfg = preset("tiny")

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from support import digest, rel, run_cli
 
 from fast.trainer import FastTrainer
-from harness.corpus import load_corpus, one_group_tokens
-from harness.run_plan import planned_steps, with_horizon
-from harness.train import run_training
+from harness.run.corpus import load_corpus, one_group_tokens
+from harness.run.run_plan import planned_steps, with_horizon
+from harness.run.train import run_training
 from reference.batches import LAST_GROUP_POLICIES, MIN_TAIL_FRACTION, BatchGroups
 from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import Config, preset

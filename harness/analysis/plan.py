@@ -1,0 +1,78 @@
+"""What one `spheres analyze` measures: the plan from the options, and where it reports.
+
+`--quick` shrinks every phase; the defaults are the main job's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.run.corpus import one_group_tokens
+from harness.run.engines import default_threads
+from reference.config import preset
+
+SEED_DATASET_TOKENS = 4_800_000  # the seed's 24 MB SQuAD set held about 4.8M tokens
+
+
+Progress = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class Plan:
+    """What one analysis measures; the defaults are the main job's, `--quick` shrinks them."""
+
+    preset: str
+    data: str | None
+    threads: int
+    steps: int
+    seed: int
+    stall_timeout: float
+    inject: list[str]
+    quick: bool
+    synthetic_tokens: int
+    sweep_threads: list[int]  # equivalence gates at the tiny preset
+    throughput_threads: list[int]
+    throughput_group: int  # batches per group in the throughput sweep
+    command: str = ""
+    extra_verify: list[str] = field(default_factory=list)  # more presets for the gates
+    extra_threads: list[int] = field(default_factory=list)  # their (shorter) thread sweep
+    engines: list[str] = field(default_factory=list)  # --engine: more engines side by side
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    name = "tiny" if args.quick else args.preset
+    cfg = preset(name)
+    threads = args.threads or default_threads()
+    if args.quick:
+        steps = args.steps or 6
+        synth = one_group_tokens(cfg, 3)
+        sweep = [1, 2, 3, 5, 7, 11, 12, 13, 24, 63]
+        tput = sorted({1, 2, threads, 4, 63})
+        tput_g = cfg.train.group_size
+    else:
+        steps = args.steps or (3 if name == "seed" else 10)
+        synth = SEED_DATASET_TOKENS if name == "seed" else one_group_tokens(cfg, 20)
+        sweep = list(range(1, 64))
+        tput = sorted({1, 2, threads, 4, 12, 63})
+        tput_g = min(cfg.train.group_size, 4 if name == "seed" else 12)
+    return Plan(preset=name, data=args.data, threads=threads, steps=steps, seed=args.seed,
+                stall_timeout=args.stall_timeout, inject=list(args.inject), quick=args.quick,
+                synthetic_tokens=synth, sweep_threads=sweep, throughput_threads=tput,
+                throughput_group=tput_g, command="spheres " + " ".join(sys.argv[1:]),
+                extra_verify=[] if args.quick else ["small"],
+                extra_threads=sorted({1, 2, threads, 13, 63}),
+                engines=list(getattr(args, "engine", None) or []))
+
+
+def default_out(plan: Plan) -> Path:
+    suffix = "-quick" if plan.quick else ""
+    return Path("reports") / f"{dt.date.today().isoformat()}-{plan.preset}{suffix}"

@@ -1,0 +1,315 @@
+"""Render `results.json` as the markdown analysis (SPEC section 7).
+
+Every number in the report is read from the results dict, never computed here, so the report and
+`results.json` cannot disagree. Sections follow the seed document's; each verdict line names
+its check and the measured figure behind it, and a failed check reads FAIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from harness.figures.thresholds import SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
+from harness.profiling.machine import blas_line
+from harness.record.evidence import NODE_ZERO_PHASES
+
+
+def _mib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def verdict_line(check: dict[str, Any]) -> str:
+    mark = "PASS" if check["passed"] else "FAIL"
+    icon = "✅" if check["passed"] else "❌"
+    return f"- {icon} **{mark}** {check['title']}: {check['figure']}"
+
+
+def _checks_for(results: dict[str, Any], section: str) -> list[str]:
+    return [verdict_line(c) for c in results["checks"] if c["section"] == section]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _image(results: dict[str, Any], key: str, alt: str) -> list[str]:
+    path = results.get("plots", {}).get(key)
+    return [f"![{alt}]({path})", ""] if path else []
+
+
+def _blas(machine: dict[str, Any]) -> list[str]:
+    facts = machine.get("blas")
+    if not isinstance(facts, dict):
+        return ["**BLAS**: not recorded  "]
+    return [f"**{blas_line(facts)}**  "] + [f"**Warning**: {w}  " for w in facts["warnings"]]
+
+
+def _summary(r: dict[str, Any]) -> list[str]:
+    meta = r["meta"]
+    data = r["data"]
+    lines: list[str] = []
+    passed = sum(c["passed"] for c in r["checks"])
+    lines += [f"**Date**: {meta['date']}  ",
+              f"**Command**: `{meta['command']}`  ",
+              f"**Commit**: `{meta.get('commit') or 'n/a'}`  ",
+              f"**Machine**: {meta['machine'].get('cpu_model', 'n/a')}, "
+              f"{meta['machine'].get('cores', '?')} cores, "
+              f"{_mib(meta['machine'].get('memory_total_bytes'))}  ",
+              *_blas(meta["machine"]),
+              f"**Preset**: `{meta['preset']}` ({meta['n_params']:,} parameters); "
+              f"**threads**: {meta['threads']} workers + Node Zero  ",
+              f"**Dataset**: {data['source']} ({data['n_tokens']:,} tokens)  ",
+              f"**Verdict**: **{r['verdict']}**: {passed} of {len(r['checks'])} checks passed",
+              "", "Config (written into every checkpoint):", "",
+              "```json", meta["config_json"], "```"]
+    return lines
+
+
+def _initialisation(r: dict[str, Any]) -> list[str]:
+    tr = r["training"]
+    lines: list[str] = []
+    lines += [f"Numba compilation and thread start-up took {tr['compile_seconds']:.2f} s "
+              "(reported apart from training time).", ""]
+    return lines
+
+
+def _symmetry(r: dict[str, Any]) -> list[str]:
+    st = r["structure"]
+    lines: list[str] = []
+    lines += _table(["position", "workers", "batches per group"],
+                    [[p["position"], p["workers"], p["batches"]] for p in st["positions"]])
+    lines.append("")
+    return lines
+
+
+def _spheres(r: dict[str, Any]) -> list[str]:
+    data = r["data"]
+    st = r["structure"]
+    lines: list[str] = []
+    lines += [f"Levels: {' + '.join(str(n) for n in st['level_sizes'])} = "
+              f"{st['total_spheres']} spheres. Level 0 is Node Zero, level 1 the 12 "
+              "positions, level 2 the spheres that batches map to by index "
+              f"({st['occupied_spheres']} occupied by a {data['group_size']}-batch group).", ""]
+    return lines
+
+
+def _node_zero(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    nz = r["threads"]["node_zero"]
+    if nz:
+        lines += [f"Node Zero (run record): {nz['batches']} batches computed, "
+                  f"{nz['cpu_seconds']:.2f} CPU s. Seconds per phase, named by what it "
+                  "does (the workers reduce and update; Node Zero waits meanwhile):", ""]
+        lines += _table(["phase", "seconds"],
+                        [[label, f"{nz[key]:.3f}"] for key, label in NODE_ZERO_PHASES])
+        lines.append("")
+    return lines
+
+
+def _workers(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += _table(["thread", "position", "batches", "CPU s", "wait A s", "wait B s"],
+                    [[w["name"], w["position"], w["batches"], f"{w['cpu_seconds']:.2f}",
+                      f"{w['wait_a_seconds']:.2f}", f"{w['wait_b_seconds']:.2f}"]
+                     for w in r["threads"]["workers"]])
+    lines.append("")
+    lines += _image(r, "cpu_per_thread", "CPU seconds per thread")
+    return lines
+
+
+def _batch_loading(r: dict[str, Any]) -> list[str]:
+    data = r["data"]
+    lines: list[str] = []
+    lines += [f"Tokenisation and vocabulary: {data['tokenize_seconds']:.2f} s, peak "
+              f"{_mib(data.get('tokenize_peak_bytes'))} (the original needed "
+              f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB).  ",
+              f"{data['batches_per_epoch']} batches per epoch = ceil(({data['n_tokens']:,} - 1)"
+              f" / ({data['batch_size']} x {data['seq_len']})); {data['groups_per_epoch']} "
+              f"groups of up to {data['group_size']}; the last group has "
+              f"{data['last_group_batches']} batches and its last batch "
+              f"{data['last_batch_pad_targets']} padded targets.", ""]
+    return lines
+
+
+def _batch_processing(r: dict[str, Any]) -> list[str]:
+    tr = r["training"]
+    lines: list[str] = []
+    lines += [f"{tr['steps']} steps, {tr['tokens']:,} tokens in {tr['seconds']:.2f} s "
+              f"({tr['tokens_per_s']:,.0f} tokens/s); loss {tr['losses'][0]:.4f} -> "
+              f"{tr['losses'][-1]:.4f}." if tr["losses"] else "No step completed.", ""]
+    if tr.get("eval_losses"):
+        step, value = tr["eval_losses"][-1]
+        lines += [f"Held-out loss (forward only, on the workers, over the last "
+                  f"{tr.get('eval_tokens', 0):,} tokens of the stream, never trained on): "
+                  f"{value:.4f} after step {step}.", ""]
+    if tr.get("error"):
+        lines += [f"Training stopped with an error: `{tr['error']}`", ""]
+    lines += _image(r, "loss_curve", "loss curve")
+    return lines
+
+
+def _performance(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    perf = r["performance"]
+    lines += _table(["threads", "tokens/s", "speed-up vs 1"],
+                    [[p["threads"], f"{p['tokens_per_s']:,.0f}", f"{p['speedup']:.2f}x"]
+                     for p in perf["throughput"]])
+    lines += ["", f"CPU use during training = CPU seconds / wall seconds / cores = "
+              f"{perf['cpu_seconds']:.1f} / {perf['wall_seconds']:.1f} / {perf['cores']} = "
+              f"{perf['cpu_utilisation']:.1%}.", ""]
+    lines += _image(r, "throughput", "throughput against threads")
+    lines += [f"Sampled with psutil over the training phase (thread start-up included): "
+              f"{perf['sampled_cpu_use']:.1%} of all cores on average over "
+              f"{perf['sampled_wall_seconds']:.1f} s.", ""]
+    lines += _image(r, "cpu_over_time", "CPU use over time")
+    fg = r.get("profiles", {}).get("flamegraph")
+    lines += [f"py-spy flame graph of the training phase: [{fg}]({fg})" if fg else
+              f"py-spy flame graph: not available ({r.get('profiles', {}).get('error')})", ""]
+    return lines
+
+
+def _memory(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    mem = r["memory"]
+    lines += [f"Peak RSS {_mib(mem['peak_rss_bytes'])} (sampled {mem['samples']} times); "
+              f"the seed run peaked at {SEED_PEAK_BYTES / 1e9} GB.", ""]
+    mr = mem.get("memray", {})
+    if mr.get("top"):
+        lines += [f"memray (native traces) over one step: peak {_mib(mr.get('peak_bytes'))}; "
+                  "top allocation sites at the high-water mark:", ""]
+        lines += _table(["bytes", "function", "location"],
+                        [[f"{_mib(t['bytes'])}", f"`{t['function']}`",
+                          f"{t['file']}:{t['line']}"] for t in mr["top"]])
+        lines.append("")
+    elif mr.get("error"):
+        lines += [f"memray: not available ({mr['error']})", ""]
+    lines += _image(r, "memory", "memory over time")
+    return lines
+
+
+def _synchronisation(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    workers = r["threads"]["workers"]
+    if workers:
+        lines += ["Seconds each thread waited, from the run record (the same record as the "
+                  "timeline and `trace.json`):", ""]
+        lines += _table(["thread", "ticket", "Point A", "reduced", "decided", "Point B"],
+                        [[w["name"], *(f"{w[k]:.3f}" for k in (
+                            "ticket_wait_seconds", "wait_a_seconds", "wait_reduced_seconds",
+                            "wait_decided_seconds", "wait_b_seconds"))]
+                         for w in r["threads"]["all"]])
+        lines.append("")
+    rec = r.get("record", {})
+    if rec.get("timeline"):
+        lines += [f"Timeline of step {rec['timeline_step']} (the median step), threads down, "
+                  f"time across; the whole run opens in Perfetto from "
+                  f"[{rec['trace']}]({rec['trace']}):", ""]
+    lines += _image(r, "timeline", "timeline of one step")
+    lines += _table(["drill", "expected", "outcome", "seconds", "verdict"],
+                    [[d["name"], d["expected"], d["outcome"], f"{d['seconds']:.1f}",
+                      "PASS" if d["passed"] else "FAIL"] for d in r["drills"]])
+    lines.append("")
+    return lines
+
+
+def _architecture(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    eq = r["equivalence"]
+    lines += [f"Equivalence gates: {eq['runs']} runs over presets {', '.join(eq['presets'])}, "
+              f"thread counts ({eq['threads_label']}), dtypes {', '.join(eq['dtypes'])} in "
+              f"{eq['seconds']:.1f} s.", ""]
+    lines += _image(r, "equivalence", "equivalence error against threads")
+    return lines
+
+
+def _engines(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    from harness.bench.engine_compare import markdown as engines_table
+
+    eng = r.get("engines") or {"error": "not run"}
+    lines += ([f"Not measured: {eng['error']}"] if "error" in eng else
+              [engines_table(eng).rstrip(), "", "Each engine ran in its own process "
+               "(`spheres engines --measure`); bitwise compares the gradient bits of two "
+               "thread counts and is measured, not gated, for engines other than fast."])
+    lines.append("")
+    return lines
+
+
+def _known_issues(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += [f"- {i}" for i in r["known_issues"]] or ["- None found by the checks above."]
+    lines.append("")
+    return lines
+
+
+def _recommendations(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += [f"- {i}" for i in r["recommendations"]] or ["- None."]
+    lines.append("")
+    return lines
+
+
+def _conclusion(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    failed = [c for c in r["checks"] if not c["passed"]]
+    lines += [f"**{r['verdict']}**: {len(r['checks']) - len(failed)} of {len(r['checks'])} "
+              "checks passed."]
+    if failed:
+        lines += ["", "Failed checks:"] + [verdict_line(c) for c in failed]
+    lines.append("")
+    return lines
+
+
+def _scale_out(r: dict[str, Any]) -> list[str]:
+    from harness.mpi.scale_out import section_lines
+
+    return section_lines(r["scale_out"])
+
+
+class Section(NamedTuple):
+    """One report section: its key in `results.json` checks, its heading, its renderer."""
+
+    key: str
+    heading: str
+    render: Callable[[dict[str, Any]], list[str]]
+    optional: bool = False  # present only when results has `key` (`analyze --ranks R`, SPEC 10)
+
+
+# The seed document's sections in its order; each renderer writes one section's body.
+SECTIONS: list[Section] = [
+    Section("summary", "Test Execution Summary", _summary),
+    Section("initialisation", "System Initialisation", _initialisation),
+    Section("symmetry", "12-Fold Symmetry Structure", _symmetry),
+    Section("spheres", "Kissing Spheres Architecture", _spheres),
+    Section("node_zero", "Node Zero (Control Thread)", _node_zero),
+    Section("workers", "Worker Threads", _workers),
+    Section("batch_loading", "Batch Loading", _batch_loading),
+    Section("batch_processing", "Batch Processing", _batch_processing),
+    Section("performance", "Performance", _performance),
+    Section("memory", "Memory", _memory),
+    Section("synchronisation", "Thread Synchronisation", _synchronisation),
+    Section("architecture", "Architecture Verification", _architecture),
+    Section("engines", "Engines Side by Side", _engines),
+    Section("scale_out", "Scale-out (MPI ranks)", _scale_out, optional=True),  # --ranks R
+    Section("known_issues", "Known Issues", _known_issues),
+    Section("recommendations", "Recommendations", _recommendations),
+    Section("conclusion", "Conclusion", _conclusion),
+]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole analysis as markdown: per section its heading, its verdict lines, its body."""
+    title = f"# Kissing Spheres analysis: `{results['meta']['preset']}` preset"
+    lines = [title, ""]
+    for section in SECTIONS:
+        if section.optional and section.key not in results:
+            continue
+        lines += [f"## {section.heading}", ""]
+        checks = _checks_for(results, section.key)
+        if checks:
+            lines += checks + [""]
+        lines += section.render(results)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,3 @@
+"""`make bench`: targets, runner and summary, bench history, engines side by side, `spheres
+compare`.
+"""

@@ -1,0 +1,160 @@
+"""`spheres compare A B`: what changed between two runs, as markdown for a CI job summary.
+
+A and B are two `results.json` of `spheres analyze`, two `summary.json` of `make bench`, or two
+pytest-benchmark JSON files (a stored `make bench` run). Benchmark runs are judged benchmark by
+benchmark with the noise rule of `harness.bench.history`; any other JSON is flattened to dotted
+paths (lists of records keyed by their name, title or thread count), and every figure and
+verdict whose value differs is listed, verdicts first. Exit 1 when a verdict got worse (a pass
+became a fail) or a benchmark regressed beyond its noise; else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.bench.history import compare_runs, markdown_table
+from reference.errors import InputError
+
+KEY_FIELDS = ("name", "title", "check", "threads", "preset", "kind")  # a record's identity
+MAX_SERIES = 16  # longer lists of numbers are sample series (memory over time...), not figures
+MAX_TEXT = 80  # longer strings (stack dumps, config text) are shown truncated
+VERDICT_KEYS = ("passed", "status", "verdict")
+GOOD = {True, "pass", "PASS", "passed"}
+BAD = {False, "fail", "FAIL", "failed"}
+
+
+@dataclass
+class Change:
+    path: str
+    old: Any
+    new: Any
+
+    @property
+    def is_verdict(self) -> bool:
+        return self.path.rsplit(".", 1)[-1] in VERDICT_KEYS
+
+    @property
+    def worse(self) -> bool:
+        return self.is_verdict and self.old in GOOD and self.new in BAD
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failed: bool = False
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"compare: cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InputError(f"compare: {path} is not JSON ({exc}); pass results.json, a bench "
+                         "summary.json or a pytest-benchmark JSON") from None
+    if not isinstance(data, dict):
+        raise InputError(f"compare: {path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def is_benchmark_run(data: dict[str, Any]) -> bool:
+    """A pytest-benchmark JSON: a list of benchmarks, each with its round statistics."""
+    runs = data.get("benchmarks")
+    return isinstance(runs, list) and all(isinstance(b, dict) and "stats" in b for b in runs)
+
+
+def _record_key(item: dict[str, Any], index: int) -> str:
+    for k in KEY_FIELDS:
+        if k in item and isinstance(item[k], str | int) and not isinstance(item[k], bool):
+            return f"{k}={item[k]}"
+    return str(index)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> scalar, for every figure and verdict in a JSON document."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            for i, v in enumerate(value):
+                out.update(flatten(v, f"{prefix}[{_record_key(v, i)}]"))
+        elif len(value) <= MAX_SERIES:
+            for i, v in enumerate(value):
+                out.update(flatten(v, f"{prefix}[{i}]"))
+        else:
+            out[f"{prefix}[len]"] = len(value)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    a, b = flatten(old), flatten(new)
+    out = [Change(p, a.get(p), b.get(p)) for p in sorted(a.keys() | b.keys())
+           if not _same(a.get(p), b.get(p))]
+    return sorted(out, key=lambda c: (not c.is_verdict, c.path))
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    text = str(v).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+def _delta(c: Change) -> str:
+    if c.worse:
+        return "**WORSE**"
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (c.old, c.new))
+    if numbers and c.old:
+        return f"{c.new / c.old - 1:+.1%}"
+    return ""
+
+
+def compare_documents(old: dict[str, Any], new: dict[str, Any], a: str, b: str) -> Report:
+    """The markdown of every change between two documents, and whether B is worse."""
+    report = Report([f"# Comparison: `{a}` -> `{b}`", ""])
+    if is_benchmark_run(old) != is_benchmark_run(new):
+        raise InputError("compare: one file is a pytest-benchmark run and the other is not; "
+                         "compare like with like")
+    if is_benchmark_run(old):
+        c = compare_runs(old, new, against=f"A (`{a}`)", path=a)
+        report.lines += markdown_table(c, only_changed=True)
+        same = sum(d.verdict == "same" for d in c.deltas)
+        report.lines += ["", f"{same} of {len(c.deltas)} benchmarks within their noise bound."]
+        report.failed = c.failed
+        return report
+    found = changes(old, new)
+    if not found:
+        report.lines.append("No figure or verdict changed.")
+        return report
+    report.lines += ["| figure | A | B | change |", "|---|---|---|---:|"]
+    report.lines += [f"| `{c.path}` | {_show(c.old)} | {_show(c.new)} | {_delta(c)} |"
+                     for c in found]
+    worse = [c for c in found if c.worse]
+    verdicts = sum(c.is_verdict for c in found)
+    report.lines += ["", f"{len(found)} changed ({verdicts} verdicts, {len(worse)} worse)."]
+    report.failed = bool(worse)
+    return report
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    old, new = load(args.a), load(args.b)
+    report = compare_documents(old, new, str(args.a), str(args.b))
+    print("\n".join(report.lines), flush=True)
+    return 1 if report.failed else 0

@@ -1,0 +1,3 @@
+"""Command bodies behind `spheres`: option helpers, train/grads, verify, --mpi launch, exit
+codes.
+"""

@@ -1,0 +1,3 @@
+"""Programs run under mpiexec and their reports: gradient digests, step bench, verify --ranks,
+scale-out.
+"""

@@ -1,0 +1,198 @@
+"""`spheres verify --ranks`: the bitwise and reference gates across MPI ranks (SPEC 10).
+
+For every rank count R it launches ONE `mpiexec -n R python -m harness.mpi.digest` run that
+fingerprints every (dtype, T) of the sweep on the verify gate's own trajectory, then checks each
+fingerprint against what the single-process engine did in the same `spheres verify` run:
+the SHA-256 of the gradient, of the weights after one update and after the trajectory must be
+equal, and the loss, gradient and trajectory must be within the reference tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fast.mpi_topology import MAX_RANKS
+from reference.config import Config
+from reference.errors import InputError
+
+LAUNCH_TIMEOUT_S = 1800.0  # one mpiexec launch: its own stall timeouts end a stuck run first
+
+
+@dataclass
+class RankRecord:
+    """One (preset, dtype, R, T) run across ranks, and its gates."""
+
+    preset: str
+    dtype: str
+    ranks: int
+    threads: int
+    loss_error: float
+    grad_error: float
+    trajectory_error: float
+    grad_hash: str
+    update_hash: str
+    trajectory_hash: str
+    seconds: float
+    bytes_per_step: dict = field(default_factory=dict)  # rank -> sent + received per step
+    failures: list[str] = field(default_factory=list)
+
+
+def parse_ranks(text: str) -> list[int]:
+    """`1,2,3,5,12` or `1-12` -> sorted rank counts, each 1..12."""
+    from harness.run.thread_counts import parse_threads
+
+    try:
+        ranks = parse_threads(text)
+    except InputError:
+        raise InputError(f"--ranks {text!r}: expected counts like 1,2,3,5,12 or 1-12") from None
+    if max(ranks) > MAX_RANKS:
+        raise InputError(f"--ranks {text!r}: the 12 symmetry positions allow 1 to {MAX_RANKS} "
+                         "ranks")
+    return ranks
+
+
+def mpiexec_path() -> str:
+    """The mpiexec beside this Python (the `mpich` wheel's), else the one on PATH."""
+    here = Path(sys.executable).parent / "mpiexec"
+    if here.exists():
+        return str(here)
+    from shutil import which
+
+    found = which("mpiexec")
+    if found is None:
+        raise InputError("--ranks needs mpiexec: install the extra with pip install -e '.[mpi]'")
+    return found
+
+
+def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int], *,
+                  steps: int, stall_timeout: float) -> list[dict]:
+    """One mpiexec launch; the fingerprints rank 0 printed (one JSON line per configuration)."""
+    argv = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.mpi.digest",
+            "--preset", cfg.preset, "--seed", str(cfg.train.seed), "--group-size",
+            str(cfg.train.group_size), "--threads", ",".join(map(str, threads)), "--dtypes",
+            ",".join(dtypes), "--steps", str(steps), "--stall-timeout", str(stall_timeout),
+            "--reference"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI_LOCAL"))}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
+                          env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"mpiexec -n {ranks} exited {proc.returncode}: {' | '.join(tail)}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: list[int],
+                   baseline: dict, *, steps: int, stall_timeout: float,
+                   tolerances: tuple[dict, dict, dict], out=print) -> list[RankRecord]:
+    """Every R: fingerprints vs the single-process `baseline[dtype]` record and the reference.
+
+    `baseline[dtype]` holds grad_hash, update_hash and trajectory_hash of the single-process
+    engine in this same verify run; `tolerances` are (LOSS_TOL, GRAD_TOL, TRAJ_TOL).
+    """
+    loss_tol, grad_tol, traj_tol = tolerances
+    records = []
+    for R in ranks:
+        start = time.perf_counter()
+        try:
+            fps = launch_digest(R, cfg, dtypes, threads, steps=steps,
+                                stall_timeout=stall_timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            rec = RankRecord(cfg.preset, ",".join(dtypes), R, 0, *(float("nan"),) * 3,
+                             "", "", "", time.perf_counter() - start)
+            rec.failures.append(f"ranks-run: preset {cfg.preset}, R={R}: {exc}")
+            records.append(rec)
+            out(f"  R={R}: FAIL: {exc}")
+            continue
+        seen = {(f["dtype"], f["threads"]) for f in fps}
+        for dtype in dtypes:
+            for T in threads:
+                if (dtype, T) not in seen:
+                    rec = RankRecord(cfg.preset, dtype, R, T, *(float("nan"),) * 3, "", "", "",
+                                     0.0)
+                    rec.failures.append(f"ranks-run: preset {cfg.preset}, {dtype}, R={R}, "
+                                        f"T={T}: no fingerprint came back")
+                    records.append(rec)
+        for f in fps:
+            rec = _record(cfg, f)
+            base = baseline[f["dtype"]]
+            where = f"preset {cfg.preset}, {f['dtype']}, R={R}, T={f['threads']}"
+            for name, check in (("grad_hash", "bitwise-ranks-grads"),
+                                ("update_hash", "bitwise-ranks-update"),
+                                ("trajectory_hash", "bitwise-ranks-trajectory")):
+                if getattr(rec, name) != base[name]:
+                    rec.failures.append(f"{check}: {where} differs from the single process "
+                                        f"({getattr(rec, name)[:12]} vs {base[name][:12]})")
+            for value, tol, check in ((rec.loss_error, loss_tol, "loss-equivalence"),
+                                      (rec.grad_error, grad_tol, "grad-equivalence"),
+                                      (rec.trajectory_error, traj_tol, "trajectory")):
+                if not value <= tol[f["dtype"]]:
+                    rec.failures.append(f"{check}: {where}: relative error {value:.3e} > "
+                                        f"{tol[f['dtype']]:.0e}")
+            records.append(rec)
+            out(format_rank_row(rec))
+    return records
+
+
+def _record(cfg: Config, f: dict) -> RankRecord:
+    per_step = {}
+    for r in f.get("ranks_report") or []:
+        t = r["times"]
+        jobs = max(1, t["steps"])
+        per_step[str(r["rank"])] = (t["sent_bytes"] + t["received_bytes"]) // jobs
+    return RankRecord(cfg.preset, f["dtype"], f["ranks"], f["threads"], f["loss_err"],
+                      f["grad_err"], f["traj_err"], f["grads_sha"], f["update_sha"],
+                      f["trajectory_sha"], f["seconds"], per_step)
+
+
+RANK_HEADER = (f"{'preset':<6} {'dtype':<7} {'R':>3} {'T':>3} {'loss err':>9} {'grad err':>9} "
+               f"{'traj err':>9} {'grads':>12} {'s':>6}  status")
+
+
+def format_rank_row(r: RankRecord) -> str:
+    return (f"{r.preset:<6} {r.dtype:<7} {r.ranks:>3} {r.threads:>3} {r.loss_error:>9.2e} "
+            f"{r.grad_error:>9.2e} {r.trajectory_error:>9.2e} {r.grad_hash[:12]:>12} "
+            f"{r.seconds:>6.2f}  {'PASS' if not r.failures else 'FAIL'}")
+
+
+def rank_markdown(records: list[RankRecord]) -> str:
+    lines = ["", "## Across MPI ranks (bitwise against the single process)", "",
+             "| preset | dtype | R | T | loss err | grad err | trajectory err | grads sha256 "
+             "| status |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in records:
+        lines.append(f"| {r.preset} | {r.dtype} | {r.ranks} | {r.threads} | "
+                      f"{r.loss_error:.2e} | {r.grad_error:.2e} | {r.trajectory_error:.2e} | "
+                      f"`{r.grad_hash[:12]}` | {'PASS' if not r.failures else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_dicts(records: list[RankRecord]) -> list[dict]:
+    return [asdict(r) for r in records]
+
+
+def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str],
+                        threads: list[int], records: list, *, steps: int, stall_timeout: float,
+                        out=print) -> list[RankRecord]:
+    """The `--ranks` part of `spheres verify`, after the single-process sweep (`records`)."""
+    from harness.verify.gates import GRAD_TOL, LOSS_TOL, TRAJ_TOL
+
+    ranks = parse_ranks(ranks_text)
+    out(f"# across MPI ranks {ranks} (one mpiexec launch per R, T = {threads})")
+    out(RANK_HEADER)
+    result: list[RankRecord] = []
+    for cfg in configs:
+        baseline = {}
+        for rec in records:
+            if rec.preset == cfg.preset and rec.dtype not in baseline:
+                baseline[rec.dtype] = {"grad_hash": rec.grad_hash,
+                                       "update_hash": rec.update_hash,
+                                       "trajectory_hash": rec.trajectory_hash}
+        result += run_rank_gates(cfg, dtypes, threads, ranks, baseline, steps=steps,
+                                 stall_timeout=stall_timeout,
+                                 tolerances=(LOSS_TOL, GRAD_TOL, TRAJ_TOL), out=out)
+    return result

@@ -1,0 +1,77 @@
+"""The one place that knows both engines: build either behind the `Engine` interface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference.config import Config
+from reference.engine import Engine, ReferenceEngine
+from reference.errors import InputError
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def default_threads() -> int:
+    """Threads = cores this process may use (affinity; the one definition of cores)."""
+    from harness.profiling.cpu import available_cores
+    return available_cores()
+
+
+def parse_dtype(name: str) -> type[np.floating]:
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; choose float32 or float64")
+    return DTYPES[name]
+
+
+def build_reference(config: Config, *, threads: int = 1, dtype: str = "float64",
+                    params: dict[str, np.ndarray] | None = None,
+                    stall_timeout: float = 60.0) -> Engine:
+    """Entry point `reference`: float64 NumPy, one thread (threads and dtype do not apply)."""
+    return ReferenceEngine(config, params=params)
+
+
+def build_fast(config: Config, *, threads: int = 1, dtype: str = "float32",
+               params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
+               faults=None) -> Engine:
+    """Entry point `fast`: Numba kernels, Node Zero + `threads` workers."""
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    from fast.trainer import FastTrainer  # imported late: compiles Numba kernels
+
+    return FastTrainer(config, threads, dtype=parse_dtype(dtype), params=params,
+                       stall_timeout=stall_timeout, faults=faults)
+
+
+def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float32",
+                params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
+                faults=None) -> Engine:
+    """Any engine by its `--engine` spelling: a registered NAME (entry-point group
+    `kissing_spheres.engines`), `exec:COMMAND` or `module:factory` (harness/run/plugins.py)."""
+    from harness.run.plugins import EXEC_PREFIX, resolve_factory
+
+    parse_dtype(dtype)
+    if kind == "fast":
+        return build_fast(cfg, threads=threads, dtype=dtype, params=params,
+                          stall_timeout=stall_timeout, faults=faults)
+    if kind == "mpi":  # `--mpi` on rank 0: the fast engine across every rank (SPEC 10)
+        from harness.run.mpi_world import make_mpi_engine
+
+        return make_mpi_engine(cfg, threads=threads, dtype=dtype, np_dtype=parse_dtype(dtype),
+                               params=params, stall_timeout=stall_timeout, faults=faults)
+    if faults:
+        raise InputError(f"--inject needs the fast engine ({kind!r} has no Node Zero or workers)")
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if kind.startswith(EXEC_PREFIX):
+        from harness.run.exec_engine import ExecEngine
+
+        return ExecEngine(kind[len(EXEC_PREFIX):], cfg, threads=threads, dtype=dtype,
+                          params=params, stall_timeout=stall_timeout)
+    factory = resolve_factory(kind)
+    return factory(cfg, threads=threads, dtype=dtype, params=params, stall_timeout=stall_timeout)
+
+
+def unfired_faults(engine: Engine) -> list[str]:
+    """Injected faults that never fired (the reference engine takes none)."""
+    unfired = getattr(engine, "unfired_faults", None)
+    return [str(f) for f in unfired()] if callable(unfired) else []

@@ -1,0 +1,108 @@
+"""The engine registry: which engines exist, where they come from, and how to build one.
+
+One registry, the entry-point group `kissing_spheres.engines` (SPEC 13, docs/ENGINES.md): our own
+`reference`, `fast` and `torch` are registered there like anyone's plug-in. Two more spellings
+need no installed distribution: `exec:COMMAND` (an out-of-process engine,
+harness/run/exec_engine.py)
+and `module:attr` (a factory importable from the current path, for tests and quick trials).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from reference.errors import InputError
+
+GROUP = "kissing_spheres.engines"
+EXEC_PREFIX = "exec:"
+# Used only when this package runs from a source tree whose distribution metadata is not
+# installed (no entry points at all): the two engines that ship in the package itself.
+_BUILTIN = {"reference": "harness.run.engines:build_reference",
+            "fast": "harness.run.engines:build_fast"}
+
+
+@dataclass
+class EngineInfo:
+    """One registered engine: its name, the factory's `module:attr`, and who provides it."""
+
+    name: str
+    target: str  # "module:attr" of the factory
+    distribution: str  # "kissing-spheres 0.1.0", or how it was found
+    error: str = ""  # why it cannot be loaded here ("" when it loads)
+
+    @property
+    def available(self) -> bool:
+        return not self.error
+
+
+def _registered() -> dict[str, tuple[str, str]]:
+    """name -> (module:attr, distribution) for every entry point of the group."""
+    found: dict[str, tuple[str, str]] = {}
+    for ep in entry_points(group=GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
+        found.setdefault(ep.name, (ep.value, dist))
+    for name, target in _BUILTIN.items():
+        found.setdefault(name, (target, "this source tree (not installed)"))
+    return found
+
+
+def _load_target(target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module.strip())
+    for part in attr.strip().split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target} is not callable")
+    return obj
+
+
+def list_engines(load: bool = True) -> list[EngineInfo]:
+    """Every registered engine; with `load`, each factory is imported to see if it works here."""
+    out = []
+    for name, (target, dist) in sorted(_registered().items()):
+        info = EngineInfo(name, target, dist)
+        if load:
+            try:
+                _load_target(target)
+            except Exception as exc:  # a plug-in's import error must not hide the others
+                info.error = f"{type(exc).__name__}: {exc}"
+        out.append(info)
+    return out
+
+
+def engine_names() -> list[str]:
+    """Registered names, for `--engine` help and choices."""
+    return sorted(_registered())
+
+
+def resolve_factory(spec: str) -> Callable:
+    """The factory behind a registered NAME or a `module:attr` spec, or InputError saying why."""
+    registered = _registered()
+    if spec in registered:
+        target = registered[spec][0]
+    elif ":" in spec and not spec.startswith(EXEC_PREFIX):
+        target = spec
+    else:
+        raise InputError(f"unknown engine {spec!r}; choose one of {', '.join(sorted(registered))}"
+                         ", exec:COMMAND or module:factory (see `spheres engines`)")
+    try:
+        return _load_target(target)
+    except Exception as exc:
+        hint = " (install it with: pip install -e '.[torch]')" if spec == "torch" else ""
+        raise InputError(f"engine {spec!r} ({target}) cannot be loaded: "
+                         f"{type(exc).__name__}: {exc}{hint}") from None
+
+
+def format_engines(infos: list[EngineInfo]) -> str:
+    """The `spheres engines` table."""
+    rows = [("name", "factory", "from", "status")]
+    rows += [(i.name, i.target, i.distribution, "ok" if i.available else f"unavailable: {i.error}")
+             for i in infos]
+    rows.append(("exec:COMMAND", "harness.run.exec_engine:ExecEngine", "any program speaking "
+                 "docs/ENGINES.md", "ok"))
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}"
+                     for r in rows)

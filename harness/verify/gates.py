@@ -1,0 +1,330 @@
+"""`spheres verify`: the equivalence gates, swept over thread counts, presets and dtypes.
+
+For each preset and dtype the reference (float64 NumPy) computes one group's gradient and a
+short training trajectory; then, for every thread count T, the engine under test (`--engine`,
+default fast; any registered or exec: engine, docs/ENGINES.md) must
+- match the reference loss and every parameter's gradient within the dtype's tolerance,
+- give bitwise the same gradient, the same updated parameters and the same trajectory as every
+  other T (compared by SHA-256 of the bytes): measured for every engine, gated with
+  --require-bitwise (the default for fast),
+and an engine that keeps a run record (fast.record: Node Zero + workers) must also
+- hand every worker at least one batch when G >= T, and never give Node Zero a batch,
+- fold every batch into position b mod 12 in ascending order and hold every barrier;
+all read from the record the engine wrote while it ran, never the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fast.record import BATCH
+from harness.profiling.machine import blas_facts, blas_line
+from harness.record.evidence import RECORD_FINDINGS, handed_out
+from harness.run.corpus import load_corpus
+from harness.run.engines import make_engine
+from reference.config import Config
+from reference.engine import ReferenceEngine
+from reference.errors import InputError
+from reference.params import param_specs
+
+# Relative L2 tolerances (the fast-engine issue): float64 is the reference's own precision.
+GRAD_TOL = {"float64": 1e-10, "float32": 1e-4}
+LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}
+TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
+# gates read from the run record (harness.record.evidence), by the finding each one needs
+RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
+                "barrier-record": ("barriers", "update-after-batches")}
+# every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)
+VERIFY_GATES = ("loss-equivalence", "grad-equivalence", "trajectory", "work-distribution",
+                "node-zero", *RECORD_GATES, "bitwise-grads", "bitwise-update",
+                "bitwise-trajectory")
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / ||b|| in float64 (b the reference); 0 when both are zero."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    den = float(np.linalg.norm(b64))
+    num = float(np.linalg.norm(a64 - b64))
+    return num / den if den > 0 else num
+
+
+def worst_tensor(fast: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+                 names: Iterable[str]) -> tuple[float, str]:
+    """The largest relative L2 error over tensors, and which tensor it was."""
+    return max((rel_l2(fast[n], ref[n]), n) for n in names)
+
+
+def digest(tensors: dict[str, np.ndarray], names: Iterable[str]) -> str:
+    """SHA-256 over every tensor's bytes in registry order: equal digests, equal bits."""
+    h = hashlib.sha256()
+    for n in names:
+        h.update(np.ascontiguousarray(tensors[n]).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class RunRecord:
+    """Every figure measured for one (preset, dtype, T)."""
+
+    preset: str
+    dtype: str
+    threads: int
+    loss_error: float
+    grad_error: float
+    worst_tensor: str
+    grad_hash: str
+    update_hash: str
+    trajectory_hash: str
+    trajectory_error: float
+    trajectory_worst: str
+    worker_batches: list[int]
+    node_zero_batches: int
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+    engine: str = "fast"
+    # measured for every engine: does this T give the first T's bits (grads, update,
+    # trajectory)? None for the first T. Gates only with --require-bitwise.
+    bitwise: bool | None = None
+    notes: list[str] = field(default_factory=list)  # measured, not gated (e.g. bitwise)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class VerifyReport:
+    records: list[RunRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for r in self.records for f in r.failures]
+
+    def to_dict(self) -> dict:
+        return {"passed": not self.failures, "seconds": self.seconds,
+                "failures": self.failures, "records": [asdict(r) for r in self.records]}
+
+
+def _trajectory_tokens(cfg: Config, steps: int) -> int:
+    """Enough tokens for `steps` groups where the last group is short and its last batch padded,
+    so the trajectory also covers the cases the original system got wrong (SPEC 8.7)."""
+    t, S = cfg.train, cfg.model.seq_len
+    full = (steps - 1) * t.group_size * t.batch_size * S
+    last = max(1, t.group_size // 2) * t.batch_size * S - S // 2
+    return full + max(last, 2) + 1
+
+
+def _batch_counts(record, threads: int) -> tuple[list[int], int]:
+    """From the run record: batches each worker ran in the first group (the gradient job), and
+    batches run by any thread that is not a worker (Node Zero above all) over the whole run."""
+    first = min(handed_out(record), default=None)
+    workers = [0] * threads
+    others = 0
+    for t in record.threads:
+        for kind, step, _, _, _ in t.spans:
+            if kind != BATCH:
+                continue
+            if t.role != "worker":
+                others += 1
+            elif step == first:
+                workers[t.ident] += 1
+    return workers, others
+
+
+def record_failures(record, where: str) -> list[str]:
+    """The record gates: folds at the right position in order, and every barrier held."""
+    failures = []
+    for gate, names in RECORD_GATES.items():
+        for name in names:
+            finding = RECORD_FINDINGS[name](record)
+            if not finding.passed:
+                failures.append(f"{gate}: {where}: {name}: {finding.figure}")
+    return failures
+
+
+class _Reference:
+    """The reference's answers for one preset, computed once and shared by every T and dtype."""
+
+    def __init__(self, cfg: Config, steps: int):
+        corpus = load_corpus(cfg, None, synthetic_tokens=_trajectory_tokens(cfg, steps))
+        groups = corpus.groups(cfg)
+        if len(groups) < steps:
+            raise InputError(f"trajectory needs {steps} groups, corpus gave {len(groups)}")
+        self.groups = [groups.group(i) for i in range(steps)]
+        ref = ReferenceEngine(cfg)
+        first = self.groups[0]
+        self.result = ref.group_grads(first.tokens, first.targets)
+        for g in self.groups:
+            ref.step(g.tokens, g.targets)
+        self.trajectory_params = ref.state().params
+
+
+def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_timeout: float,
+               faults=None, traces: list | None = None,
+               engine_name: str = "fast") -> RunRecord:
+    """All gates for one thread count; failures are collected, not raised."""
+    names = [s.name for s in param_specs(cfg.model)]
+    t0 = time.perf_counter()
+    engine = make_engine(engine_name, cfg, threads=threads, dtype=dtype,
+                         stall_timeout=stall_timeout, faults=faults)
+    try:
+        first = ref.groups[0]
+        res = engine.group_grads(first.tokens, first.targets)
+        engine.step(first.tokens, first.targets)
+        update_hash = digest(engine.state().params, names)
+        for g in ref.groups[1:]:
+            engine.step(g.tokens, g.targets)
+        traj_params = engine.state().params
+    finally:
+        engine.close()
+    # an engine with a run record (fast): complete now that every thread has been joined
+    recorder = getattr(engine, "record", None)
+    record = recorder.snapshot() if recorder is not None else None
+    if traces is not None and record is not None:
+        traces.append((f"{cfg.preset} {dtype} T={threads}", record))
+    workers, nz_batches = _batch_counts(record, threads) if record is not None else ([], 0)
+    loss_err = abs(res.loss - ref.result.loss) / max(abs(ref.result.loss), 1e-300)
+    grad_err, worst = worst_tensor(res.grads, ref.result.grads, names)
+    traj_err, traj_worst = worst_tensor(traj_params, ref.trajectory_params, names)
+    rec = RunRecord(cfg.preset, dtype, threads, loss_err, grad_err, worst,
+                    digest(res.grads, names), update_hash, digest(traj_params, names),
+                    traj_err, traj_worst, workers, nz_batches, time.perf_counter() - t0,
+                    engine=engine_name)
+    where = f"{engine_name}: preset {cfg.preset}, {dtype}, T={threads}"
+    if not loss_err <= LOSS_TOL[dtype]:
+        rec.failures.append(f"loss-equivalence: {where}: relative error {loss_err:.3e} "
+                            f"> {LOSS_TOL[dtype]:.0e}")
+    if not grad_err <= GRAD_TOL[dtype]:
+        rec.failures.append(f"grad-equivalence: {where}: worst tensor {worst} relative L2 "
+                            f"{grad_err:.3e} > {GRAD_TOL[dtype]:.0e}")
+    if not traj_err <= TRAJ_TOL[dtype]:
+        rec.failures.append(f"trajectory: {where}: after {len(ref.groups)} steps worst tensor "
+                            f"{traj_worst} relative L2 {traj_err:.3e} > {TRAJ_TOL[dtype]:.0e}")
+    G = cfg.train.group_size
+    if record is None:
+        return rec  # no run record: the work-distribution and record gates do not apply
+    if sum(workers) != G or len(workers) != threads:
+        rec.failures.append(f"work-distribution: {where}: workers computed {sum(workers)} "
+                            f"batches of a {G}-batch group")
+    if G >= threads and min(workers) < 1:
+        idle = [i for i, b in enumerate(workers) if b < 1]
+        rec.failures.append(f"work-distribution: {where}: G={G} >= T but workers {idle} got no "
+                            "batch")
+    if nz_batches != 0:
+        rec.failures.append(f"node-zero: {where}: Node Zero computed {nz_batches} batches")
+    rec.failures += record_failures(record, where)
+    return rec
+
+
+def check_bitwise(records: list[RunRecord], require: bool = True) -> None:
+    """Measure whether every T of a (preset, dtype) gives the first T's bits (`bitwise` on each
+    record); a difference is a failure with `require`, otherwise a note."""
+    for r in records[1:]:
+        r.bitwise = all(getattr(r, f) == getattr(records[0], f)
+                        for f in ("grad_hash", "update_hash", "trajectory_hash"))
+    for field_name, check in (("grad_hash", "bitwise-grads"), ("update_hash", "bitwise-update"),
+                              ("trajectory_hash", "bitwise-trajectory")):
+        base = records[0]
+        for r in records[1:]:
+            if getattr(r, field_name) != getattr(base, field_name):
+                (r.failures if require else r.notes).append(
+                    f"{check}: {r.engine}: preset {r.preset}, {r.dtype}: T={r.threads} differs "
+                    f"from T={base.threads} ({getattr(r, field_name)[:12]} vs "
+                    f"{getattr(base, field_name)[:12]})")
+
+
+HEADER = (f"{'preset':<6} {'dtype':<7} {'T':>3} {'loss err':>9} {'grad err':>9} "
+          f"{'worst tensor':<18} {'traj err':>9} {'grads':>12} {'busy':>7} {'s':>5}  status")
+
+
+def format_row(r: RunRecord) -> str:
+    busy = (f"{sum(1 for b in r.worker_batches if b)}/{len(r.worker_batches)}"
+            if r.worker_batches else "n/a")
+    status = "PASS" if r.passed else "FAIL"
+    return (f"{r.preset:<6} {r.dtype:<7} {r.threads:>3} {r.loss_error:>9.2e} {r.grad_error:>9.2e} "
+            f"{r.worst_tensor:<18} {r.trajectory_error:>9.2e} {r.grad_hash[:12]:>12} {busy:>7} "
+            f"{r.seconds:>5.2f}  {status}")
+
+
+def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
+               trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
+               out: Callable[[str], None] = print, live=None,
+               traces: list | None = None, engine: str = "fast",
+               require_bitwise: bool | None = None) -> VerifyReport:
+    """Run every gate on `engine`; prints a row per run as it goes; returns all figures.
+    Bitwise identity across T is measured for every engine and gates when `require_bitwise`
+    (default: only for `fast`, the engine that promises it)."""
+    if require_bitwise is None:
+        require_bitwise = engine == "fast"
+    report = VerifyReport()
+    start = time.perf_counter()
+    out(HEADER)
+    for cfg in configs:
+        t_ref = time.perf_counter()
+        ref = _Reference(cfg, trajectory_steps)
+        out(f"# {cfg.preset} (G={cfg.train.group_size}): reference gradient and "
+            f"{trajectory_steps}-step trajectory in {time.perf_counter() - t_ref:.1f}s")
+        for dtype in dtypes:
+            records = []
+            for T in threads:
+                if live is not None:  # harness.run.progress.LiveProgress: one unit per run
+                    live.begin(len(report.records) + len(records) + 1,
+                               label=f"{cfg.preset} {dtype} T={T}")
+                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
+                                 traces=traces, engine_name=engine)
+                records.append(rec)
+                if live is not None:
+                    live.end()
+                out(format_row(rec))
+            check_bitwise(records, require_bitwise)
+            for r in records:
+                if r.failures and all("bitwise" in f for f in r.failures):
+                    out(f"  T={r.threads}: " + "; ".join(r.failures))
+                for note in r.notes:
+                    out(f"  T={r.threads}: measured, not gated (--require-bitwise gates it): "
+                        f"{note}")
+            if len(records) > 1:
+                same = all(r.bitwise for r in records[1:])
+                out(f"# {engine}: {cfg.preset} {dtype}: bitwise identical across T="
+                    f"{','.join(str(r.threads) for r in records)}: {'yes' if same else 'NO'}"
+                    f" ({'gated' if require_bitwise else 'measured, not gated'})")
+            report.records.extend(records)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def markdown_summary(report: VerifyReport) -> str:
+    facts = blas_facts()
+    engines = sorted({r.engine for r in report.records})
+    bitwise = [f"`{r.engine}` {r.preset} {r.dtype} T={r.threads}: "
+               f"{'same bits' if r.bitwise else 'bits differ'} from the first T"
+               for r in report.records if r.bitwise is not None]
+    lines = ["# Equivalence gates", "", blas_line(facts) + ".", "",
+             *[f"Warning: {w}\n" for w in facts["warnings"]],
+             f"Engine(s) under test: {', '.join(engines)}.", "",
+             "Bitwise across thread counts (measured for every engine): "
+             + ("; ".join(bitwise) if bitwise else "one thread count only") + ".", "",
+             f"{len(report.records)} runs in {report.seconds:.1f}s: "
+             + ("**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"), "",
+             "Tolerances (relative L2 against the float64 reference): gradients "
+             + ", ".join(f"{k} {v:.0e}" for k, v in GRAD_TOL.items()) + "; loss "
+             + ", ".join(f"{k} {v:.0e}" for k, v in LOSS_TOL.items()) + "; trajectory "
+             + ", ".join(f"{k} {v:.0e}" for k, v in TRAJ_TOL.items()) + ".", "",
+             "| preset | dtype | T | loss err | grad err | worst tensor | trajectory err "
+             "| grads sha256 | busy workers | status |",
+             "|---|---|---:|---:|---:|---|---:|---|---:|---|"]
+    for r in report.records:
+        busy = (f"{sum(1 for b in r.worker_batches if b)}/{len(r.worker_batches)}"
+                if r.worker_batches else "n/a")
+        lines.append(f"| {r.preset} | {r.dtype} | {r.threads} | {r.loss_error:.2e} | "
+                     f"{r.grad_error:.2e} | `{r.worst_tensor}` | {r.trajectory_error:.2e} | "
+                     f"`{r.grad_hash[:12]}` | {busy} | {'PASS' if r.passed else 'FAIL'} |")
+    if report.failures:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures]
+    return "\n".join(lines) + "\n"
