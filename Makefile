@@ -41,10 +41,12 @@ stress: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/spheres verify
 
+# The engines side by side run even when a target was missed; the target verdict is the exit code.
 bench: $(STAMP)
-	$(BIN)/python -m harness.bench.runner
+	status=0; $(BIN)/python -m harness.bench.runner || status=$$?; \
 	$(BIN)/spheres engines --measure --preset $(BENCH_ENGINES_PRESET) --rounds 2 \
-		--json reports/bench/engines.json --markdown reports/bench/engines.md
+		--json reports/bench/engines.json --markdown reports/bench/engines.md || status=$$?; \
+	exit $$status
 
 # The main job: build, train, verify, drill the watchdog, profile, and write reports/<date>-<preset>/.
 analyze: $(STAMP)
