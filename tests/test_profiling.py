@@ -196,6 +196,9 @@ def test_machine_info_describes_this_machine():
     assert info["cores"] == len(os.sched_getaffinity(0))
     assert info["numpy"] == np.__version__ and info["numba"] == numba.__version__
     assert info["memory_total_bytes"] > 2**28
+    # the checkout itself (a module move once left it one folder too deep, unnoticed)
+    assert (machine.REPO_ROOT / "pyproject.toml").is_file()
+    assert (machine.REPO_ROOT / "examples" / "numpy_engine.py").is_file()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=machine.REPO_ROOT,
                           capture_output=True, text=True)
     if head.returncode == 0:

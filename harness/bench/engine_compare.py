@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.bench.summary import flops_per_token
 from harness.profiling.cpu import available_cores
+from harness.profiling.machine import REPO_ROOT
 from harness.profiling.rss import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
@@ -35,7 +36,6 @@ from reference.engine import ReferenceEngine
 from reference.errors import InputError, SpheresError
 from reference.params import param_specs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ENGINE = f"exec:{sys.executable} {REPO_ROOT / 'examples' / 'numpy_engine.py'}"
 MATMUL_N = 1024  # sgemm size for the limit: large enough to run at BLAS speed, ~0.1 s a round
 CHILD_TIMEOUT_S = 3600.0  # one engine's whole measurement; a backstop, each request has its own
