@@ -251,17 +251,22 @@ def test_attention_with_several_causal_blocks(dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_fused_kernels_give_the_bits_of_their_parts(dtype):
     """The fused kernels the model runs are bitwise the tested kernels they replace:
-    gelu_backward_bias = gelu_backward + bias_grad_add, linear_residual_forward = residual +
-    linear_forward (up to the order of the two additions, checked against the reference)."""
+    gelu_forward_slope + gelu_slope_backward_bias = gelu_forward, gelu_backward + bias_grad_add;
+    linear_residual_forward = residual + linear_forward (up to the order of the two additions,
+    checked against the reference)."""
     rng = np.random.default_rng(5)
     u = rng.standard_normal((13, 21)).astype(dtype)
     dout = rng.standard_normal((13, 21)).astype(dtype)
     db0 = rng.standard_normal(21).astype(dtype)
+    slope, y_fused = u.copy(), np.empty_like(u)
+    K.gelu_forward_slope(slope, y_fused)
     fused, db_fused = dout.copy(), db0.copy()
-    K.gelu_backward_bias(fused, u, db_fused)
-    parts, db_parts = dout.copy(), db0.copy()
+    K.gelu_slope_backward_bias(fused, slope, db_fused)
+    y_parts, parts, db_parts = np.empty_like(u), dout.copy(), db0.copy()
+    K.gelu_forward(u, y_parts)
     K.gelu_backward(parts, u)
     K.bias_grad_add(parts, db_parts)
+    assert y_fused.tobytes() == y_parts.tobytes()
     assert fused.tobytes() == parts.tobytes() and db_fused.tobytes() == db_parts.tobytes()
     x, w = rng.standard_normal((13, 6)).astype(dtype), rng.standard_normal((6, 21)).astype(dtype)
     b = rng.standard_normal(21).astype(dtype)
