@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # workload of the engines-side-by-side step of `make bench`
 BENCH_ENGINES_PRESET ?= seed
 
-.PHONY: install test test-fast verify bench analyze analyze-quick lint clean test-load stress
+.PHONY: install test test-fast verify bench bench-ceiling analyze analyze-quick lint clean test-load stress
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(STAMP)
 	$(BIN)/spheres engines --measure --preset $(BENCH_ENGINES_PRESET) --rounds 2 \
 		--json reports/bench/engines.json --markdown reports/bench/engines.md || status=$$?; \
 	exit $$status
+
+# How close to the sgemm peak the model's own GEMM shapes allow, and the micro-batch table.
+bench-ceiling: $(STAMP)
+	$(BIN)/python benchmarks/perf_ceiling.py
 
 # The main job: build, train, verify, drill the watchdog, profile, and write reports/<date>-<preset>/.
 analyze: $(STAMP)

@@ -194,13 +194,15 @@ class _Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# The fast engine's micro-batch of the seed preset, from a measured table (issue #12; one
-# worker, float32, CPU seconds per batch against one core's sgemm, best of 6 alternating
-# rounds): micro-batch 2: 0.58, 4: 0.60, 8: 0.63, 16: 0.62 of the peak. Bigger GEMMs read
-# and pack the weights and their gradients 4x less often than 2 rows; 16 rows stop helping as
-# activations outgrow the caches. One value per preset, never per thread count: the micro-batch
+# The fast engine's micro-batch of the seed preset, from a measured table (issue #12, after the
+# GELU/LayerNorm kernel work; one worker, float32, best of 4 alternating rounds of one batch,
+# thread CPU time): micro-batch 2: 3,144, 4: 3,316, 8: 3,215, 16: 3,242 tokens per CPU second.
+# 4 is as fast as any (its GEMMs already have 512 rows) and its workspace is half of 8's
+# (67 MiB instead of 134 MiB, one per core): the seed workload's peak RSS drops by 134 MiB.
+# `make bench-ceiling` re-measures the table with the trainer at 1, 2 and 63 threads
+# (reports/bench/ceiling.md). One value per preset, never per thread count: the micro-batch
 # sets the order in which weight gradients are summed, so it must not depend on T.
-SEED_MICRO_BATCH = 8
+SEED_MICRO_BATCH = 4
 
 # SPEC section 1. `seed` reproduces the seed run (V=788 is what its 0.77 MB buffer implies).
 PRESETS: dict[str, _Preset] = {

@@ -1,0 +1,54 @@
+"""`benchmarks/perf_ceiling.py`: the GEMM ceiling times exactly the model's products."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from harness.bench.summary import flops_per_token
+from harness.profiling.machine import REPO_ROOT
+from reference.config import preset
+
+_spec = importlib.util.spec_from_file_location("perf_ceiling",
+                                               REPO_ROOT / "benchmarks" / "perf_ceiling.py")
+perf_ceiling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(perf_ceiling)
+
+
+@pytest.mark.parametrize("name,micro", [("tiny", 1), ("small", 3), ("seed", 4)])
+def test_the_shapes_are_the_model_flops(name, micro):
+    """Every weight product of one micro-batch is listed once (forward, dx, dw), and the
+    attention blocks are the causal blocks the kernels compute: the listed FLOPs add up to the
+    counted model FLOPs less the attention work the causal blocks skip."""
+    m = preset(name).model
+    shapes = perf_ceiling.gemm_shapes(m, micro)
+    tokens = micro * m.seq_len
+    weights = sum(2 * M * N * K * calls for g, M, N, K, _, _, calls in shapes
+                  if not g.startswith("attention"))
+    attention = sum(2 * M * N * K * calls for g, M, N, K, _, _, calls in shapes
+                    if g.startswith("attention"))
+    d, f, L, V, S = m.d_model, m.d_ff, m.n_layers, m.vocab_size, m.seq_len
+    assert weights == 6 * (L * (4 * d * d + 2 * d * f) + V * d) * tokens
+    full = 12 * L * S * d * tokens  # attention as counted: every key of every query
+    block = 64
+    computed = sum(min(block, S - i0) * min(S, i0 + block) for i0 in range(0, S, block))
+    assert attention * S * S == full * computed
+    assert weights + full == flops_per_token(m) * tokens
+
+
+def test_ceiling_and_table_run_on_the_tiny_preset(tmp_path, no_thread_leak):
+    ceiling = perf_ceiling.gemm_ceiling(preset("tiny").model, 1, rounds=2, square=128)
+    assert ceiling["peak_gflops"] > 0 and 0 < ceiling["ceiling"]
+    assert len(ceiling["shapes"]) == len(perf_ceiling.gemm_shapes(preset("tiny").model, 1))
+    table = perf_ceiling.micro_table("tiny", [1, 2], [1, 3], group=2, rounds=1)
+    assert [(r["micro_batch"], r["threads"]) for r in table] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    assert all(r["tokens_per_s"] > 0 for r in table)
+    text = perf_ceiling.render("tiny", ceiling, table, ["blas x"])
+    assert "| 2 | 3 |" in text and f"{ceiling['ceiling']:.3f}" in text
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert perf_ceiling.main(["--micro", "x"]) == 2
+    assert "perf_ceiling:" in capsys.readouterr().err
+    assert perf_ceiling.main(["--preset", "nope"]) == 2
