@@ -32,6 +32,7 @@ from fast.trainer import FastTrainer
 from fast.workers import Worker
 from harness.analysis.checks import ANALYZE_CHECKS, build_checks
 from harness.bench import targets as bench_targets
+from harness.figures.bench_metrics import BenchMetrics
 from harness.figures.facts import ThreadStats, ThreadTable
 from harness.figures.results import (
     AllocationSite,
@@ -498,6 +499,26 @@ BENCH_BASELINE = {
     "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
     "mpi_tokens_per_s_R2T1": 950.0, "single_tokens_per_s_T2": 1000.0,
 }
+# the per-thread-count names the targets read, and where BenchMetrics keeps them
+_BY_THREADS = {"fast_tokens_per_s_T1": ("fast_tokens_per_s", 1),
+               "fast_tokens_per_s_T2": ("fast_tokens_per_s", 2),
+               "model_flops_per_s_T1": ("model_flops_per_s_by_threads", 1),
+               "model_flops_per_s_T2": ("model_flops_per_s_by_threads", 2)}
+
+
+def bench_metrics(values: dict) -> BenchMetrics:
+    """BenchMetrics holding `values` under the targets' names."""
+    m = BenchMetrics()
+    for name, value in values.items():
+        if name in _BY_THREADS:
+            field, threads = _BY_THREADS[name]
+            getattr(m, field)[threads] = value
+        else:
+            assert hasattr(m, name), name
+            setattr(m, name, value)
+    for name, value in values.items():
+        assert getattr(m, name) == value or value != value, name  # the target reads it back
+    return m
 BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "2 threads vs 1 thread tokens/s": {"fast_tokens_per_s_T2": 1200.0},
     "run record / --trace overhead: traced vs untraced tokens/s": {"traced_tokens_per_s": 950.0},
@@ -515,8 +536,9 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
 
 @pytest.mark.parametrize("target", bench_targets.TARGETS, ids=lambda t: t.name)
 def test_broken_metrics_fail_bench_target(target):
-    assert target.check(BENCH_BASELINE).status == "pass"
-    assert target.check({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]}).status == "fail"
+    assert target.check(bench_metrics(BENCH_BASELINE)).status == "pass"
+    broken = bench_metrics({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]})
+    assert target.check(broken).status == "fail"
 
 
 # ------------------------------------------------------------------ the registry
