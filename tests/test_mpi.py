@@ -21,7 +21,7 @@ import pytest
 
 from fast.mpi_topology import MAX_RANKS, batches_of, positions_of, rank_of_position
 from fast.spheres import POSITIONS
-from harness.verify.gates import GRAD_TOL, TRAJ_TOL
+from harness.figures.thresholds import GRAD_TOL, TRAJ_TOL
 
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")

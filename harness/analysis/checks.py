@@ -9,6 +9,8 @@ from __future__ import annotations
 from harness.figures.results import AnalysisResults, Check
 from harness.figures.thresholds import (
     CPU_USE_TARGET,
+    GB,
+    MB,
     NO_COLLAPSE_RATIO,
     NODE_ZERO_SHARE_LIMIT,
     OVERSUBSCRIBED_BELOW,
@@ -103,7 +105,7 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                          f"{data.groups_per_epoch} groups; formula {data.expected_batches}"
                          f" / {data.expected_groups}", "batches-per-epoch"))
     checks.append(_check("batch_loading", "tokenisation peak memory below the original's "
-                         f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB",
+                         f"{SEED_TOKENIZE_PEAK_BYTES / MB:.0f} MB",
                          _below(data.tokenize_peak_bytes, SEED_TOKENIZE_PEAK_BYTES),
                          f"peak RSS {_mib(data.tokenize_peak_bytes)} in "
                          f"{data.tokenize_seconds:.2f} s", "tokenize-peak"))
@@ -148,7 +150,7 @@ def build_checks(r: AnalysisResults) -> list[Check]:
 
     # memory
     if meta.preset == "seed":
-        checks.append(_check("memory", f"peak RSS below the seed run's {SEED_PEAK_BYTES / 1e9} GB",
+        checks.append(_check("memory", f"peak RSS below the seed run's {SEED_PEAK_BYTES / GB} GB",
                              _below(mem.peak_rss_bytes, SEED_PEAK_BYTES),
                              f"{_mib(mem.peak_rss_bytes)}", "peak-rss"))
     mr = mem.memray
@@ -238,7 +240,7 @@ def recommendations(r: AnalysisResults) -> list[str]:
     peak = r.memory.peak_rss_bytes
     if meta.preset == "seed" and peak is not None and peak >= SEED_PEAK_BYTES:
         recs.append("Lower `micro_batch` or the thread count to bring peak memory under "
-                    f"{SEED_PEAK_BYTES / 1e9} GB.")
+                    f"{SEED_PEAK_BYTES / GB} GB.")
     if not failed:
         recs.append("Keep `spheres verify` (1-63 threads) as a CI gate: it is what proves the "
                     "reduction stays bitwise-deterministic.")

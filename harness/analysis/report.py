@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from harness.figures.facts import MachineFacts
 from harness.figures.results import AnalysisResults, Check
-from harness.figures.thresholds import SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
+from harness.figures.thresholds import GB, MB, SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
 from harness.profiling.machine import blas_line
 from harness.record.evidence import NODE_ZERO_PHASES
 
@@ -116,7 +116,7 @@ def _batch_loading(r: AnalysisResults) -> list[str]:
     data = r.data
     return [f"Tokenisation and vocabulary: {data.tokenize_seconds:.2f} s, peak "
             f"{_mib(data.tokenize_peak_bytes)} (the original needed "
-            f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB).  ",
+            f"{SEED_TOKENIZE_PEAK_BYTES / MB:.0f} MB).  ",
             f"{data.batches_per_epoch} batches per epoch = ceil(({data.n_tokens:,} - 1)"
             f" / ({data.batch_size} x {data.seq_len})); {data.groups_per_epoch} "
             f"groups of up to {data.group_size}; the last group has "
@@ -162,7 +162,7 @@ def _performance(r: AnalysisResults) -> list[str]:
 def _memory(r: AnalysisResults) -> list[str]:
     mem = r.memory
     lines = [f"Peak RSS {_mib(mem.peak_rss_bytes)} (sampled {mem.samples} times); "
-             f"the seed run peaked at {SEED_PEAK_BYTES / 1e9} GB.", ""]
+             f"the seed run peaked at {SEED_PEAK_BYTES / GB} GB.", ""]
     mr = mem.memray
     if mr is not None and mr.top:
         lines += [f"memray (native traces) over one step: peak {_mib(mr.peak_bytes)}; "

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from harness.figures import plots
 from harness.figures.results import AnalysisResults
-from harness.figures.thresholds import SEED_PEAK_BYTES
-from harness.verify.gates import GRAD_TOL
+from harness.figures.thresholds import GRAD_TOL, SEED_PEAK_BYTES
 
 
 def make_plots(results: AnalysisResults, out_dir: Path) -> dict[str, str]:

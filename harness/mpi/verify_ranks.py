@@ -179,7 +179,7 @@ def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str
                         threads: list[int], records: list, *, steps: int, stall_timeout: float,
                         out=print) -> list[RankRecord]:
     """The `--ranks` part of `spheres verify`, after the single-process sweep (`records`)."""
-    from harness.verify.gates import GRAD_TOL, LOSS_TOL, TRAJ_TOL
+    from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL
 
     ranks = parse_ranks(ranks_text)
     out(f"# across MPI ranks {ranks} (one mpiexec launch per R, T = {threads})")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.figures.results import DrillResult
+from harness.figures.thresholds import DETECT_SLACK
 from harness.record.threadstats import live_ks_threads
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
@@ -21,7 +22,6 @@ from reference.config import preset
 from reference.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 
 STALL_TIMEOUT = 2.0  # short, so drills are quick; detection must come within it + a few seconds
-DETECT_SLACK = 10.0  # seconds allowed beyond the stall timeout (SPEC 5: "a few seconds")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from fast.record import BATCH
 from harness.figures.results import RunRecord
+from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # relative L2, with reasons
 from harness.profiling.machine import blas_facts, blas_line
 from harness.record.evidence import RECORD_FINDINGS, handed_out
 from harness.run.corpus import load_corpus
@@ -33,10 +34,6 @@ from reference.engine import ReferenceEngine
 from reference.errors import InputError
 from reference.params import param_specs
 
-# Relative L2 tolerances (the fast-engine issue): float64 is the reference's own precision.
-GRAD_TOL = {"float64": 1e-10, "float32": 1e-4}
-LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}
-TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
 # gates read from the run record (harness.record.evidence), by the finding each one needs
 RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
                 "barrier-record": ("barriers", "update-after-batches")}
