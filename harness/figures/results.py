@@ -19,8 +19,10 @@ from harness.figures.serial import check_schema, from_json, to_json
 
 # 2: checks carry an id; thread statistics and structure come from the run record; `record`
 #    (findings, trace, timeline) added; Node Zero's phases under honest names.
-# 3: one typed model (dataclasses) behind the file; `threads.all`, `memory.seed_peak_bytes` and
-#    the per-run `passed` of equivalence records dropped (derived); Node Zero's position null.
+# 3: one typed model (dataclasses) behind the file; `threads.all`, `memory.seed_peak_bytes`,
+#    `training.stats` (heartbeat copy of `threads`) and the per-run `passed` of equivalence
+#    records dropped (derived or duplicated); Node Zero's position null; checks of
+#    `--ranks` carry an id (`scale-out-bitwise`).
 SCHEMA_VERSION = 3
 
 
