@@ -139,8 +139,10 @@ def test_results_json_round_trips_to_the_same_typed_results(quick_report: Path):
     data = json.loads((quick_report / "results.json").read_text())
     results = AnalysisResults.from_json(data)
     assert isinstance(results.training.losses[0], float) and results.threads.workers
-    assert AnalysisResults.from_json(results.to_json()) == results
-    assert json.loads(json.dumps(results.to_json())) == data
+    # compared as JSON text: an engine that could not be measured carries NaN (nan != nan)
+    again = AnalysisResults.from_json(results.to_json())
+    assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(data, sort_keys=True)
+    assert again.threads == results.threads and again.checks == results.checks
     assert build_checks(results) == results.checks
     assert known_issues(results) == results.known_issues
     assert render(results) == (quick_report / "analysis.md").read_text()
