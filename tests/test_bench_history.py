@@ -12,7 +12,6 @@ from support import run_cli
 from harness.bench import runner as bench_runner
 from harness.bench import summary as bench_summary
 from harness.bench.history import (
-    NOISE_FLOOR,
     compare_runs,
     markdown_table,
     previous_run,
@@ -27,6 +26,7 @@ from harness.figures.results import (
     MemoryResult,
     TrainingResult,
 )
+from harness.figures.thresholds import NOISE_FLOOR
 
 MACHINE = {"cpu": {"brand_raw": "Test CPU", "count": 2, "arch": "X86_64"}}
 SETTINGS = {"preset": "small", "rounds": 3}

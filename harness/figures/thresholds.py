@@ -51,6 +51,12 @@ POINT_A_WAIT_SHARE = 0.01
 # Bench warning: CPU use below 80% of what a row's threads could use means other load competed.
 BENCH_CPU_SHORTFALL = 0.8
 
+# Bench history: a slowdown must exceed NOISE_FACTOR x the rounds' own spread, and never less
+# than NOISE_FLOOR: with 2 rounds on a shared 2-core machine the spread of one run understates
+# the run-to-run scatter (measured: 2-5% between back-to-back runs of the same commit).
+NOISE_FACTOR = 2.0
+NOISE_FLOOR = 0.05  # (reasons above)
+
 # Tracing may cost at most 2% of tokens/s (the timeline issue's target).
 TRACE_OVERHEAD_LIMIT = 0.02
 
