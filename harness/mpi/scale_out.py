@@ -37,7 +37,7 @@ def _launch(ranks: int, module: str, argv: list[str]) -> list[dict]:
 def phase_scale_out(preset_name: str, ranks: int, threads: int, seed: int, say) -> ScaleOut:
     """Measure R ranks x T threads: timing, bytes, and the bitwise comparison."""
     from fast.trainer import FastTrainer
-    from harness.mpi.digest import fingerprint, trajectory_groups
+    from harness.mpi.digest import Fingerprint, fingerprint, trajectory_groups
 
     out = ScaleOut(ranks=ranks, threads=threads, preset=preset_name, group=SCALE_GROUP)
     try:
@@ -45,14 +45,15 @@ def phase_scale_out(preset_name: str, ranks: int, threads: int, seed: int, say) 
         out.bench = from_json(MpiStepBench, _launch(ranks, "harness.mpi.bench", [
             "--preset", preset_name, "--group", str(SCALE_GROUP), "--threads", str(threads),
             "--rounds", "2"])[0])
-        fp = _launch(ranks, "harness.mpi.digest", [
+        fp = from_json(Fingerprint, _launch(ranks, "harness.mpi.digest", [
             "--preset", preset_name, "--seed", str(seed), "--group-size", str(SCALE_GROUP),
-            "--threads", str(threads), "--dtypes", "float32", "--steps", "3"])[0]
+            "--threads", str(threads), "--dtypes", "float32", "--steps", "3"])[0])
         cfg = preset(preset_name, seed=seed, group_size=SCALE_GROUP)
         with FastTrainer(cfg, threads, dtype=np.float32) as engine:
             single = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=threads,
                                  dtype="float32")
-        out.mpi_hashes = {k: fp[k] for k in ("grads_sha", "update_sha", "trajectory_sha")}
+        out.mpi_hashes = {"grads_sha": fp.grads_sha, "update_sha": fp.update_sha,
+                          "trajectory_sha": fp.trajectory_sha}
         out.single_hashes = {"grads_sha": single.grads_sha, "update_sha": single.update_sha,
                              "trajectory_sha": single.trajectory_sha}
     except (RuntimeError, subprocess.TimeoutExpired, OSError, InputError) as exc:
