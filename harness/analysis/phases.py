@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.plan import Plan, Progress
-from harness.figures.facts import ThreadTable
+from harness.figures.facts import SamplerSummary, ThreadTable
 from harness.figures.results import (
     AllocationSite,
     DataSummary,
@@ -122,7 +122,7 @@ class TrainingPhase:
     result: TrainingResult
     record: Any = None
     cpu: dict[str, float] = field(default_factory=dict)
-    sampler: dict[str, Any] = field(default_factory=dict)
+    sampler: SamplerSummary | None = None
     flame: dict[str, Any] = field(default_factory=dict)
 
 
@@ -206,7 +206,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
     # close() joined every thread it started: any ks- thread still alive here is a leak
     info.threads_alive_after_close = sorted(
         t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
-    phase.sampler = sampler.summary()
+    phase.sampler = sampler.result()
     phase.flame = flame
     return phase
 

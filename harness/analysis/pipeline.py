@@ -63,7 +63,7 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> AnalysisResults:
 
     engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
     memray = None if training.error else phase_memory(plan, cfg, corpus, out_dir, say)
-    cores = sampler["cores"]
+    cores = sampler.cores
     machine = machine_facts()
     results = AnalysisResults(
         meta=RunMeta(date=dt.datetime.now().isoformat(timespec="seconds"),
@@ -83,13 +83,13 @@ def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> AnalysisResults:
             wall_seconds=training.seconds,
             cpu_utilisation=cpu_use(training.cpu_seconds, training.seconds, cores)
             if training.seconds else 0.0,
-            sampled_thread_cpu_seconds=sampler["thread_cpu_seconds"],
-            sampled_cpu_use=sampler["cpu_use"], sampled_wall_seconds=sampler["wall_seconds"],
-            utilisation_times=[t for t, _ in sampler["utilisation"]],
-            utilisation=[u for _, u in sampler["utilisation"]]),
-        memory=MemoryResult(peak_rss_bytes=sampler["peak_rss_bytes"],
-                            samples=len(sampler["rss_bytes"]), rss_times=sampler["rss_times"],
-                            rss_bytes=sampler["rss_bytes"], memray=memray),
+            sampled_thread_cpu_seconds=sampler.thread_cpu_seconds,
+            sampled_cpu_use=sampler.cpu_use, sampled_wall_seconds=sampler.wall_seconds,
+            utilisation_times=[t for t, _ in sampler.utilisation],
+            utilisation=[u for _, u in sampler.utilisation]),
+        memory=MemoryResult(peak_rss_bytes=sampler.peak_rss_bytes,
+                            samples=len(sampler.rss_bytes), rss_times=sampler.rss_times,
+                            rss_bytes=sampler.rss_bytes, memray=memray),
         equivalence=equivalence,
         drills=drills,
         engines=engines,

@@ -6,7 +6,6 @@ these types sit in the lowest tier so that analysis and bench results can both h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -97,4 +96,17 @@ class ThreadTable:
         return ([self.node_zero] if self.node_zero else []) + self.workers
 
 
-JsonDict = dict[str, Any]
+@dataclass
+class SamplerSummary:
+    """What `harness.profiling.sampler.ThreadCpuSampler` saw: per-thread CPU, use of all cores
+    over time, and RSS over time (seconds since the sampler started)."""
+
+    wall_seconds: float
+    cores: int
+    cpu_seconds_total: float
+    cpu_use: float  # NaN when no time passed
+    thread_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    utilisation: list[tuple[float, float]] = field(default_factory=list)  # (t, share of cores)
+    rss_times: list[float] = field(default_factory=list)
+    rss_bytes: list[int] = field(default_factory=list)
+    peak_rss_bytes: int | None = None
