@@ -30,8 +30,8 @@ def to_json(obj: Any) -> Any:
         return [to_json(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalars and arrays
+        return obj.tolist()
     return obj
 
 
