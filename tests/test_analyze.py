@@ -127,3 +127,37 @@ def test_report_carries_the_run_record(quick_report: Path):
     assert f"]({rec['timeline']})" in text and "deciding (loss, norm" in text
     machine = results["meta"]["machine"]["blas"]
     assert "BLAS:" in text and isinstance(machine["libraries"], list)
+
+
+def test_results_json_round_trips_to_the_same_typed_results(quick_report: Path):
+    """results.json is the serialisation of AnalysisResults: reading it back gives an equal
+    object, and the consumers (checks, report) work from that object alone."""
+    from harness.analysis.checks import build_checks, known_issues
+    from harness.analysis.report import render
+    from harness.figures.results import AnalysisResults
+
+    data = json.loads((quick_report / "results.json").read_text())
+    results = AnalysisResults.from_json(data)
+    assert isinstance(results.training.losses[0], float) and results.threads.workers
+    # compared as JSON text: an engine that could not be measured carries NaN (nan != nan)
+    again = AnalysisResults.from_json(results.to_json())
+    assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(data, sort_keys=True)
+    assert again.threads == results.threads and again.checks == results.checks
+    assert build_checks(results) == results.checks
+    assert known_issues(results) == results.known_issues
+    assert render(results) == (quick_report / "analysis.md").read_text()
+
+
+def test_results_json_of_another_schema_version_is_refused(quick_report: Path):
+    import dataclasses
+
+    from harness.figures.results import SCHEMA_VERSION, AnalysisResults
+    from reference.errors import InputError
+
+    data = json.loads((quick_report / "results.json").read_text())
+    with pytest.raises(InputError, match=f"schema_version 2 .* schema_version {SCHEMA_VERSION}"):
+        AnalysisResults.from_json(dict(data, schema_version=2))
+    with pytest.raises(InputError, match="unknown field"):
+        AnalysisResults.from_json(dict(data, surprise=1))
+    results = AnalysisResults.from_json(data)
+    assert dataclasses.replace(results, verdict="FAIL") != results  # equality sees a change

@@ -11,6 +11,7 @@ from harness.bench import render as bench_render
 from harness.bench import runner as bench_runner
 from harness.bench import summary as bench_summary
 from harness.bench import targets as bench_targets
+from harness.figures.bench_metrics import BENCH_SCHEMA_VERSION, BenchMetrics, BenchSummary
 from reference.config import preset
 from reference.params import param_specs
 
@@ -34,29 +35,31 @@ def test_seed_flops_per_token_is_about_32_million():
 
 
 def test_ratio_target_pass_fail_missing_and_skip():
-    t = bench_targets.RatioTarget("two vs one", "a", "b", 1.8)
-    ok = t.check({"a": 190.0, "b": 100.0})
+    t = bench_targets.RatioTarget("two vs one", "traced_tokens_per_s", "untraced_tokens_per_s",
+                                  1.8)
+    ok = t.check(BenchMetrics(traced_tokens_per_s=190.0, untraced_tokens_per_s=100.0))
     assert (ok.status, ok.measured) == ("pass", pytest.approx(1.9))
-    bad = t.check({"a": 162.0, "b": 100.0})
+    bad = t.check(BenchMetrics(traced_tokens_per_s=162.0, untraced_tokens_per_s=100.0))
     assert bad.status == "fail"
     assert "1.62x" in bad.message and "short by 0.18x" in bad.message and "10%" in bad.message
-    missing = t.check({"a": 162.0})
-    assert missing.status == "fail" and "no measurement of b" in missing.message
-    skipped = bench_targets.RatioTarget("torch", "a", "b", 1.5, skip_unless="torch",
-                                skip_message="skipped: torch not importable")
-    verdict = skipped.check({"a": 1.0, "b": 1.0, "torch": False})
+    missing = t.check(BenchMetrics(traced_tokens_per_s=162.0))
+    assert missing.status == "fail" and "no measurement of untraced_tokens_per_s" in missing.message
+    skipped = bench_targets.RatioTarget("torch", "torch_tokens_per_s", "reference_tokens_per_s",
+                                        1.5, skip_unless="torch_available",
+                                        skip_message="skipped: torch not importable")
+    verdict = skipped.check(BenchMetrics(torch_tokens_per_s=1.0, reference_tokens_per_s=1.0))
     assert verdict.status == "skipped" and verdict.message == "skipped: torch not importable"
 
 
 def test_limit_target_in_units():
-    t = bench_targets.LimitTarget("rss", "rss_bytes", 1.32, "GB", 1e9)
-    assert t.check({"rss_bytes": 1.0e9}).status == "pass"
-    over = t.check({"rss_bytes": 1.5e9})
+    t = bench_targets.LimitTarget("rss", "seed_peak_rss_bytes", 1.32, "GB", 1e9)
+    assert t.check(BenchMetrics(seed_peak_rss_bytes=1.0e9)).status == "pass"
+    over = t.check(BenchMetrics(seed_peak_rss_bytes=1.5e9))
     assert over.status == "fail" and "over by 0.18 GB" in over.message
     assert "14%" in over.message
-    exists = bench_targets.LimitTarget("runs", "seconds")
-    assert exists.check({"seconds": 123.0}).status == "pass"
-    assert exists.check({"seconds": float("nan")}).status == "fail"
+    exists = bench_targets.LimitTarget("runs", "seed_seconds")
+    assert exists.check(BenchMetrics(seed_seconds=123.0)).status == "pass"
+    assert exists.check(BenchMetrics(seed_seconds=float("nan"))).status == "fail"
 
 
 def test_stats_delta_subtracts_nested_numbers():
@@ -111,9 +114,11 @@ def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
         entry("test_mpi_ranks_vs_threads", 9.0, kind="mpi_ratio",
               mpi={"tokens_per_s": 1000.0 * mpi_ratio}, single={"tokens_per_s": 1000.0}),
         entry("test_mpi_bytes_per_step[tiny-2]", 1.0, kind="mpi_bytes", preset="tiny",
-              params=100, ranks=2, best_step_s=0.01,
-              per_rank=[{"rank": 0, "last_sent_bytes": 400, "last_received_bytes": 2400},
-                        {"rank": 1, "last_sent_bytes": 2400, "last_received_bytes": 400}]),
+              group=12, threads=1, dtype="float32", step_seconds=[0.01], tokens=100,
+              tokens_per_s=1e4, params=100, ranks=2, best_step_s=0.01,
+              per_rank=[{"rank": r, "steps": 1, "compute_s": 0.1, "wait_s": 0.0, "comm_s": 0.0,
+                         "reduce_s": 0.0, "last_sent_bytes": sent, "last_received_bytes": got}
+                        for r, sent, got in ((0, 400, 2400), (1, 2400, 400))]),
         entry("test_seed_workload_at_core_count",
               seed_at_cores_seconds if seed_at_cores_seconds else 63 / 8 * 5.2,
               kind="seed_at_cores", engine="fast", threads=2, group=63,
@@ -136,32 +141,32 @@ def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
 
 def test_summary_figures_are_computed_from_the_json():
     s = bench_summary.summarize(_fake_bench(), torch_available=False)
-    m = s["metrics"]
+    m = s.metrics
     tokens = 8 * 32 * 128
-    assert m["fast_tokens_per_s_T1"] == pytest.approx(tokens / 10.0)
-    assert m["fast_tokens_per_s_T2"] == pytest.approx(tokens / 5.0)
-    assert m["matmul_peak_flops"] == pytest.approx(s["flops_per_token"] * tokens / 0.1)
-    rows = {r["name"]: r for r in s["engines"]}
+    assert m.fast_tokens_per_s_T1 == pytest.approx(tokens / 10.0)
+    assert m.fast_tokens_per_s_T2 == pytest.approx(tokens / 5.0)
+    assert m.matmul_peak_flops == pytest.approx(s.flops_per_token * tokens / 0.1)
+    rows = {r.name: r for r in s.engines}
     t2 = rows["test_fast_scaling[T2]"]
-    assert t2["speedup"] == pytest.approx(2.0) and t2["efficiency"] == pytest.approx(1.0)
-    assert t2["node_zero_share"] == pytest.approx(0.25 / (5.0 * 1.1))  # over the mean round
+    assert t2.speedup == pytest.approx(2.0) and t2.efficiency == pytest.approx(1.0)
+    assert t2.node_zero_share == pytest.approx(0.25 / (5.0 * 1.1))  # over the mean round
     # best fast rate is T2 (tokens/5 s): its model FLOP/s over the peak (tokens/0.1 s)
-    assert m["model_flops_per_s"] / m["matmul_peak_flops"] == pytest.approx(0.1 / 5.0)
-    assert m["tokenize_seconds"] == 4.0 and m["tokenize_peak_bytes"] == pytest.approx(300e6)
-    verdicts = {v["name"]: v for v in s["targets"]}
-    assert verdicts["2 threads vs 1 thread tokens/s"]["status"] == "pass"
-    assert verdicts["seed workload peak RSS"]["status"] == "pass"
-    assert verdicts["model FLOP/s at 2 threads vs float32 sgemm peak (same run)"]["status"] \
+    assert m.model_flops_per_s / m.matmul_peak_flops == pytest.approx(0.1 / 5.0)
+    assert m.tokenize_seconds == 4.0 and m.tokenize_peak_bytes == pytest.approx(300e6)
+    verdicts = {v.name: v for v in s.targets}
+    assert verdicts["2 threads vs 1 thread tokens/s"].status == "pass"
+    assert verdicts["seed workload peak RSS"].status == "pass"
+    assert verdicts["model FLOP/s at 2 threads vs float32 sgemm peak (same run)"].status \
         == "fail"
-    assert verdicts["seed group: 63 threads vs one thread per core tokens/s"]["status"] == "pass"
-    assert verdicts["fast vs PyTorch eager tokens/s (same threads)"]["status"] == "skipped"
-    assert not s["passed"]
+    assert verdicts["seed group: 63 threads vs one thread per core tokens/s"].status == "pass"
+    assert verdicts["fast vs PyTorch eager tokens/s (same threads)"].status == "skipped"
+    assert not s.passed
 
 
 def test_torch_comparison_uses_the_same_thread_count():
     s = bench_summary.summarize(_fake_bench(with_torch=True), torch_available=True)
-    verdict = next(v for v in s["targets"] if "PyTorch" in v["name"])
-    assert verdict["status"] == "pass" and verdict["measured"] == pytest.approx(20.0 / 5.0)
+    verdict = next(v for v in s.targets if "PyTorch" in v.name)
+    assert verdict.status == "pass" and verdict.measured == pytest.approx(20.0 / 5.0)
 
 
 def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
@@ -174,7 +179,14 @@ def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
     assert "2 threads vs 1 thread tokens/s: missed: 1.25x" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["bench_json"] == str(path) and not summary["passed"]
+    assert summary["schema_version"] == BENCH_SCHEMA_VERSION
     md = (tmp_path / "out" / "summary.md").read_text()
+    # summary.json is the BenchSummary's serialisation: read back, it renders the same report
+    typed = BenchSummary.from_json(summary)
+    assert typed.metrics.fast_tokens_per_s == {1: pytest.approx(8 * 32 * 128 / 10.0),
+                                               2: pytest.approx(8 * 32 * 128 / 8.0)}
+    assert BenchSummary.from_json(typed.to_json()) == typed
+    assert bench_render.render_markdown(typed) == md
     assert "| seed workload peak RSS | < 1 GB |" in md and "FAIL |" in md
     assert "| gemm fc | 60.0% |" in md and "openblas 0.3 (SkylakeX kernel)" in md
     assert "![throughput](throughput.png)" in md
@@ -192,16 +204,16 @@ def test_main_exits_0_when_every_target_is_met(tmp_path, monkeypatch):
 
 
 def test_mpi_ratio_target_reads_the_two_runs():
-    passed = {v["name"]: v for v in bench_summary.summarize(_fake_bench(mpi_ratio=0.9))["targets"]}
-    failed = {v["name"]: v for v in bench_summary.summarize(_fake_bench(mpi_ratio=0.5))["targets"]}
+    passed = {v.name: v for v in bench_summary.summarize(_fake_bench(mpi_ratio=0.9)).targets}
+    failed = {v.name: v for v in bench_summary.summarize(_fake_bench(mpi_ratio=0.5)).targets}
     name = next(n for n in passed if n.startswith("MPI R=2"))
-    assert passed[name]["status"] == "pass" and passed[name]["measured"] == pytest.approx(0.9)
-    assert failed[name]["status"] == "fail" and failed[name]["measured"] == pytest.approx(0.5)
+    assert passed[name].status == "pass" and passed[name].measured == pytest.approx(0.9)
+    assert failed[name].status == "fail" and failed[name].measured == pytest.approx(0.5)
 
 
 def test_mpi_bytes_table_lists_each_run():
     s = bench_summary.summarize(_fake_bench())
-    table = "\n".join(bench_render.mpi_bytes_table(s["mpi_bytes"]))
+    table = "\n".join(bench_render.mpi_bytes_table(s.mpi_bytes))
     assert "| tiny | 100 | 2 | 2,800 | 2,800 | 800 |" in table
 
 
@@ -224,23 +236,23 @@ def test_busy_machine_matmul_peak_falls_back_to_one_core_with_a_warning():
     data = _fake_bench()
     data["benchmarks"][0]["stats"]["min"] = 0.4  # all cores slower than one core (0.2 s)
     s = bench_summary.summarize(data, torch_available=False)
-    assert s["metrics"]["matmul_peak_flops"] == pytest.approx(
-        s["metrics"]["matmul_peak_flops_one_core"])
-    assert s["warnings"] and "machine was busy" in s["warnings"][0]
+    assert s.metrics.matmul_peak_flops == pytest.approx(
+        s.metrics.matmul_peak_flops_one_core)
+    assert s.warnings and "machine was busy" in s.warnings[0]
 
 
 def test_cpu_starved_benchmark_is_flagged():
     data = _fake_bench()
     data["benchmarks"][3]["extra_info"]["cpu_use"] = 0.41  # 2 threads on 2 cores, 41% busy
-    warnings = bench_summary.summarize(data, torch_available=False)["warnings"]
+    warnings = bench_summary.summarize(data, torch_available=False).warnings
     assert len(warnings) == 1 and warnings[0].startswith("test_fast_scaling[T2]: CPU use 41%")
 
 
 def test_oversubscription_target_fails_when_63_threads_lose_to_2():
     slow = bench_summary.summarize(_fake_bench(seed_at_cores_seconds=63 / 8 * 5.2 * 0.9),
                            torch_available=False)
-    v = next(v for v in slow["targets"] if v["name"].startswith("seed group: 63 threads"))
-    assert v["status"] == "fail" and v["measured"] == pytest.approx(0.9)
+    v = next(v for v in slow.targets if v.name.startswith("seed group: 63 threads"))
+    assert v.status == "fail" and v.measured == pytest.approx(0.9)
 
 
 def test_kernel_table_splits_compute_by_cycles_and_adds_step_phases():
@@ -248,7 +260,7 @@ def test_kernel_table_splits_compute_by_cycles_and_adds_step_phases():
     phases = {"COMPUTING": 8.0, "REDUCING": 0.5, "UPDATING": 0.5, "WAITING_A": 1.0,
               "IDLE": 100.0}  # idle time between steps is not step time
     stats = {"workers": [{"phase_seconds": phases}, {"phase_seconds": phases}]}
-    rows = {r["name"]: r["share"] for r in bench_summary.kernel_table(kernels, stats)}
+    rows = {r.name: r.share for r in bench_summary.kernel_table(kernels, stats)}
     assert rows["gemm fc"] == pytest.approx(0.8 * 0.6)
     assert rows["attention"] == pytest.approx(0.8 * 0.3)
     assert rows["reduction (segment sum + norms)"] == pytest.approx(0.05)
@@ -256,6 +268,6 @@ def test_kernel_table_splits_compute_by_cycles_and_adds_step_phases():
     assert rows["waits: barrier Point A"] == pytest.approx(0.1)
     assert sum(rows.values()) == pytest.approx(1.0)
     # without phase times the table is the shares of one batch's compute
-    alone = {r["name"]: r["share"] for r in bench_summary.kernel_table(kernels, None)}
+    alone = {r.name: r.share for r in bench_summary.kernel_table(kernels, None)}
     assert alone["gemm fc"] == pytest.approx(0.6) and len(alone) == 3
     assert bench_summary.kernel_table(None, stats) == []

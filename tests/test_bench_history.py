@@ -12,13 +12,21 @@ from support import run_cli
 from harness.bench import runner as bench_runner
 from harness.bench import summary as bench_summary
 from harness.bench.history import (
-    NOISE_FLOOR,
     compare_runs,
     markdown_table,
     previous_run,
     stored_runs,
     threshold,
 )
+from harness.figures.bench_metrics import BENCH_SCHEMA_VERSION
+from harness.figures.results import (
+    SCHEMA_VERSION,
+    AnalysisResults,
+    Check,
+    MemoryResult,
+    TrainingResult,
+)
+from harness.figures.thresholds import NOISE_FLOOR
 
 MACHINE = {"cpu": {"brand_raw": "Test CPU", "count": 2, "arch": "X86_64"}}
 SETTINGS = {"preset": "small", "rounds": 3}
@@ -151,10 +159,11 @@ def test_spheres_compare_bench_runs(tmp_path, capsys):
 
 
 def test_spheres_compare_results_lists_every_changed_figure_and_verdict(tmp_path, capsys):
-    results = {"verdict": "PASS", "training": {"tokens_per_s": 1000.0, "losses": [4.0, 3.0]},
-               "checks": [{"title": "bitwise", "passed": True, "figure": "same bits"},
-                          {"title": "cpu", "passed": True, "figure": "90%"}],
-               "memory": {"rss_bytes": list(range(100))}}
+    results = AnalysisResults(
+        verdict="PASS", training=TrainingResult(tokens_per_s=1000.0, losses=[4.0, 3.0]),
+        checks=[Check("bitwise-reduction", "spheres", "bitwise", True, "same bits"),
+                Check("cpu-use", "performance", "cpu", True, "90%")],
+        memory=MemoryResult(rss_bytes=list(range(100)))).to_json()
     later = copy.deepcopy(results)
     later["verdict"] = "FAIL"
     later["training"]["tokens_per_s"] = 800.0
@@ -184,3 +193,22 @@ def test_spheres_compare_refuses_bad_input(tmp_path, capsys):
     assert code == 2 and "like with like" in err
     code, _, err = run_cli(["compare", str(a), str(tmp_path / "missing.json")], capsys)
     assert code == 2 and "cannot read" in err
+
+
+def test_spheres_compare_refuses_another_schema_version(tmp_path, capsys):
+    """A results.json or summary.json of another schema version: exit 2 naming both versions,
+    not a key-by-key comparison of fields whose meaning changed."""
+    results = AnalysisResults(verdict="PASS").to_json()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(results))
+    b.write_text(json.dumps(dict(results, schema_version=SCHEMA_VERSION - 1)))
+    code, _, err = run_cli(["compare", str(a), str(b)], capsys)
+    assert code == 2
+    assert f"schema_version {SCHEMA_VERSION - 1}" in err and f"schema_version {SCHEMA_VERSION}" \
+        in err and "b.json" in err
+    code, out, _ = run_cli(["compare", str(a), str(a)], capsys)
+    assert code == 0 and "No figure or verdict changed" in out
+    summary = {"targets": [], "metrics": {}, "schema_version": BENCH_SCHEMA_VERSION + 1}
+    b.write_text(json.dumps(summary))
+    code, _, err = run_cli(["compare", str(b), str(b)], capsys)
+    assert code == 2 and f"schema_version {BENCH_SCHEMA_VERSION + 1}" in err

@@ -17,6 +17,7 @@ figure a broken run would measure, starting from a baseline on which every check
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -31,6 +32,23 @@ from fast.trainer import FastTrainer
 from fast.workers import Worker
 from harness.analysis.checks import ANALYZE_CHECKS, build_checks
 from harness.bench import targets as bench_targets
+from harness.figures.bench_metrics import BenchMetrics
+from harness.figures.facts import ThreadStats, ThreadTable
+from harness.figures.results import (
+    AllocationSite,
+    AnalysisResults,
+    DataSummary,
+    DrillResult,
+    EquivalenceResult,
+    MemoryResult,
+    MemrayResult,
+    Performance,
+    RecordSummary,
+    RunMeta,
+    RunRecord,
+    ThroughputPoint,
+    TrainingResult,
+)
 from harness.record import evidence
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
@@ -196,31 +214,30 @@ def test_broken_engine_fails_its_record_finding(group, name, no_thread_leak):
 # ------------------------------------------------------------------ analyze's checks
 
 
-def baseline_results(findings: dict) -> dict:
+def baseline_results(findings: dict) -> AnalysisResults:
     """The figures of a healthy seed-preset analysis (every check passes on them)."""
-    tp = [{"threads": 1, "tokens_per_s": 1000.0, "speedup": 1.0},
-          {"threads": 2, "tokens_per_s": 1900.0, "speedup": 1.9},
-          {"threads": 63, "tokens_per_s": 1850.0, "speedup": 1.85}]
-    return {
-        "meta": {"threads": 2, "preset": "seed", "steps": 3},
-        "data": {"group_size": 63, "batches_per_epoch": 100, "expected_batches": 100,
-                 "groups_per_epoch": 2, "expected_groups": 2,
-                 "tokenize_peak_bytes": 200e6, "tokenize_seconds": 1.0},
-        "training": {"compile_seconds": 1.0, "steps": 3, "error": None, "error_kind": None,
-                     "threads_alive_after_close": [], "losses": [6.5, 6.4, 6.3],
-                     "unfired_faults": [], "seconds": 30.0},
-        "threads": {"node_zero": {"batches": 0},
-                    "workers": [{"batches": 95, "name": "ks-worker-0", "wait_a_seconds": 0.0},
-                                {"batches": 94, "name": "ks-worker-1", "wait_a_seconds": 0.0}]},
-        "performance": {"throughput": tp, "cores": 2, "cpu_utilisation": 0.9,
-                        "cpu_seconds": 54.0, "wall_seconds": 30.0},
-        "memory": {"peak_rss_bytes": 0.9e9, "memray": {"peak_bytes": 1e8, "top": [{"x": 1}]}},
-        "equivalence": {"failures": [], "runs": 2, "dtypes": ["float32"],
-                        "records": [{"dtype": "float32", "grad_error": 1e-7, "passed": True,
-                                     "worst_tensor": "wte", "preset": "tiny", "threads": 2}]},
-        "drills": [{"name": "hang in a worker", "passed": True, "outcome": "StallError"}],
-        "record": {"findings": findings},
-    }
+    tp = [ThroughputPoint(1, 1000.0, speedup=1.0), ThroughputPoint(2, 1900.0, speedup=1.9),
+          ThroughputPoint(63, 1850.0, speedup=1.85)]
+    record = RunRecord("tiny", "float32", 2, 1e-8, 1e-7, "wte", "a", "b", "c", 1e-7, "wte",
+                       [1, 1], 0, 0.1)
+    return AnalysisResults(
+        meta=RunMeta(threads=2, preset="seed", steps=3),
+        data=DataSummary(group_size=63, batches_per_epoch=100, expected_batches=100,
+                         groups_per_epoch=2, expected_groups=2,
+                         tokenize_peak_bytes=200_000_000, tokenize_seconds=1.0),
+        training=TrainingResult(compile_seconds=1.0, steps=3, threads_alive_after_close=[],
+                                losses=[6.5, 6.4, 6.3], seconds=30.0),
+        threads=ThreadTable(node_zero=ThreadStats("ks-node-zero", "node-zero"),
+                            workers=[ThreadStats("ks-worker-0", "worker", 0, batches=95),
+                                     ThreadStats("ks-worker-1", "worker", 1, batches=94)]),
+        performance=Performance(throughput=tp, cores=2, cpu_utilisation=0.9,
+                                cpu_seconds=54.0, wall_seconds=30.0),
+        memory=MemoryResult(peak_rss_bytes=900_000_000, memray=MemrayResult(
+            peak_bytes=100_000_000, top=[AllocationSite("f", "x.py", 1, 1000)])),
+        equivalence=EquivalenceResult(runs=2, dtypes=["float32"], records=[record]),
+        drills=[DrillResult("hang in a worker", passed=True, outcome="StallError")],
+        record=RecordSummary(findings=findings),
+    )
 
 
 def _set(path: str, value):
@@ -228,22 +245,23 @@ def _set(path: str, value):
         *keys, last = path.split(".")
         node = r
         for k in keys:
-            node = node[k]
-        node[last] = value
+            node = getattr(node, k)
+        setattr(node, last, value)
     return mutate
 
 
 def _tp(threads: int, speedup: float):
     def mutate(r):
-        for p in r["performance"]["throughput"]:
-            if p["threads"] == threads:
-                p["speedup"] = speedup
-                p["tokens_per_s"] = 1000.0 * speedup
+        for p in r.performance.throughput:
+            if p.threads == threads:
+                p.speedup = speedup
+                p.tokens_per_s = 1000.0 * speedup
     return mutate
 
 
 def _drill_failed(r):
-    r["drills"][0].update(passed=False, outcome="completed (the hang was not detected)")
+    r.drills[0] = dataclasses.replace(r.drills[0], passed=False,
+                                      outcome="completed (the hang was not detected)")
 
 
 def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
@@ -263,19 +281,18 @@ def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
         _Current(mp)
         if breaker is not None:
             breaker(mp)
-        training = phase_training(plan, cfg, corpus, Path("."), lambda line: None)
+        run = phase_training(plan, cfg, corpus, Path("."), lambda line: None)
     for trainer in _current:  # a breaker that kept threads alive: end them for real now
         FastTrainer.close(trainer)
     _current.clear()
-    record = training.pop("record", None)
 
-    def splice(r: dict) -> None:
-        r["meta"].update(threads=2, steps=1)
-        r["data"]["group_size"] = cfg.train.group_size
-        r["training"].update(training)
-        r["threads"] = record_stats(record, training.get("stats"))
-        if record is not None:
-            r["record"]["findings"] = evidence.findings(record)
+    def splice(r: AnalysisResults) -> None:
+        r.meta.threads, r.meta.steps = 2, 1
+        r.data.group_size = cfg.train.group_size
+        r.training = run.result
+        r.threads = record_stats(run.record, run.cpu)
+        if run.record is not None:
+            r.record.findings = evidence.findings(run.record)
     return splice
 
 
@@ -289,11 +306,11 @@ def analyze_equivalence(breaker):
         report = run_verify([preset("tiny")], ["float32"], [1, 2], trajectory_steps=2,
                             out=lambda line: None)
     _current.clear()
-    records = [dict(vars(r), passed=r.passed) for r in report.records]
+    records = list(report.records)
 
-    def splice(r: dict) -> None:
-        r["equivalence"].update(records=records, runs=len(records), dtypes=["float32"],
-                                failures=[f for x in records for f in x["failures"]])
+    def splice(r: AnalysisResults) -> None:
+        r.equivalence = EquivalenceResult(records=records, runs=len(records), dtypes=["float32"],
+                                          failures=[f for x in records for f in x.failures])
     return splice
 
 
@@ -330,7 +347,7 @@ FIGURE_BREAKERS = {
     "no-collapse": _tp(63, 0.8),
     "cpu-use": _set("performance.cpu_utilisation", 0.3),
     "peak-rss": _set("memory.peak_rss_bytes", 1.5e9),
-    "memray": _set("memory.memray", {"error": "memray failed", "top": []}),
+    "memray": _set("memory.memray", MemrayResult(error="memray failed")),
     "drill": _drill_failed,
     "fast-equals-reference": lambda r: analyze_equivalence(_scaled_grads)(r),
 }
@@ -355,7 +372,7 @@ def test_baseline_passes_every_analyze_check(healthy_findings):
 def test_broken_run_fails_analyze_check(group, healthy_findings, cid, no_thread_leak):
     results = baseline_results(copy.deepcopy(healthy_findings))
     if cid in ENGINE_BREAKERS:
-        results["record"]["findings"] = evidence.findings(record_of(group, cid))
+        results.record.findings = evidence.findings(record_of(group, cid))
     else:
         FIGURE_BREAKERS[cid](results)
     mine = [c for c in build_checks(results) if c.id == cid]
@@ -482,6 +499,26 @@ BENCH_BASELINE = {
     "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
     "mpi_tokens_per_s_R2T1": 950.0, "single_tokens_per_s_T2": 1000.0,
 }
+# the per-thread-count names the targets read, and where BenchMetrics keeps them
+_BY_THREADS = {"fast_tokens_per_s_T1": ("fast_tokens_per_s", 1),
+               "fast_tokens_per_s_T2": ("fast_tokens_per_s", 2),
+               "model_flops_per_s_T1": ("model_flops_per_s_by_threads", 1),
+               "model_flops_per_s_T2": ("model_flops_per_s_by_threads", 2)}
+
+
+def bench_metrics(values: dict) -> BenchMetrics:
+    """BenchMetrics holding `values` under the targets' names."""
+    m = BenchMetrics()
+    for name, value in values.items():
+        if name in _BY_THREADS:
+            field, threads = _BY_THREADS[name]
+            getattr(m, field)[threads] = value
+        else:
+            assert hasattr(m, name), name
+            setattr(m, name, value)
+    for name, value in values.items():
+        assert getattr(m, name) == value or value != value, name  # the target reads it back
+    return m
 BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "2 threads vs 1 thread tokens/s": {"fast_tokens_per_s_T2": 1200.0},
     "run record / --trace overhead: traced vs untraced tokens/s": {"traced_tokens_per_s": 950.0},
@@ -499,8 +536,9 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
 
 @pytest.mark.parametrize("target", bench_targets.TARGETS, ids=lambda t: t.name)
 def test_broken_metrics_fail_bench_target(target):
-    assert target.check(BENCH_BASELINE).status == "pass"
-    assert target.check({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]}).status == "fail"
+    assert target.check(bench_metrics(BENCH_BASELINE)).status == "pass"
+    broken = bench_metrics({**BENCH_BASELINE, **BENCH_BREAKERS[target.name]})
+    assert target.check(broken).status == "fail"
 
 
 # ------------------------------------------------------------------ the registry

@@ -14,9 +14,9 @@ import pytest
 from support import digest, run_cli
 
 from fast.trainer import FastTrainer
+from harness.figures.thresholds import LOSS_TOL
 from harness.run.corpus import Corpus
 from harness.run.heldout import heldout_cut, heldout_from_args, split_heldout
-from harness.verify.gates import LOSS_TOL
 from reference.checkpoint import load_checkpoint
 from reference.config import preset
 from reference.data import Vocab

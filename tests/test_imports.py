@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"reference": 0, "fast": 1, "harness": 2}
 # Lowest first; packages in one tier do not import each other (docs/DESIGN.md, "Module map").
 HARNESS_ORDER: list[tuple[str, ...]] = [
-    ("profiling", "record", "figures"),  # machine facts and tools; the run record; figure types
+    ("figures",),    # the typed results model (dataclasses, JSON), thresholds, plot drawing
+    ("profiling", "record"),  # machine facts and tools; the run record
     ("run",),        # corpus, engines, training loop, stop/rescue, progress
     ("verify",),     # equivalence gates, JUnit, drills, stress
     ("mpi",),        # programs under mpiexec: digests, step bench, verify --ranks, scale-out
@@ -144,13 +145,13 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
 
 def test_the_order_checker_sees_an_import_against_the_order():
     """run is below commands: run -> commands is flagged, commands -> run is not; a same-tier
-    sibling (record -> figures) and a sub-package importing the entry point are flagged too."""
+    sibling (record -> profiling) and a sub-package importing the entry point are flagged too."""
     graph = {"harness.run.train": {"harness.commands.failures"},
              "harness.commands.failures": {"harness.run.stop"},
-             "harness.record.trace": {"harness.figures.plots"},
+             "harness.record.trace": {"harness.profiling.rss"},
              "harness.verify.gates": {"harness.cli"},
              "harness.cli": {"harness.analysis.pipeline"}}
     assert against_harness_order(graph) == [
-        "harness.record.trace -> harness.figures.plots",
+        "harness.record.trace -> harness.profiling.rss",
         "harness.run.train -> harness.commands.failures",
         "harness.verify.gates -> harness.cli (the entry point)"]

@@ -30,10 +30,10 @@ def test_no_warning_when_the_pin_matches_the_cpu():
 def test_blas_facts_name_library_kernel_threads_and_pins():
     facts = blas_facts(env={"OPENBLAS_CORETYPE": "Haswell", "OMP_NUM_THREADS": "1",
                             "HOME": "/root"}, cpuinfo=AVX512)
-    assert facts["pins"] == {"OMP_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
-    assert facts["libraries"], "numpy's BLAS was not found by threadpoolctl"
-    lib = facts["libraries"][0]
-    assert lib["library"] and lib["kernel"] and lib["threads"] >= 1
-    assert any("OPENBLAS_CORETYPE pins the Haswell kernel" in w for w in facts["warnings"])
+    assert facts.pins == {"OMP_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
+    assert facts.libraries, "numpy's BLAS was not found by threadpoolctl"
+    lib = facts.libraries[0]
+    assert lib.library and lib.kernel and lib.threads >= 1
+    assert any("OPENBLAS_CORETYPE pins the Haswell kernel" in w for w in facts.warnings)
     line = blas_line(facts)
-    assert f"kernel {lib['kernel']}" in line and "OPENBLAS_CORETYPE=Haswell" in line
+    assert f"kernel {lib.kernel}" in line and "OPENBLAS_CORETYPE=Haswell" in line

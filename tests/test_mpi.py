@@ -7,6 +7,7 @@ because MPI start-up costs about a second per launch on this machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from fast.mpi_topology import MAX_RANKS, batches_of, positions_of, rank_of_position
 from fast.spheres import POSITIONS
-from harness.verify.gates import GRAD_TOL, TRAJ_TOL
+from harness.figures.thresholds import GRAD_TOL, TRAJ_TOL
 
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")
@@ -353,20 +354,23 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
 # -- spheres analyze --ranks: the Scale-out section --------------------------------------------
 
 def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
+    from harness.figures.results import AnalysisResults
     from harness.mpi.scale_out import add_scale_out, scale_out_checks, section_lines
 
-    results = {"checks": []}
+    results = AnalysisResults()
     add_scale_out(results, "tiny", 2, 1, 0, lambda line: None)
-    s = results["scale_out"]
-    assert s["error"] is None, s["error"]
-    assert [r["rank"] for r in s["bench"]["per_rank"]] == [0, 1]
-    assert all(r["last_sent_bytes"] > 0 and r["compute_s"] > 0 for r in s["bench"]["per_rank"])
-    assert results["checks"][-1]["passed"] and results["verdict"] == "PASS"
+    s = results.scale_out
+    assert s.error is None, s.error
+    assert [r.rank for r in s.bench.per_rank] == [0, 1]
+    assert all(r.last_sent_bytes > 0 and r.compute_s > 0 for r in s.bench.per_rank)
+    assert results.checks[-1].passed and results.verdict == "PASS"
     text = "\n".join(section_lines(s))
     assert "| 1 |" in text and "ring" in text.lower()
+    # the section survives results.json: the same typed object comes back
+    assert AnalysisResults.from_json(results.to_json()).scale_out == s
     # the verdict reads the hashes: a different trajectory on the MPI side is a FAIL
-    broken = dict(s, mpi_hashes=dict(s["mpi_hashes"], trajectory_sha="0" * 64))
-    assert not scale_out_checks(broken)[0]["passed"]
+    broken = dataclasses.replace(s, mpi_hashes=dict(s.mpi_hashes, trajectory_sha="0" * 64))
+    assert not scale_out_checks(broken)[0].passed
 
 
 # -- pieces without a job ----------------------------------------------------------------------

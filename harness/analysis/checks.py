@@ -1,16 +1,16 @@
 """Verdicts from measured figures: each check names what it tested and the number behind it.
 
-`build_checks` reads only the results dict `harness.analysis.pipeline` assembled; known issues and
+`build_checks` reads only the typed results `harness.analysis.pipeline` assembled; known issues and
 recommendations are derived from the same figures, never from a template.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from harness.figures.results import Check
+from harness.figures.results import AnalysisResults, Check
 from harness.figures.thresholds import (
     CPU_USE_TARGET,
+    GB,
+    MB,
     NO_COLLAPSE_RATIO,
     NODE_ZERO_SHARE_LIMIT,
     OVERSUBSCRIBED_BELOW,
@@ -56,20 +56,20 @@ def _below(value: float | None, limit: float) -> bool:
     return value is not None and value < limit
 
 
-def build_checks(r: dict[str, Any]) -> list[Check]:
-    data, tr, th = r["data"], r["training"], r["threads"]
-    perf, mem, eq = r["performance"], r["memory"], r["equivalence"]
-    meta = r["meta"]
-    T, G = meta["threads"], data["group_size"]
-    findings = r.get("record", {}).get("findings", {})
+def build_checks(r: AnalysisResults) -> list[Check]:
+    data, tr, th = r.data, r.training, r.threads
+    perf, mem, eq = r.performance, r.memory, r.equivalence
+    meta = r.meta
+    T, G = meta.threads, data.group_size
+    findings = r.record.findings
     checks = []
 
     # initialisation
     checks.append(_check("initialisation", "engine started (kernels compiled, threads created)",
-                         tr["compile_seconds"] > 0 and (tr["steps"] > 0 or tr["error"]),
-                         f"start-up {tr['compile_seconds']:.2f} s, "
-                         f"{len(th.get('workers', []))} workers + Node Zero", "engine-started"))
-    alive = tr["threads_alive_after_close"]
+                         tr.compile_seconds > 0 and (tr.steps > 0 or bool(tr.error)),
+                         f"start-up {tr.compile_seconds:.2f} s, "
+                         f"{len(th.workers)} workers + Node Zero", "engine-started"))
+    alive = tr.threads_alive_after_close
     checks.append(_check("initialisation", "clean shutdown: every ks- thread joined",
                          alive == [], f"threads alive after close: {alive or 'none'}",
                          "clean-shutdown"))
@@ -77,17 +77,16 @@ def build_checks(r: dict[str, Any]) -> list[Check]:
     # symmetry, spheres, Node Zero, batch processing, synchronisation: the run record
     for section, cid, title in RECORD_CHECKS:
         f = findings.get(cid)
-        checks.append(_check(section, title, bool(f and f["passed"]),
-                             f["figure"] if f else "no run record (training did not run)", cid))
-    bitwise = [f for f in eq["failures"] if "bitwise" in f]
+        checks.append(_check(section, title, bool(f and f.passed),
+                             f.figure if f else "no run record (training did not run)", cid))
+    bitwise = [f for f in eq.failures if "bitwise" in f]
     checks.append(_check("spheres", "sphere reduction tree gives bitwise-identical gradients "
-                         "for every thread count", not bitwise and eq["runs"] > 0,
-                         f"{eq['runs']} runs, {len(bitwise)} bitwise mismatches",
+                         "for every thread count", not bitwise and eq.runs > 0,
+                         f"{eq.runs} runs, {len(bitwise)} bitwise mismatches",
                          "bitwise-reduction"))
 
     # workers: batches per worker as the record counted them
-    workers = th.get("workers", [])
-    counts = [w["batches"] for w in workers]
+    counts = [w.batches for w in th.workers]
     if counts:
         need = G >= T
         busy = sum(1 for c in counts if c)
@@ -95,155 +94,153 @@ def build_checks(r: dict[str, Any]) -> list[Check]:
         checks.append(_check("workers", "every worker computes when G >= T"
                              if need else "idle workers (T > G) get no invalid batch range",
                              ok, f"batches per worker (run record) min {min(counts)}, max "
-                             f"{max(counts)}, {busy}/{len(counts)} busy over {tr['steps']} "
+                             f"{max(counts)}, {busy}/{len(counts)} busy over {tr.steps} "
                              "steps", "workers-busy"))
 
     # batch loading
     checks.append(_check("batch_loading", "batches per epoch = ceil((N-1)/(B*S)) and the "
-                         "iterator stops", data["batches_per_epoch"] == data["expected_batches"]
-                         and data["groups_per_epoch"] == data["expected_groups"],
-                         f"counted {data['batches_per_epoch']} batches / "
-                         f"{data['groups_per_epoch']} groups; formula {data['expected_batches']}"
-                         f" / {data['expected_groups']}", "batches-per-epoch"))
+                         "iterator stops", data.batches_per_epoch == data.expected_batches
+                         and data.groups_per_epoch == data.expected_groups,
+                         f"counted {data.batches_per_epoch} batches / "
+                         f"{data.groups_per_epoch} groups; formula {data.expected_batches}"
+                         f" / {data.expected_groups}", "batches-per-epoch"))
     checks.append(_check("batch_loading", "tokenisation peak memory below the original's "
-                         f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB",
-                         _below(data["tokenize_peak_bytes"], SEED_TOKENIZE_PEAK_BYTES),
-                         f"peak RSS {_mib(data['tokenize_peak_bytes'])} in "
-                         f"{data['tokenize_seconds']:.2f} s", "tokenize-peak"))
+                         f"{SEED_TOKENIZE_PEAK_BYTES / MB:.0f} MB",
+                         _below(data.tokenize_peak_bytes, SEED_TOKENIZE_PEAK_BYTES),
+                         f"peak RSS {_mib(data.tokenize_peak_bytes)} in "
+                         f"{data.tokenize_seconds:.2f} s", "tokenize-peak"))
 
     # batch processing
-    losses = tr["losses"]
+    losses = tr.losses
     checks.append(_check("batch_processing", "every requested step finished",
-                         tr["steps"] == meta["steps"] and not tr["error"],
-                         f"{tr['steps']}/{meta['steps']} steps"
-                         + (f"; error: {tr['error_kind']}: {tr['error']}" if tr["error"] else ""),
+                         tr.steps == meta.steps and not tr.error,
+                         f"{tr.steps}/{meta.steps} steps"
+                         + (f"; error: {tr.error_kind}: {tr.error}" if tr.error else ""),
                          "steps-finished"))
     finite = bool(losses) and all(x == x and abs(x) != float("inf") for x in losses)
     checks.append(_check("batch_processing", "loss is finite at every step",
                          finite, f"losses {', '.join(f'{x:.4f}' for x in losses[:6])}"
                          + (" ..." if len(losses) > 6 else "") if losses else "no loss",
                          "loss-finite"))
-    if tr.get("unfired_faults"):
+    if tr.unfired_faults:
         checks.append(_check("batch_processing", "every injected fault fired", False,
-                             f"never fired: {tr['unfired_faults']}", "faults-fired"))
+                             f"never fired: {tr.unfired_faults}", "faults-fired"))
 
     # performance: the targets are set at the seed preset (the fast-engine issue); at smaller
     # presets a step is too short for them to mean anything, so the figures are shown only
-    tp = perf["throughput"] if meta["preset"] == "seed" else []
-    two = next((p for p in tp if p["threads"] == 2), None)
-    if two is not None and perf["cores"] >= 2:
+    tp = perf.throughput if meta.preset == "seed" else []
+    two = next((p for p in tp if p.threads == 2), None)
+    if two is not None and perf.cores >= 2:
         checks.append(_check("performance", f"2 threads >= {SCALING_TARGET}x one thread",
-                             two["speedup"] >= SCALING_TARGET,
-                             f"{two['speedup']:.2f}x ({two['tokens_per_s']:,.0f} vs "
-                             f"{tp[0]['tokens_per_s']:,.0f} tokens/s)", "scaling-2"))
-    many = max(tp, key=lambda p: p["threads"]) if tp else None
-    if two is not None and many is not None and many["threads"] > 2:
-        ratio = many["tokens_per_s"] / two["tokens_per_s"]
-        checks.append(_check("performance", f"{many['threads']} threads do not collapse "
+                             two.speedup >= SCALING_TARGET,
+                             f"{two.speedup:.2f}x ({two.tokens_per_s:,.0f} vs "
+                             f"{tp[0].tokens_per_s:,.0f} tokens/s)", "scaling-2"))
+    many = max(tp, key=lambda p: p.threads) if tp else None
+    if two is not None and many is not None and many.threads > 2:
+        ratio = many.tokens_per_s / two.tokens_per_s
+        checks.append(_check("performance", f"{many.threads} threads do not collapse "
                              f"(>= {NO_COLLAPSE_RATIO}x two threads)", ratio >= NO_COLLAPSE_RATIO,
                              f"{ratio:.2f}x", "no-collapse"))
-    if tr["steps"] and meta["preset"] == "seed":
+    if tr.steps and meta.preset == "seed":
         checks.append(_check("performance", f"CPU use during training >= {CPU_USE_TARGET:.0%}",
-                             perf["cpu_utilisation"] >= CPU_USE_TARGET,
-                             f"{perf['cpu_seconds']:.1f} CPU s / {perf['wall_seconds']:.1f} wall s"
-                             f" / {perf['cores']} cores = {perf['cpu_utilisation']:.1%}",
+                             perf.cpu_utilisation >= CPU_USE_TARGET,
+                             f"{perf.cpu_seconds:.1f} CPU s / {perf.wall_seconds:.1f} wall s"
+                             f" / {perf.cores} cores = {perf.cpu_utilisation:.1%}",
                              "cpu-use"))
 
     # memory
-    if meta["preset"] == "seed":
-        checks.append(_check("memory", f"peak RSS below the seed run's {SEED_PEAK_BYTES / 1e9} GB",
-                             _below(mem["peak_rss_bytes"], SEED_PEAK_BYTES),
-                             f"{_mib(mem['peak_rss_bytes'])}", "peak-rss"))
-    mr = mem.get("memray") or {}
-    if mr:
+    if meta.preset == "seed":
+        checks.append(_check("memory", f"peak RSS below the seed run's {SEED_PEAK_BYTES / GB} GB",
+                             _below(mem.peak_rss_bytes, SEED_PEAK_BYTES),
+                             f"{_mib(mem.peak_rss_bytes)}", "peak-rss"))
+    mr = mem.memray
+    if mr is not None:
         checks.append(_check("memory", "memray native tracking of one step",
-                             not mr.get("error") and bool(mr.get("top")),
-                             f"peak {_mib(mr['peak_bytes'])}" if mr.get("peak_bytes")
-                             else f"error: {mr.get('error')}", "memray"))
+                             not mr.error and bool(mr.top),
+                             f"peak {_mib(mr.peak_bytes)}" if mr.peak_bytes
+                             else f"error: {mr.error}", "memray"))
 
     # synchronisation (drills)
-    for d in r["drills"]:
-        checks.append(_check("synchronisation", f"drill: {d['name']}", d["passed"],
-                             d["outcome"], "drill"))
+    for d in r.drills:
+        checks.append(_check("synchronisation", f"drill: {d.name}", d.passed, d.outcome,
+                             "drill"))
 
     # architecture verification
-    for dtype in eq["dtypes"]:
-        rows = [x for x in eq["records"] if x["dtype"] == dtype]
+    for dtype in eq.dtypes:
+        rows = [x for x in eq.records if x.dtype == dtype]
         if not rows:
             continue
-        worst = max(rows, key=lambda x: x["grad_error"])
-        failed = [x for x in rows if not x["passed"]]
+        worst = max(rows, key=lambda x: x.grad_error)
+        failed = [x for x in rows if not x.passed]
         checks.append(_check("architecture", f"fast = reference ({dtype}) for every thread count",
                              not failed, f"{len(rows)} runs, worst gradient error "
-                             f"{worst['grad_error']:.2e} (`{worst['worst_tensor']}`, "
-                             f"{worst['preset']}, T={worst['threads']}), {len(failed)} failed",
+                             f"{worst.grad_error:.2e} (`{worst.worst_tensor}`, "
+                             f"{worst.preset}, T={worst.threads}), {len(failed)} failed",
                              "fast-equals-reference"))
     return checks
 
 
-def known_issues(r: dict[str, Any]) -> list[str]:
+def known_issues(r: AnalysisResults) -> list[str]:
     """What the measurements show is wrong or weak, each with its figure."""
-    issues = [f"{c['title']}: {c['figure']}" for c in r["checks"] if not c["passed"]]
-    perf, tr = r["performance"], r["training"]
-    tp = perf["throughput"]
+    issues = [f"{c.title}: {c.figure}" for c in r.checks if not c.passed]
+    tr = r.training
+    tp = r.performance.throughput
     if len(tp) >= 2:
-        best = max(tp, key=lambda p: p["tokens_per_s"])
-        worst = min(tp, key=lambda p: p["tokens_per_s"])
-        slower = worst["tokens_per_s"] < OVERSUBSCRIBED_BELOW * best["tokens_per_s"]
-        if slower and worst["threads"] > best["threads"]:
-            issues.append(f"oversubscription costs throughput: {worst['threads']} threads give "
-                          f"{worst['tokens_per_s']:,.0f} tokens/s against "
-                          f"{best['tokens_per_s']:,.0f} at {best['threads']}")
-    nz = r["threads"].get("node_zero", {})
-    if tr["seconds"] > 0 and nz:
-        own = nz.get("dispatch_seconds", 0.0) + nz.get("decide_seconds", 0.0)
-        share = own / tr["seconds"]
+        best = max(tp, key=lambda p: p.tokens_per_s)
+        worst = min(tp, key=lambda p: p.tokens_per_s)
+        slower = worst.tokens_per_s < OVERSUBSCRIBED_BELOW * best.tokens_per_s
+        if slower and worst.threads > best.threads:
+            issues.append(f"oversubscription costs throughput: {worst.threads} threads give "
+                          f"{worst.tokens_per_s:,.0f} tokens/s against "
+                          f"{best.tokens_per_s:,.0f} at {best.threads}")
+    nz = r.threads.node_zero
+    if tr.seconds > 0 and nz is not None:
+        own = nz.dispatch_seconds + nz.decide_seconds
+        share = own / tr.seconds
         if share > NODE_ZERO_SHARE_LIMIT:
             issues.append(f"Node Zero's own work (dispatching + deciding) takes {share:.0%} of "
                           "training time")
-    workers = r["threads"].get("workers", [])
-    if tr["seconds"] > 0 and workers:
-        late = max(workers, key=lambda w: w["wait_a_seconds"])
-        share = late["wait_a_seconds"] / tr["seconds"]
-        counts = [w["batches"] for w in workers]
+    workers = r.threads.workers
+    if tr.seconds > 0 and workers:
+        late = max(workers, key=lambda w: w.wait_a_seconds)
+        share = late.wait_a_seconds / tr.seconds
+        counts = [w.batches for w in workers]
         if share > POINT_A_WAIT_SHARE:
-            issues.append(f"load imbalance: {late['name']} waited {late['wait_a_seconds']:.1f} s "
+            issues.append(f"load imbalance: {late.name} waited {late.wait_a_seconds:.1f} s "
                           f"at Point A ({share:.1%} of training time); workers ran "
-                          f"{min(counts)} to {max(counts)} batches over {tr['steps']} steps, "
-                          f"as G={r['data']['group_size']} does not split evenly over "
+                          f"{min(counts)} to {max(counts)} batches over {tr.steps} steps, "
+                          f"as G={r.data.group_size} does not split evenly over "
                           f"T={len(workers)}")
-    mr = r["memory"].get("memray") or {}
-    if mr.get("top"):
-        t = mr["top"][0]
-        issues.append(f"largest live allocation site at peak: `{t['function']}` "
-                      f"({t['file']}:{t['line']}) holding {_mib(t['bytes'])}")
+    mr = r.memory.memray
+    if mr is not None and mr.top:
+        t = mr.top[0]
+        issues.append(f"largest live allocation site at peak: `{t.function}` "
+                      f"({t.file}:{t.line}) holding {_mib(t.bytes)}")
     return issues
 
 
-def recommendations(r: dict[str, Any]) -> list[str]:
+def recommendations(r: AnalysisResults) -> list[str]:
     """Actions that follow from the measured figures."""
     recs = []
-    perf, meta = r["performance"], r["meta"]
-    tp = perf["throughput"]
+    perf, meta = r.performance, r.meta
+    tp = perf.throughput
     if tp:
-        # the fewest threads within 3% of the best: differences below that are noise here
-        top = max(p["tokens_per_s"] for p in tp)
-        pick = min((p for p in tp if p["tokens_per_s"] >= RECOMMEND_WITHIN * top),
-                   key=lambda p: p["threads"])
-        recs.append(f"Run with {pick['threads']} threads on this {perf['cores']}-core machine: "
-                    f"{pick['tokens_per_s']:,.0f} tokens/s, within 3% of the best measured "
-                    f"({top:,.0f}); more threads only share the same cores.")
-    if (perf["cpu_utilisation"] < CPU_USE_TARGET and r["training"]["steps"]
-            and meta["preset"] == "seed"):
-        recs.append(f"CPU use is {perf['cpu_utilisation']:.0%}: look at the flame graph for "
+        top = max(p.tokens_per_s for p in tp)
+        pick = min((p for p in tp if p.tokens_per_s >= RECOMMEND_WITHIN * top),
+                   key=lambda p: p.threads)
+        recs.append(f"Run with {pick.threads} threads on this {perf.cores}-core machine: "
+                    f"{pick.tokens_per_s:,.0f} tokens/s, within {1 - RECOMMEND_WITHIN:.0%} of "
+                    f"the best measured ({top:,.0f}); more threads only share the same cores.")
+    if perf.cpu_utilisation < CPU_USE_TARGET and r.training.steps and meta.preset == "seed":
+        recs.append(f"CPU use is {perf.cpu_utilisation:.0%}: look at the flame graph for "
                     "time outside the kernels (barrier waits, Python overhead).")
-    failed = [c for c in r["checks"] if not c["passed"]]
+    failed = [c for c in r.checks if not c.passed]
     if failed:
-        recs.append("Fix the failed checks first: " + "; ".join(c["title"] for c in failed[:5]))
-    peak = r["memory"]["peak_rss_bytes"]
-    if meta["preset"] == "seed" and peak is not None and peak >= SEED_PEAK_BYTES:
+        recs.append("Fix the failed checks first: " + "; ".join(c.title for c in failed[:5]))
+    peak = r.memory.peak_rss_bytes
+    if meta.preset == "seed" and peak is not None and peak >= SEED_PEAK_BYTES:
         recs.append("Lower `micro_batch` or the thread count to bring peak memory under "
-                    f"{SEED_PEAK_BYTES / 1e9} GB.")
+                    f"{SEED_PEAK_BYTES / GB} GB.")
     if not failed:
         recs.append("Keep `spheres verify` (1-63 threads) as a CI gate: it is what proves the "
                     "reduction stays bitwise-deterministic.")

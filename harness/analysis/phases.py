@@ -1,4 +1,5 @@
-"""The phases of `spheres analyze`, each measuring one part into plain data for `results.json`.
+"""The phases of `spheres analyze`, each measuring one part into the typed results
+(`harness.figures.results`) that `results.json` serialises.
 
 Data (tokenise, count batches until the iterator stops), structure (positions, spheres,
 barriers) and per-thread statistics from the run record, training (per-thread CPU and RSS
@@ -13,19 +14,31 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.analysis.plan import Plan, Progress
-from harness.figures.results import ThroughputPoint
+from harness.figures.facts import SamplerSummary, ThreadTable
+from harness.figures.results import (
+    AllocationSite,
+    DataSummary,
+    DrillResult,
+    EquivalenceResult,
+    MemrayResult,
+    PositionRow,
+    RecordSummary,
+    Structure,
+    ThroughputPoint,
+    TrainingResult,
+)
 from harness.profiling.machine import REPO_ROOT
 from harness.profiling.memray_profile import memray_profile
 from harness.profiling.pyspy import pyspy_flamegraph
 from harness.profiling.rss import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 from harness.profiling.sampler import ThreadCpuSampler
 from harness.record import evidence
-from harness.record.threadstats import live_ks_threads, thread_stats
+from harness.record.threadstats import cpu_by_thread, live_ks_threads
 from harness.record.timeline import plot_gantt
 from harness.record.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
@@ -37,7 +50,7 @@ from reference.config import Config, preset
 from reference.errors import SpheresError, StallError
 
 
-def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, dict]:
+def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, DataSummary]:
     say(f"[data] loading {plan.data or f'the synthetic corpus ({plan.synthetic_tokens:,} tokens)'}")
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -55,59 +68,66 @@ def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, dict]:
             break
     n = int(corpus.stream.size)
     expected = n_batches(n, cfg.train.batch_size, cfg.model.seq_len)
-    info = {
-        "source": corpus.source, "n_documents": corpus.n_documents, "n_tokens": n,
-        "vocab_size": len(corpus.vocab), "tokenize_seconds": seconds,
-        "tokenize_peak_bytes": peak, "batch_size": cfg.train.batch_size,
-        "seq_len": cfg.model.seq_len, "group_size": cfg.train.group_size,
-        "batches_per_epoch": counted_batches, "expected_batches": expected,
-        "groups_per_epoch": counted_groups,
-        "expected_groups": math.ceil(expected / cfg.train.group_size),
-        "last_group_batches": last.tokens.shape[0] // cfg.train.batch_size if last else 0,
-        "last_batch_pad_targets": int((last.targets[-cfg.train.batch_size:] == 0).sum())
+    info = DataSummary(
+        source=corpus.source, n_documents=corpus.n_documents, n_tokens=n,
+        vocab_size=len(corpus.vocab), tokenize_seconds=seconds,
+        tokenize_peak_bytes=peak, batch_size=cfg.train.batch_size,
+        seq_len=cfg.model.seq_len, group_size=cfg.train.group_size,
+        batches_per_epoch=counted_batches, expected_batches=expected,
+        groups_per_epoch=counted_groups,
+        expected_groups=math.ceil(expected / cfg.train.group_size),
+        last_group_batches=last.tokens.shape[0] // cfg.train.batch_size if last else 0,
+        last_batch_pad_targets=int((last.targets[-cfg.train.batch_size:] == 0).sum())
         if last else 0,
-    }
+    )
     say(f"[data] {n:,} tokens in {seconds:.2f}s; {counted_batches} batches "
         f"(formula {expected}); {counted_groups} groups per epoch")
     return corpus, info
 
 
-def phase_structure(record) -> dict:
+def phase_structure(record) -> Structure:
     """The symmetry positions and sphere levels as the run record saw them (not the plan)."""
-    d = evidence.structure(record) if record is not None else {
-        "positions": [{"position": p, "workers": 0, "batches": 0} for p in range(12)],
-        "level_sizes": [0, 0, 0], "total_spheres": 0, "tree": [1, 12, 144],
-        "occupied_spheres": 0, "barrier_parties": 0}
-    return d
+    if record is None:
+        return Structure(positions=[PositionRow(p, 0, 0) for p in range(12)])
+    return evidence.structure(record)
 
 
-def record_stats(record, heartbeat_stats: dict | None) -> dict:
+def record_stats(record, cpu: dict[str, float] | None) -> ThreadTable:
     """Per-thread figures from the run record, with each thread's CPU clock (heartbeats)."""
     if record is None:
-        return {"node_zero": {}, "workers": [], "all": []}
-    cpu = {t["name"]: t["cpu_seconds"] for t in (heartbeat_stats or {}).get("all", [])}
-    rows = [asdict(t) for t in evidence.thread_stats(record, cpu) if t.role != "caller"]
-    node_zero = next((t for t in rows if t["role"] == "node-zero"), {})
-    if node_zero:
-        node_zero["position"] = "-"
-    workers = [t for t in rows if t["role"] == "worker"]
-    return {"node_zero": node_zero, "workers": workers, "all": rows}
+        return ThreadTable()
+    rows = evidence.thread_stats(record, cpu or {})
+    return ThreadTable(node_zero=next((t for t in rows if t.role == "node-zero"), None),
+                       workers=[t for t in rows if t.role == "worker"])
 
 
-def record_summary(record, out_dir: Path) -> dict:
+def record_summary(record, out_dir: Path) -> RecordSummary:
     """The record's findings, and its trace and timeline files in the report folder."""
     if record is None:
-        return {"findings": {}}
-    out = {"findings": evidence.findings(record), "steps": len(record.steps()),
-           "trace": write_trace(record, out_dir / "trace.json").name}
+        return RecordSummary()
+    out = RecordSummary(findings=evidence.findings(record), steps=len(record.steps()),
+                        trace=write_trace(record, out_dir / "trace.json").name)
     step = representative_step(record)
     if step is not None:
-        out["timeline_step"] = step
-        out["timeline"] = plot_gantt(record, step, out_dir / "timeline.png").name
+        out.timeline_step = step
+        out.timeline = plot_gantt(record, step, out_dir / "timeline.png").name
     return out
 
 
-def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) -> dict:
+@dataclass
+class TrainingPhase:
+    """The training phase's results and what the later phases need from it (not serialised):
+    the run record, each thread's CPU clock, the sampler's summary and the flame graph."""
+
+    result: TrainingResult
+    record: Any = None
+    cpu: dict[str, float] = field(default_factory=dict)
+    sampler: SamplerSummary | None = None
+    flame: dict[str, Any] = field(default_factory=dict)
+
+
+def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
+                   say: Progress) -> TrainingPhase:
     """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
     from harness.commands.train_grads import parse_faults
 
@@ -115,12 +135,8 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     eval_every = max(1, plan.steps // 10)
     snapshots: list[tuple[int, Any]] = []  # (step, parameters) to evaluate after training
     groups = corpus.groups(cfg)
-    info: dict[str, Any] = {"steps": 0, "losses": [], "step_seconds": [], "tokens": 0,
-                            "eval_losses": [], "eval_tokens": heldout.n_tokens,
-                            "seconds": 0.0, "tokens_per_s": 0.0, "compile_seconds": 0.0,
-                            "error": None, "error_kind": None, "exit_code": 0,
-                            "unfired_faults": [], "threads_alive_after_close": None,
-                            "cpu_seconds": 0.0}
+    info = TrainingResult(eval_tokens=heldout.n_tokens)
+    phase = TrainingPhase(info)
     sampler = ThreadCpuSampler(interval=0.1 if plan.quick else 0.25)
     flame: dict[str, Any] = {}
     flame_thread = None
@@ -131,19 +147,19 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
     try:
         engine = make_engine("fast", cfg, threads=plan.threads, stall_timeout=plan.stall_timeout,
                              faults=parse_faults(plan.inject))
-        info["compile_seconds"] = time.perf_counter() - t0
+        info.compile_seconds = time.perf_counter() - t0
         say(f"[train] {plan.threads} workers + Node Zero started in "
-            f"{info['compile_seconds']:.2f}s")
+            f"{info.compile_seconds:.2f}s")
         cpu_before = _engine_cpu(engine)
         for s in range(plan.steps):
             group = groups.group(s % len(groups))
             ts = time.perf_counter()
             result = engine.step(group.tokens, group.targets)
             dts = time.perf_counter() - ts
-            info["steps"] += 1
-            info["losses"].append(result.loss)
-            info["step_seconds"].append(dts)
-            info["tokens"] += result.n_targets
+            info.steps += 1
+            info.losses.append(result.loss)
+            info.step_seconds.append(dts)
+            info.tokens += result.n_targets
             engine.record.counter("tokens/s", result.n_targets / dts)
             engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
             say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
@@ -157,42 +173,42 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress
                         pyspy_flamegraph(os.getpid(), s, out_dir / "flamegraph.svg")),
                     name="ks-pyspy", daemon=True)
                 flame_thread.start()
-        info["stats"] = thread_stats(engine)
-        info["cpu_seconds"] = _engine_cpu(engine) - cpu_before
-        info["unfired_faults"] = unfired_faults(engine)
+        phase.cpu = cpu_by_thread(engine)
+        info.cpu_seconds = _engine_cpu(engine) - cpu_before
+        info.unfired_faults = unfired_faults(engine)
         # held-out loss after the thread statistics were taken, so evaluation work never
         # counts as training CPU or compute time; the weights of each eval step are restored
         final = engine.state() if snapshots else None
         for step, params in snapshots:
             engine.load_state(dataclasses.replace(final, params=params))
             held = evaluate(engine, heldout)
-            info["eval_losses"].append([step, held.loss])
+            info.eval_losses.append((step, held.loss))
             say(f"[train] held-out loss after step {step}: {held.loss:.4f} over "
                 f"{held.n_targets:,} targets")
     except SpheresError as exc:
-        info["error"] = str(exc)
-        info["error_kind"] = type(exc).__name__
-        info["exit_code"] = exc.exit_code
+        info.error = str(exc)
+        info.error_kind = type(exc).__name__
+        info.exit_code = exc.exit_code
         if isinstance(exc, StallError):
-            info["diagnosis"] = exc.diagnosis
+            info.diagnosis = exc.diagnosis
         say(f"[train] FAILED ({type(exc).__name__}): {exc}")
         if engine is not None:
-            info["stats"] = thread_stats(engine)
+            phase.cpu = cpu_by_thread(engine)
     finally:
         if engine is not None:
             engine.close()
-            info["record"] = engine.record.snapshot()  # complete: every thread joined
+            phase.record = engine.record.snapshot()  # complete: every thread joined
         sampler.stop()
         if flame_thread is not None:
             flame_thread.join(timeout=120)
-    info["seconds"] = float(sum(info["step_seconds"]))
-    info["tokens_per_s"] = info["tokens"] / info["seconds"] if info["seconds"] else 0.0
+    info.seconds = float(sum(info.step_seconds))
+    info.tokens_per_s = info.tokens / info.seconds if info.seconds else 0.0
     # close() joined every thread it started: any ks- thread still alive here is a leak
-    info["threads_alive_after_close"] = sorted(
+    info.threads_alive_after_close = sorted(
         t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
-    info["sampler"] = sampler.summary()
-    info["flamegraph"] = flame
-    return info
+    phase.sampler = sampler.result()
+    phase.flame = flame
+    return phase
 
 
 def analyze_eval_fraction(cfg: Config, corpus) -> float:
@@ -205,10 +221,10 @@ def analyze_eval_fraction(cfg: Config, corpus) -> float:
 
 def _engine_cpu(engine) -> float:
     """CPU seconds used so far by Node Zero and every worker (each thread's own clock)."""
-    return sum(s["cpu_seconds"] for s in thread_stats(engine)["all"])
+    return sum(cpu_by_thread(engine).values())
 
 
-def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dict]:
+def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[ThroughputPoint]:
     """Tokens/s for each thread count on the same group, measured side by side in one run."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
@@ -224,34 +240,35 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[dic
         say(f"[throughput] T={T}: {points[-1].tokens_per_s:,.0f} tokens/s")
     for p in points:
         p.speedup = p.tokens_per_s / points[0].tokens_per_s
-    return [asdict(p) for p in points]
+    return points
 
 
-def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> dict:
+def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> EquivalenceResult:
     t0 = time.perf_counter()
     report = run_verify([preset("tiny", seed=plan.seed)], ["float64", "float32"],
                         plan.sweep_threads, trajectory_steps=3,
                         out=lambda line: say(f"[verify] {line}"))
-    records = [dict(vars(r), passed=r.passed) for r in report.records]
+    records = list(report.records)
     if plan.extra_verify:  # larger presets cost seconds per run: a shorter thread sweep
         extra = run_verify([preset(p, seed=plan.seed) for p in plan.extra_verify],
                            ["float64", "float32"], plan.extra_threads, trajectory_steps=3,
                            out=lambda line: say(f"[verify] {line}"))
-        records += [dict(vars(r), passed=r.passed) for r in extra.records]
+        records += extra.records
     if cfg.preset not in {"tiny", *plan.extra_verify}:
         # the analysed preset itself, on a 2-batch group so the float64 reference stays short
         small = cfg.replace(group_size=2)
         extra = run_verify([small], ["float64", "float32"],
                            sorted({1, 2, plan.threads}), trajectory_steps=2,
                            out=lambda line: say(f"[verify] {line}"))
-        records += [dict(vars(r), passed=r.passed) for r in extra.records]
-    return {"records": records, "seconds": time.perf_counter() - t0,
-            "presets": sorted({r["preset"] for r in records}),
-            "dtypes": ["float64", "float32"], "runs": len(records),
-            "threads_label": "; ".join(
-                f"{name} {_label(sorted({r['threads'] for r in records if r['preset'] == name}))}"
-                for name in dict.fromkeys(r["preset"] for r in records)),
-            "failures": [f for r in records for f in r["failures"]]}
+        records += extra.records
+    return EquivalenceResult(
+        records=records, seconds=time.perf_counter() - t0,
+        presets=sorted({r.preset for r in records}), dtypes=["float64", "float32"],
+        runs=len(records),
+        threads_label="; ".join(
+            f"{name} {_label(sorted({r.threads for r in records if r.preset == name}))}"
+            for name in dict.fromkeys(r.preset for r in records)),
+        failures=[f for r in records for f in r.failures])
 
 
 def _label(threads: list[int]) -> str:
@@ -260,13 +277,14 @@ def _label(threads: list[int]) -> str:
     return ",".join(str(t) for t in threads)
 
 
-def phase_drills(say: Progress) -> list[dict]:
+def phase_drills(say: Progress) -> list[DrillResult]:
     from harness.verify.drills import run_drills
 
     return run_drills(say)
 
 
-def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) -> dict:
+def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
+                 say: Progress) -> MemrayResult:
     """memray's native view of one training step (group capped so the capture stays small)."""
     small = cfg.replace(group_size=min(cfg.train.group_size, 12))
     group = corpus.groups(small).group(0)
@@ -280,11 +298,11 @@ def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path, say: Progress) 
     capture = res.get("capture")
     if capture:
         Path(capture).unlink(missing_ok=True)  # large binary: the figures are in the report
-    out = {"peak_bytes": res.get("peak_bytes"), "error": res.get("error"),
-           "group_size": small.train.group_size,
-           "top": [{"function": t["function"], "file": _short(t["file"]), "line": t["line"],
-                    "bytes": t["bytes"]} for t in res.get("top_sites", [])]}
-    return out
+    return MemrayResult(
+        peak_bytes=res.get("peak_bytes"), error=res.get("error"),
+        group_size=small.train.group_size,
+        top=[AllocationSite(t["function"], _short(t["file"]), t["line"], t["bytes"])
+             for t in res.get("top_sites", [])])
 
 
 def _short(path: str) -> str:

@@ -5,8 +5,8 @@ stops), structure (positions, spheres, barriers), training (with per-thread CPU 
 sampling and a py-spy flame graph), throughput against threads, equivalence gates, watchdog and
 fault drills, memory (memray). Every figure lands in `results.json`;
 `harness.analysis.checks` turns figures into verdicts and `harness.analysis.report` renders the
-markdown from that one dict. The report folder is built under a temporary name and renamed at
-the end: no half-written report.
+markdown from those typed results (`harness.figures.results.AnalysisResults`). The report
+folder is built under a temporary name and renamed at the end: no half-written report.
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from harness.analysis.checks import build_checks, known_issues, recommendations
 from harness.analysis.phases import (
@@ -38,88 +34,85 @@ from harness.analysis.phases import (
 from harness.analysis.plan import Plan, Progress, default_out, make_plan, say
 from harness.analysis.report import render
 from harness.analysis.report_plots import make_plots
-from harness.figures.results import SCHEMA_VERSION
-from harness.figures.thresholds import SEED_PEAK_BYTES
+from harness.figures.results import (
+    AnalysisResults,
+    MemoryResult,
+    Performance,
+    Profiles,
+    RunMeta,
+)
 from harness.profiling.cpu import cpu_use
-from harness.profiling.machine import machine_info
+from harness.profiling.machine import machine_facts
 from harness.run.export import check_writable
 from reference.config import preset
 from reference.errors import InputError
 from reference.params import param_count
 
 
-def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> dict:
-    """Run every phase into `out_dir` and return the results dict (also written as JSON)."""
+def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> AnalysisResults:
+    """Run every phase into `out_dir` and return the results (also written as JSON)."""
     cfg = preset(plan.preset, seed=plan.seed)
     started = time.perf_counter()
     corpus, data = phase_data(plan, cfg, say)
-    training = phase_training(plan, cfg, corpus, out_dir, say)
-    record = training.pop("record", None)
-    structure = phase_structure(record)
-    stats = record_stats(record, training.get("stats"))
-    sampler = training.pop("sampler")
-    flame = training.pop("flamegraph")
-    throughput = [] if training["error"] else phase_throughput(plan, cfg, corpus, say)
+    run = phase_training(plan, cfg, corpus, out_dir, say)
+    training, sampler, flame = run.result, run.sampler, run.flame
+    throughput = [] if training.error else phase_throughput(plan, cfg, corpus, say)
     equivalence = phase_equivalence(plan, cfg, say)
     drills = phase_drills(say)
     from harness.bench.engine_compare import analyze_phase  # every engine side by side (SPEC 13)
 
     engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
-    memray = {} if training["error"] else phase_memory(plan, cfg, corpus, out_dir, say)
-    cores = sampler["cores"]
-    results: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "meta": {"date": dt.datetime.now().isoformat(timespec="seconds"),
-                 "command": plan.command, "preset": plan.preset, "threads": plan.threads,
-                 "steps": plan.steps, "quick": plan.quick, "machine": machine_info(),
-                 "commit": (machine_info().get("git") or {}).get("commit"),
-                 "n_params": param_count(cfg.model), "config": cfg.to_dict(),
-                 "config_json": json.dumps(cfg.to_dict(), indent=2), "inject": plan.inject},
-        "data": data,
-        "structure": structure,
-        "training": training,
-        "threads": stats,
+    memray = None if training.error else phase_memory(plan, cfg, corpus, out_dir, say)
+    cores = sampler.cores
+    machine = machine_facts()
+    results = AnalysisResults(
+        meta=RunMeta(date=dt.datetime.now().isoformat(timespec="seconds"),
+                     command=plan.command, preset=plan.preset, threads=plan.threads,
+                     steps=plan.steps, quick=plan.quick, machine=machine,
+                     commit=machine.git.commit if machine.git else None,
+                     n_params=param_count(cfg.model), config=cfg.to_dict(),
+                     config_json=json.dumps(cfg.to_dict(), indent=2), inject=list(plan.inject)),
+        data=data,
+        structure=phase_structure(run.record),
+        training=training,
+        threads=record_stats(run.record, run.cpu),
         # CPU use over the training steps only: the trainer threads' own CPU clocks against
         # the steps' wall time and every core (the seed divided CPU time by the wrong wall)
-        "performance": {"throughput": throughput, "cores": cores,
-                        "cpu_seconds": training["cpu_seconds"],
-                        "wall_seconds": training["seconds"],
-                        "cpu_utilisation": cpu_use(training["cpu_seconds"], training["seconds"],
-                                                   cores) if training["seconds"] else 0.0,
-                        "sampled_thread_cpu_seconds": sampler["thread_cpu_seconds"],
-                        "sampled_cpu_use": sampler["cpu_use"],
-                        "sampled_wall_seconds": sampler["wall_seconds"],
-                        "utilisation_times": [t for t, _ in sampler["utilisation"]],
-                        "utilisation": [u for _, u in sampler["utilisation"]]},
-        "memory": {"peak_rss_bytes": sampler["peak_rss_bytes"],
-                   "samples": len(sampler["rss_bytes"]), "rss_times": sampler["rss_times"],
-                   "rss_bytes": sampler["rss_bytes"], "memray": memray,
-                   "seed_peak_bytes": SEED_PEAK_BYTES},
-        "equivalence": equivalence,
-        "drills": drills,
-        "engines": engines,
-        "profiles": {"flamegraph": "flamegraph.svg" if flame.get("svg") else None,
-                     "error": (flame.get("error") or "").splitlines()[0] if flame.get("error")
-                     else ("training too short for a flame graph" if not flame else None)},
-    }
-    results["record"] = record_summary(record, out_dir)
-    results["checks"] = [asdict(c) for c in build_checks(results)]
-    results["known_issues"] = known_issues(results)
-    results["recommendations"] = recommendations(results)
-    results["verdict"] = "PASS" if all(c["passed"] for c in results["checks"]) else "FAIL"
-    results["plots"] = make_plots(results, out_dir)
-    if results["record"].get("timeline"):
-        results["plots"]["timeline"] = results["record"]["timeline"]
-    results["meta"]["seconds"] = time.perf_counter() - started
+        performance=Performance(
+            throughput=throughput, cores=cores, cpu_seconds=training.cpu_seconds,
+            wall_seconds=training.seconds,
+            cpu_utilisation=cpu_use(training.cpu_seconds, training.seconds, cores)
+            if training.seconds else 0.0,
+            sampled_thread_cpu_seconds=sampler.thread_cpu_seconds,
+            sampled_cpu_use=sampler.cpu_use, sampled_wall_seconds=sampler.wall_seconds,
+            utilisation_times=[t for t, _ in sampler.utilisation],
+            utilisation=[u for _, u in sampler.utilisation]),
+        memory=MemoryResult(peak_rss_bytes=sampler.peak_rss_bytes,
+                            samples=len(sampler.rss_bytes), rss_times=sampler.rss_times,
+                            rss_bytes=sampler.rss_bytes, memray=memray),
+        equivalence=equivalence,
+        drills=drills,
+        engines=engines,
+        profiles=Profiles(
+            flamegraph="flamegraph.svg" if flame.get("svg") else None,
+            error=(flame.get("error") or "").splitlines()[0] if flame.get("error")
+            else ("training too short for a flame graph" if not flame else None)),
+        record=record_summary(run.record, out_dir),
+    )
+    results.checks = build_checks(results)
+    results.known_issues = known_issues(results)
+    results.recommendations = recommendations(results)
+    results.set_verdict()
+    results.plots = make_plots(results, out_dir)
+    if results.record.timeline:
+        results.plots["timeline"] = results.record.timeline
+    results.meta.seconds = time.perf_counter() - started
     return results
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+def write_results(results: AnalysisResults, path: Path) -> None:
+    """`results.json`: the typed results' JSON under their schema version."""
+    path.write_text(json.dumps(results.to_json(), indent=2))
 
 
 def prepare_out(out: Path) -> Path:
@@ -160,7 +153,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 from harness.mpi.scale_out import add_scale_out
 
                 add_scale_out(results, plan.preset, args.ranks, plan.threads, plan.seed, phases)
-        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        write_results(results, tmp / "results.json")
         (tmp / "analysis.md").write_text(render(results))
         if trace is not None and (tmp / "trace.json").exists():
             shutil.copyfile(tmp / "trace.json", trace)
@@ -170,13 +163,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    failed = [c for c in results["checks"] if not c["passed"]]
-    say(f"analyze: {results['verdict']}: {len(results['checks']) - len(failed)} of "
-        f"{len(results['checks'])} checks passed in {results['meta']['seconds']:.0f}s; "
+    failed = [c for c in results.checks if not c.passed]
+    say(f"analyze: {results.verdict}: {len(results.checks) - len(failed)} of "
+        f"{len(results.checks)} checks passed in {results.meta.seconds:.0f}s; "
         f"report: {out / 'analysis.md'}")
     for c in failed:
-        say(f"  FAIL {c['title']}: {c['figure']}")
-    code = results["training"]["exit_code"]
+        say(f"  FAIL {c.title}: {c.figure}")
+    code = results.training.exit_code
     if code:
         return code
     return 0 if not failed else 1

@@ -1,8 +1,9 @@
 """Render `results.json` as the markdown analysis (SPEC section 7).
 
-Every number in the report is read from the results dict, never computed here, so the report and
-`results.json` cannot disagree. Sections follow the seed document's; each verdict line names
-its check and the measured figure behind it, and a failed check reads FAIL.
+Every number in the report is read from the typed results (`AnalysisResults`), never computed
+here, so the report and `results.json` cannot disagree. Sections follow the seed document's;
+each verdict line names its check and the measured figure behind it, and a failed check reads
+FAIL.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from harness.figures.thresholds import SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
+from harness.figures.facts import MachineFacts
+from harness.figures.results import AnalysisResults, Check
+from harness.figures.thresholds import GB, MB, SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
 from harness.profiling.machine import blas_line
 from harness.record.evidence import NODE_ZERO_PHASES
 
@@ -19,14 +22,14 @@ def _mib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
-def verdict_line(check: dict[str, Any]) -> str:
-    mark = "PASS" if check["passed"] else "FAIL"
-    icon = "✅" if check["passed"] else "❌"
-    return f"- {icon} **{mark}** {check['title']}: {check['figure']}"
+def verdict_line(check: Check) -> str:
+    mark = "PASS" if check.passed else "FAIL"
+    icon = "✅" if check.passed else "❌"
+    return f"- {icon} **{mark}** {check.title}: {check.figure}"
 
 
-def _checks_for(results: dict[str, Any], section: str) -> list[str]:
-    return [verdict_line(c) for c in results["checks"] if c["section"] == section]
+def _checks_for(results: AnalysisResults, section: str) -> list[str]:
+    return [verdict_line(c) for c in results.checks if c.section == section]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -35,227 +38,210 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def _image(results: dict[str, Any], key: str, alt: str) -> list[str]:
-    path = results.get("plots", {}).get(key)
+def _image(results: AnalysisResults, key: str, alt: str) -> list[str]:
+    path = results.plots.get(key)
     return [f"![{alt}]({path})", ""] if path else []
 
 
-def _blas(machine: dict[str, Any]) -> list[str]:
-    facts = machine.get("blas")
-    if not isinstance(facts, dict):
+def _blas(machine: MachineFacts) -> list[str]:
+    facts = machine.blas
+    if facts is None:
         return ["**BLAS**: not recorded  "]
-    return [f"**{blas_line(facts)}**  "] + [f"**Warning**: {w}  " for w in facts["warnings"]]
+    return [f"**{blas_line(facts)}**  "] + [f"**Warning**: {w}  " for w in facts.warnings]
 
 
-def _summary(r: dict[str, Any]) -> list[str]:
-    meta = r["meta"]
-    data = r["data"]
+def _summary(r: AnalysisResults) -> list[str]:
+    meta, data, machine = r.meta, r.data, r.meta.machine
     lines: list[str] = []
-    passed = sum(c["passed"] for c in r["checks"])
-    lines += [f"**Date**: {meta['date']}  ",
-              f"**Command**: `{meta['command']}`  ",
-              f"**Commit**: `{meta.get('commit') or 'n/a'}`  ",
-              f"**Machine**: {meta['machine'].get('cpu_model', 'n/a')}, "
-              f"{meta['machine'].get('cores', '?')} cores, "
-              f"{_mib(meta['machine'].get('memory_total_bytes'))}  ",
-              *_blas(meta["machine"]),
-              f"**Preset**: `{meta['preset']}` ({meta['n_params']:,} parameters); "
-              f"**threads**: {meta['threads']} workers + Node Zero  ",
-              f"**Dataset**: {data['source']} ({data['n_tokens']:,} tokens)  ",
-              f"**Verdict**: **{r['verdict']}**: {passed} of {len(r['checks'])} checks passed",
+    passed = sum(c.passed for c in r.checks)
+    lines += [f"**Date**: {meta.date}  ",
+              f"**Command**: `{meta.command}`  ",
+              f"**Commit**: `{meta.commit or 'n/a'}`  ",
+              f"**Machine**: {machine.cpu_model}, {machine.cores} cores, "
+              f"{_mib(machine.memory_total_bytes)}  ",
+              *_blas(machine),
+              f"**Preset**: `{meta.preset}` ({meta.n_params:,} parameters); "
+              f"**threads**: {meta.threads} workers + Node Zero  ",
+              f"**Dataset**: {data.source} ({data.n_tokens:,} tokens)  ",
+              f"**Verdict**: **{r.verdict}**: {passed} of {len(r.checks)} checks passed",
               "", "Config (written into every checkpoint):", "",
-              "```json", meta["config_json"], "```"]
+              "```json", meta.config_json, "```"]
     return lines
 
 
-def _initialisation(r: dict[str, Any]) -> list[str]:
-    tr = r["training"]
-    lines: list[str] = []
-    lines += [f"Numba compilation and thread start-up took {tr['compile_seconds']:.2f} s "
-              "(reported apart from training time).", ""]
-    return lines
+def _initialisation(r: AnalysisResults) -> list[str]:
+    return [f"Numba compilation and thread start-up took {r.training.compile_seconds:.2f} s "
+            "(reported apart from training time).", ""]
 
 
-def _symmetry(r: dict[str, Any]) -> list[str]:
-    st = r["structure"]
-    lines: list[str] = []
-    lines += _table(["position", "workers", "batches per group"],
-                    [[p["position"], p["workers"], p["batches"]] for p in st["positions"]])
+def _symmetry(r: AnalysisResults) -> list[str]:
+    lines = _table(["position", "workers", "batches per group"],
+                   [[p.position, p.workers, p.batches] for p in r.structure.positions])
     lines.append("")
     return lines
 
 
-def _spheres(r: dict[str, Any]) -> list[str]:
-    data = r["data"]
-    st = r["structure"]
-    lines: list[str] = []
-    lines += [f"Levels: {' + '.join(str(n) for n in st['level_sizes'])} = "
-              f"{st['total_spheres']} spheres. Level 0 is Node Zero, level 1 the 12 "
-              "positions, level 2 the spheres that batches map to by index "
-              f"({st['occupied_spheres']} occupied by a {data['group_size']}-batch group).", ""]
-    return lines
+def _spheres(r: AnalysisResults) -> list[str]:
+    st = r.structure
+    return [f"Levels: {' + '.join(str(n) for n in st.level_sizes)} = "
+            f"{st.total_spheres} spheres. Level 0 is Node Zero, level 1 the 12 "
+            "positions, level 2 the spheres that batches map to by index "
+            f"({st.occupied_spheres} occupied by a {r.data.group_size}-batch group).", ""]
 
 
-def _node_zero(r: dict[str, Any]) -> list[str]:
+def _node_zero(r: AnalysisResults) -> list[str]:
     lines: list[str] = []
-    nz = r["threads"]["node_zero"]
-    if nz:
-        lines += [f"Node Zero (run record): {nz['batches']} batches computed, "
-                  f"{nz['cpu_seconds']:.2f} CPU s. Seconds per phase, named by what it "
+    nz = r.threads.node_zero
+    if nz is not None:
+        lines += [f"Node Zero (run record): {nz.batches} batches computed, "
+                  f"{nz.cpu_seconds:.2f} CPU s. Seconds per phase, named by what it "
                   "does (the workers reduce and update; Node Zero waits meanwhile):", ""]
         lines += _table(["phase", "seconds"],
-                        [[label, f"{nz[key]:.3f}"] for key, label in NODE_ZERO_PHASES])
+                        [[label, f"{getattr(nz, key):.3f}"] for key, label in NODE_ZERO_PHASES])
         lines.append("")
     return lines
 
 
-def _workers(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines += _table(["thread", "position", "batches", "CPU s", "wait A s", "wait B s"],
-                    [[w["name"], w["position"], w["batches"], f"{w['cpu_seconds']:.2f}",
-                      f"{w['wait_a_seconds']:.2f}", f"{w['wait_b_seconds']:.2f}"]
-                     for w in r["threads"]["workers"]])
+def _workers(r: AnalysisResults) -> list[str]:
+    lines = _table(["thread", "position", "batches", "CPU s", "wait A s", "wait B s"],
+                   [[w.name, "-" if w.position is None else w.position, w.batches,
+                     f"{w.cpu_seconds:.2f}", f"{w.wait_a_seconds:.2f}",
+                     f"{w.wait_b_seconds:.2f}"] for w in r.threads.workers])
     lines.append("")
     lines += _image(r, "cpu_per_thread", "CPU seconds per thread")
     return lines
 
 
-def _batch_loading(r: dict[str, Any]) -> list[str]:
-    data = r["data"]
-    lines: list[str] = []
-    lines += [f"Tokenisation and vocabulary: {data['tokenize_seconds']:.2f} s, peak "
-              f"{_mib(data.get('tokenize_peak_bytes'))} (the original needed "
-              f"{SEED_TOKENIZE_PEAK_BYTES / 1e6:.0f} MB).  ",
-              f"{data['batches_per_epoch']} batches per epoch = ceil(({data['n_tokens']:,} - 1)"
-              f" / ({data['batch_size']} x {data['seq_len']})); {data['groups_per_epoch']} "
-              f"groups of up to {data['group_size']}; the last group has "
-              f"{data['last_group_batches']} batches and its last batch "
-              f"{data['last_batch_pad_targets']} padded targets.", ""]
-    return lines
+def _batch_loading(r: AnalysisResults) -> list[str]:
+    data = r.data
+    return [f"Tokenisation and vocabulary: {data.tokenize_seconds:.2f} s, peak "
+            f"{_mib(data.tokenize_peak_bytes)} (the original needed "
+            f"{SEED_TOKENIZE_PEAK_BYTES / MB:.0f} MB).  ",
+            f"{data.batches_per_epoch} batches per epoch = ceil(({data.n_tokens:,} - 1)"
+            f" / ({data.batch_size} x {data.seq_len})); {data.groups_per_epoch} "
+            f"groups of up to {data.group_size}; the last group has "
+            f"{data.last_group_batches} batches and its last batch "
+            f"{data.last_batch_pad_targets} padded targets.", ""]
 
 
-def _batch_processing(r: dict[str, Any]) -> list[str]:
-    tr = r["training"]
-    lines: list[str] = []
-    lines += [f"{tr['steps']} steps, {tr['tokens']:,} tokens in {tr['seconds']:.2f} s "
-              f"({tr['tokens_per_s']:,.0f} tokens/s); loss {tr['losses'][0]:.4f} -> "
-              f"{tr['losses'][-1]:.4f}." if tr["losses"] else "No step completed.", ""]
-    if tr.get("eval_losses"):
-        step, value = tr["eval_losses"][-1]
+def _batch_processing(r: AnalysisResults) -> list[str]:
+    tr = r.training
+    lines = [f"{tr.steps} steps, {tr.tokens:,} tokens in {tr.seconds:.2f} s "
+             f"({tr.tokens_per_s:,.0f} tokens/s); loss {tr.losses[0]:.4f} -> "
+             f"{tr.losses[-1]:.4f}." if tr.losses else "No step completed.", ""]
+    if tr.eval_losses:
+        step, value = tr.eval_losses[-1]
         lines += [f"Held-out loss (forward only, on the workers, over the last "
-                  f"{tr.get('eval_tokens', 0):,} tokens of the stream, never trained on): "
+                  f"{tr.eval_tokens:,} tokens of the stream, never trained on): "
                   f"{value:.4f} after step {step}.", ""]
-    if tr.get("error"):
-        lines += [f"Training stopped with an error: `{tr['error']}`", ""]
+    if tr.error:
+        lines += [f"Training stopped with an error: `{tr.error}`", ""]
     lines += _image(r, "loss_curve", "loss curve")
     return lines
 
 
-def _performance(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    perf = r["performance"]
-    lines += _table(["threads", "tokens/s", "speed-up vs 1"],
-                    [[p["threads"], f"{p['tokens_per_s']:,.0f}", f"{p['speedup']:.2f}x"]
-                     for p in perf["throughput"]])
+def _performance(r: AnalysisResults) -> list[str]:
+    perf = r.performance
+    lines = _table(["threads", "tokens/s", "speed-up vs 1"],
+                   [[p.threads, f"{p.tokens_per_s:,.0f}", f"{p.speedup:.2f}x"]
+                    for p in perf.throughput])
     lines += ["", f"CPU use during training = CPU seconds / wall seconds / cores = "
-              f"{perf['cpu_seconds']:.1f} / {perf['wall_seconds']:.1f} / {perf['cores']} = "
-              f"{perf['cpu_utilisation']:.1%}.", ""]
+              f"{perf.cpu_seconds:.1f} / {perf.wall_seconds:.1f} / {perf.cores} = "
+              f"{perf.cpu_utilisation:.1%}.", ""]
     lines += _image(r, "throughput", "throughput against threads")
     lines += [f"Sampled with psutil over the training phase (thread start-up included): "
-              f"{perf['sampled_cpu_use']:.1%} of all cores on average over "
-              f"{perf['sampled_wall_seconds']:.1f} s.", ""]
+              f"{perf.sampled_cpu_use:.1%} of all cores on average over "
+              f"{perf.sampled_wall_seconds:.1f} s.", ""]
     lines += _image(r, "cpu_over_time", "CPU use over time")
-    fg = r.get("profiles", {}).get("flamegraph")
+    fg = r.profiles.flamegraph
     lines += [f"py-spy flame graph of the training phase: [{fg}]({fg})" if fg else
-              f"py-spy flame graph: not available ({r.get('profiles', {}).get('error')})", ""]
+              f"py-spy flame graph: not available ({r.profiles.error})", ""]
     return lines
 
 
-def _memory(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    mem = r["memory"]
-    lines += [f"Peak RSS {_mib(mem['peak_rss_bytes'])} (sampled {mem['samples']} times); "
-              f"the seed run peaked at {SEED_PEAK_BYTES / 1e9} GB.", ""]
-    mr = mem.get("memray", {})
-    if mr.get("top"):
-        lines += [f"memray (native traces) over one step: peak {_mib(mr.get('peak_bytes'))}; "
+def _memory(r: AnalysisResults) -> list[str]:
+    mem = r.memory
+    lines = [f"Peak RSS {_mib(mem.peak_rss_bytes)} (sampled {mem.samples} times); "
+             f"the seed run peaked at {SEED_PEAK_BYTES / GB} GB.", ""]
+    mr = mem.memray
+    if mr is not None and mr.top:
+        lines += [f"memray (native traces) over one step: peak {_mib(mr.peak_bytes)}; "
                   "top allocation sites at the high-water mark:", ""]
         lines += _table(["bytes", "function", "location"],
-                        [[f"{_mib(t['bytes'])}", f"`{t['function']}`",
-                          f"{t['file']}:{t['line']}"] for t in mr["top"]])
+                        [[f"{_mib(t.bytes)}", f"`{t.function}`", f"{t.file}:{t.line}"]
+                         for t in mr.top])
         lines.append("")
-    elif mr.get("error"):
-        lines += [f"memray: not available ({mr['error']})", ""]
+    elif mr is not None and mr.error:
+        lines += [f"memray: not available ({mr.error})", ""]
     lines += _image(r, "memory", "memory over time")
     return lines
 
 
-def _synchronisation(r: dict[str, Any]) -> list[str]:
+_WAITS = ("ticket_wait_seconds", "wait_a_seconds", "wait_reduced_seconds",
+          "wait_decided_seconds", "wait_b_seconds")
+
+
+def _synchronisation(r: AnalysisResults) -> list[str]:
     lines: list[str] = []
-    workers = r["threads"]["workers"]
-    if workers:
+    if r.threads.workers:
         lines += ["Seconds each thread waited, from the run record (the same record as the "
                   "timeline and `trace.json`):", ""]
         lines += _table(["thread", "ticket", "Point A", "reduced", "decided", "Point B"],
-                        [[w["name"], *(f"{w[k]:.3f}" for k in (
-                            "ticket_wait_seconds", "wait_a_seconds", "wait_reduced_seconds",
-                            "wait_decided_seconds", "wait_b_seconds"))]
-                         for w in r["threads"]["all"]])
+                        [[w.name, *(f"{getattr(w, k):.3f}" for k in _WAITS)]
+                         for w in r.threads.all_threads])
         lines.append("")
-    rec = r.get("record", {})
-    if rec.get("timeline"):
-        lines += [f"Timeline of step {rec['timeline_step']} (the median step), threads down, "
+    rec = r.record
+    if rec.timeline:
+        lines += [f"Timeline of step {rec.timeline_step} (the median step), threads down, "
                   f"time across; the whole run opens in Perfetto from "
-                  f"[{rec['trace']}]({rec['trace']}):", ""]
+                  f"[{rec.trace}]({rec.trace}):", ""]
     lines += _image(r, "timeline", "timeline of one step")
     lines += _table(["drill", "expected", "outcome", "seconds", "verdict"],
-                    [[d["name"], d["expected"], d["outcome"], f"{d['seconds']:.1f}",
-                      "PASS" if d["passed"] else "FAIL"] for d in r["drills"]])
+                    [[d.name, d.expected, d.outcome, f"{d.seconds:.1f}",
+                      "PASS" if d.passed else "FAIL"] for d in r.drills])
     lines.append("")
     return lines
 
 
-def _architecture(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    eq = r["equivalence"]
-    lines += [f"Equivalence gates: {eq['runs']} runs over presets {', '.join(eq['presets'])}, "
-              f"thread counts ({eq['threads_label']}), dtypes {', '.join(eq['dtypes'])} in "
-              f"{eq['seconds']:.1f} s.", ""]
+def _architecture(r: AnalysisResults) -> list[str]:
+    eq = r.equivalence
+    lines = [f"Equivalence gates: {eq.runs} runs over presets {', '.join(eq.presets)}, "
+             f"thread counts ({eq.threads_label}), dtypes {', '.join(eq.dtypes)} in "
+             f"{eq.seconds:.1f} s.", ""]
     lines += _image(r, "equivalence", "equivalence error against threads")
     return lines
 
 
-def _engines(r: dict[str, Any]) -> list[str]:
+def _engines(r: AnalysisResults) -> list[str]:
     lines: list[str] = []
     from harness.bench.engine_compare import markdown as engines_table
 
-    eng = r.get("engines") or {"error": "not run"}
-    lines += ([f"Not measured: {eng['error']}"] if "error" in eng else
-              [engines_table(eng).rstrip(), "", "Each engine ran in its own process "
+    eng = r.engines
+    if eng is None or eng.error:
+        return [f"Not measured: {eng.error if eng else 'not run'}", ""]
+    lines += ([engines_table(eng).rstrip(), "", "Each engine ran in its own process "
                "(`spheres engines --measure`); bitwise compares the gradient bits of two "
                "thread counts and is measured, not gated, for engines other than fast."])
     lines.append("")
     return lines
 
 
-def _known_issues(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines += [f"- {i}" for i in r["known_issues"]] or ["- None found by the checks above."]
+def _known_issues(r: AnalysisResults) -> list[str]:
+    lines = [f"- {i}" for i in r.known_issues] or ["- None found by the checks above."]
     lines.append("")
     return lines
 
 
-def _recommendations(r: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines += [f"- {i}" for i in r["recommendations"]] or ["- None."]
+def _recommendations(r: AnalysisResults) -> list[str]:
+    lines = [f"- {i}" for i in r.recommendations] or ["- None."]
     lines.append("")
     return lines
 
 
-def _conclusion(r: dict[str, Any]) -> list[str]:
+def _conclusion(r: AnalysisResults) -> list[str]:
     lines: list[str] = []
-    failed = [c for c in r["checks"] if not c["passed"]]
-    lines += [f"**{r['verdict']}**: {len(r['checks']) - len(failed)} of {len(r['checks'])} "
+    failed = [c for c in r.checks if not c.passed]
+    lines += [f"**{r.verdict}**: {len(r.checks) - len(failed)} of {len(r.checks)} "
               "checks passed."]
     if failed:
         lines += ["", "Failed checks:"] + [verdict_line(c) for c in failed]
@@ -263,18 +249,18 @@ def _conclusion(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _scale_out(r: dict[str, Any]) -> list[str]:
+def _scale_out(r: AnalysisResults) -> list[str]:
     from harness.mpi.scale_out import section_lines
 
-    return section_lines(r["scale_out"])
+    return section_lines(r.scale_out) if r.scale_out is not None else []
 
 
 class Section(NamedTuple):
-    """One report section: its key in `results.json` checks, its heading, its renderer."""
+    """One report section: the `section` of its checks, its heading, its renderer."""
 
     key: str
     heading: str
-    render: Callable[[dict[str, Any]], list[str]]
+    render: Callable[[AnalysisResults], list[str]]
     optional: bool = False  # present only when results has `key` (`analyze --ranks R`, SPEC 10)
 
 
@@ -300,12 +286,12 @@ SECTIONS: list[Section] = [
 ]
 
 
-def render(results: dict[str, Any]) -> str:
+def render(results: AnalysisResults) -> str:
     """The whole analysis as markdown: per section its heading, its verdict lines, its body."""
-    title = f"# Kissing Spheres analysis: `{results['meta']['preset']}` preset"
+    title = f"# Kissing Spheres analysis: `{results.meta.preset}` preset"
     lines = [title, ""]
     for section in SECTIONS:
-        if section.optional and section.key not in results:
+        if section.optional and getattr(results, section.key, None) is None:
             continue
         lines += [f"## {section.heading}", ""]
         checks = _checks_for(results, section.key)

@@ -1,7 +1,10 @@
 """`spheres compare A B`: what changed between two runs, as markdown for a CI job summary.
 
 A and B are two `results.json` of `spheres analyze`, two `summary.json` of `make bench`, or two
-pytest-benchmark JSON files (a stored `make bench` run). Benchmark runs are judged benchmark by
+pytest-benchmark JSON files (a stored `make bench` run). A results.json or summary.json is read
+through its typed model (`AnalysisResults`, `BenchSummary`): one of another schema version is
+refused (exit 2) rather than compared key by key with a file whose keys mean something else.
+Benchmark runs are judged benchmark by
 benchmark with the noise rule of `harness.bench.history`; any other JSON is flattened to dotted
 paths (lists of records keyed by their name, title or thread count), and every figure and
 verdict whose value differs is listed, verdicts first. Exit 1 when a verdict got worse (a pass
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.history import compare_runs, markdown_table
+from harness.figures.bench_metrics import BenchSummary
+from harness.figures.results import AnalysisResults
 from reference.errors import InputError
 
 KEY_FIELDS = ("name", "title", "check", "threads", "preset", "kind")  # a record's identity
@@ -59,6 +64,16 @@ def load(path: Path) -> dict[str, Any]:
                          "summary.json or a pytest-benchmark JSON") from None
     if not isinstance(data, dict):
         raise InputError(f"compare: {path} holds a JSON {type(data).__name__}, not an object")
+    return typed(data, path)
+
+
+def typed(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A results.json or bench summary.json read into its dataclasses (schema version checked,
+    unknown fields refused) and written back as the JSON the comparison flattens."""
+    if "checks" in data and "verdict" in data:
+        return AnalysisResults.from_json(data, what=f"compare: {path}").to_json()
+    if "targets" in data and "metrics" in data:
+        return BenchSummary.from_json(data, what=f"compare: {path}").to_json()
     return data
 
 

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from harness.bench.summary import flops_per_token
+from harness.figures.bench_metrics import EngineComparison, EngineRow, Workload
 from harness.profiling.cpu import available_cores
 from harness.profiling.machine import REPO_ROOT
 from harness.profiling.rss import peak_rss_bytes
@@ -39,39 +40,6 @@ from reference.params import param_specs
 EXAMPLE_ENGINE = f"exec:{sys.executable} {REPO_ROOT / 'examples' / 'numpy_engine.py'}"
 MATMUL_N = 1024  # sgemm size for the limit: large enough to run at BLAS speed, ~0.1 s a round
 CHILD_TIMEOUT_S = 3600.0  # one engine's whole measurement; a backstop, each request has its own
-
-
-@dataclass
-class EngineRow:
-    """What was measured for one engine on the shared workload."""
-
-    engine: str
-    dtype: str
-    threads: int
-    tokens_per_s: float = float("nan")
-    sgemm_share: float = float("nan")  # model FLOP/s over the float32 matmul limit
-    sgemm_flops: float = float("nan")  # the limit as measured in this engine's process
-    worst_error: float = float("nan")  # relative L2, worst tensor, against float64 reference
-    worst_tensor: str = ""
-    loss_error: float = float("nan")
-    bitwise_threads: str = ""  # the two thread counts compared, e.g. "1 vs 2"
-    bitwise: bool | None = None
-    peak_rss_bytes: int = 0  # peak RSS of the measuring process plus the exec engine process
-    seconds: float = 0.0
-    error: str = ""  # why the engine could not be measured ("" when it was)
-
-
-@dataclass
-class Workload:
-    preset: str
-    group_size: int
-    dtype: str
-    threads: int
-    rounds: int
-    seed: int = 0
-
-    def config(self) -> Config:
-        return preset(self.preset, seed=self.seed, group_size=self.group_size)
 
 
 def sgemm_limit(n: int = MATMUL_N, rounds: int = 5) -> float:
@@ -150,7 +118,7 @@ def available_specs(extra: list[str] | None = None, example: bool = True) -> lis
 
 
 def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
-            say=print) -> dict:
+            say=print) -> EngineComparison:
     """Measure every engine in its own child process; the reference answer is computed once."""
     cfg = work.config()
     limit = sgemm_limit()
@@ -188,9 +156,9 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
     fpt = flops_per_token(cfg.model)
     for r in rows:
         r.sgemm_share = r.tokens_per_s * fpt / limit
-    return {"workload": asdict(work), "sgemm_limit_flops": limit,
-            "flops_per_token": flops_per_token(cfg.model), "cores": available_cores(),
-            "rows": [asdict(r) for r in rows]}
+    return EngineComparison(workload=work, sgemm_limit_flops=limit,
+                            flops_per_token=flops_per_token(cfg.model), cores=available_cores(),
+                            rows=rows)
 
 
 def short_name(spec: str) -> str:
@@ -210,19 +178,18 @@ def format_row(r: EngineRow) -> str:
             f"{bit}  peak {r.peak_rss_bytes / 2**20:,.0f} MiB")
 
 
-def markdown(result: dict) -> str:
-    w = result["workload"]
-    lines = [f"Workload: preset `{w['preset']}`, G={w['group_size']} batches per step, "
-             f"{w['dtype']} (the reference computes in float64), T={w['threads']}, best of "
-             f"{w['rounds']} timed steps; float32 sgemm limit "
-             f"{result['sgemm_limit_flops'] / 1e9:.1f} GFLOP/s on {result['cores']} cores (the "
+def markdown(result: EngineComparison) -> str:
+    w = result.workload
+    lines = [f"Workload: preset `{w.preset}`, G={w.group_size} batches per step, "
+             f"{w.dtype} (the reference computes in float64), T={w.threads}, best of "
+             f"{w.rounds} timed steps; float32 sgemm limit "
+             f"{result.sgemm_limit_flops / 1e9:.1f} GFLOP/s on {result.cores} cores (the "
              "best of the measurements before and after each engine); "
-             f"{result['flops_per_token']:,} model FLOPs per token.", "",
+             f"{result.flops_per_token:,} model FLOPs per token.", "",
              "| engine | dtype | T | tokens/s | share of sgemm limit | worst error vs reference "
              "| worst tensor | bitwise across T | peak memory MiB |",
              "|---|---|---:|---:|---:|---:|---|---|---:|"]
-    for d in result["rows"]:
-        r = EngineRow(**d)
+    for r in result.rows:
         if r.error:
             lines.append(f"| `{short_name(r.engine)}` | not measured: {r.error} "
                          "| | | | | | | |")
@@ -235,7 +202,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyze_phase(preset_name: str, threads: int, extra: list[str], say=print) -> dict:
+def analyze_phase(preset_name: str, threads: int, extra: list[str],
+                  say=print) -> EngineComparison:
     """The engines section of `spheres analyze`: every available engine plus `extra`
     (`analyze --engine`), on two batches of the analysed preset."""
     cfg = preset(preset_name)
@@ -244,7 +212,7 @@ def analyze_phase(preset_name: str, threads: int, extra: list[str], say=print) -
         return compare(available_specs(extra), work, say=say)
     except (OSError, subprocess.SubprocessError, SpheresError) as exc:
         say(f"engines: not measured: {exc}")
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return EngineComparison(error=f"{type(exc).__name__}: {exc}")
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -264,7 +232,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
     result = compare(specs, work, stall_timeout=args.stall_timeout,
                      say=lambda line: print(line, flush=True))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result.to_json(), indent=2))
     if args.markdown is not None:
         atomic_write_text(args.markdown, "# Engines side by side\n\n" + markdown(result))
     return 0

@@ -19,11 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# A slowdown must exceed NOISE_FACTOR x the rounds' own spread, and never less than NOISE_FLOOR:
-# with 2 rounds on a shared 2-core machine the spread of one run understates the run-to-run
-# scatter (measured here: 2-5% between back-to-back runs of the same commit), so the floor is 5%.
-NOISE_FACTOR = 2.0
-NOISE_FLOOR = 0.05
+from harness.figures.thresholds import NOISE_FACTOR, NOISE_FLOOR  # the regression noise rule
 
 
 @dataclass(frozen=True)

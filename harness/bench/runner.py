@@ -30,7 +30,7 @@ from harness.bench.history import (
 )
 from harness.bench.render import print_summary, render_markdown, write_plots
 from harness.bench.summary import summarize
-from harness.profiling.machine import REPO_ROOT, machine_info
+from harness.profiling.machine import REPO_ROOT, machine_facts
 
 
 def pytest_command(json_path: Path, args: argparse.Namespace) -> list[str]:
@@ -126,17 +126,17 @@ def main(argv: list[str] | None = None) -> int:
               "writing them; fix the failure shown above and rerun `make bench`")
         return 1
     summary = summarize(json.loads(json_path.read_text()))
-    summary["bench_json"] = str(json_path)
-    summary["pytest_exit_code"] = pytest_rc
-    if not summary["machine"]:
-        summary["machine"] = machine_info()
-    summary["plots"] = write_plots(summary, out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary.bench_json = str(json_path)
+    summary.pytest_exit_code = pytest_rc
+    if summary.machine is None:
+        summary.machine = machine_facts()
+    summary.plots = write_plots(summary, out_dir)
+    (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     (out_dir / "summary.md").write_text(render_markdown(summary))
     print_summary(summary)
     print(f"wrote {out_dir / 'summary.md'} and {out_dir / 'summary.json'}")
     history = compare_history(json.loads(json_path.read_text()), args, out_dir)
-    failed = [v for v in summary["targets"] if v["status"] == "fail"]
+    failed = [v for v in summary.targets if v.status == "fail"]
     regressed = [c for c in history if c.failed]
     for c in regressed:
         print(f"FAIL: {regression_message(c)}")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL: the benchmark run itself failed (pytest exit {pytest_rc})")
     if failed:
         print(f"FAIL: {len(failed)} target(s) missed (details above): "
-              + "; ".join(v["name"] for v in failed))
+              + "; ".join(v.name for v in failed))
     return 1 if failed or regressed or pytest_rc not in (0, 5) else 0
 
 

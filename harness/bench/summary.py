@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from harness.bench.targets import TARGETS
+from harness.figures.bench_metrics import (
+    BenchMetrics,
+    BenchRow,
+    BenchSummary,
+    KernelShare,
+    KernelTableSource,
+    MpiStepBench,
+    TokenizeResult,
+)
+from harness.figures.facts import BlasLibrary, MachineFacts
+from harness.figures.serial import from_json
 from harness.figures.thresholds import BENCH_CPU_SHORTFALL, MB
 from harness.profiling.cpu import available_cores
 from reference.config import ModelConfig, preset
@@ -45,10 +55,10 @@ _PHASE_ROWS = {"REDUCING": "reduction (segment sum + norms)", "UPDATING": "AdamW
 
 
 def kernel_table(kernel_extra: dict[str, Any] | None,
-                 trainer_stats: dict[str, Any] | None) -> list[dict[str, Any]]:
+                 trainer_stats: dict[str, Any] | None) -> list[KernelShare]:
     """Rows (name, share of the workers' step time) from the kernel-cycle benchmark and one
     scaling run's worker phase seconds. Without phase seconds, shares of one batch's compute."""
-    rows: list[dict[str, Any]] = []
+    rows: list[KernelShare] = []
     if not kernel_extra or not sum(kernel_extra.get("cycles", [])):
         return rows
     cycles = dict(zip(kernel_extra["groups"], kernel_extra["cycles"], strict=True))
@@ -62,12 +72,12 @@ def kernel_table(kernel_extra: dict[str, Any] | None,
     step = compute + sum(phases.get(k, 0.0) for k in _PHASE_ROWS)
     compute_share = compute / step if step > 0 else 1.0
     for name, c in sorted(cycles.items(), key=lambda kv: -kv[1]):
-        rows.append({"name": name, "share": compute_share * c / total_cycles,
-                     "kind": "gemm" if name.startswith("gemm") else "kernel"})
+        rows.append(KernelShare(name, compute_share * c / total_cycles,
+                                "gemm" if name.startswith("gemm") else "kernel"))
     if step > 0:
         for phase, name in _PHASE_ROWS.items():
-            rows.append({"name": name, "share": phases.get(phase, 0.0) / step,
-                         "kind": "wait" if phase.startswith("WAITING") else "step"})
+            rows.append(KernelShare(name, phases.get(phase, 0.0) / step,
+                                    "wait" if phase.startswith("WAITING") else "step"))
     return rows
 
 
@@ -103,7 +113,7 @@ def _tokenize_peak(extra: dict[str, Any]) -> float | None:
     return float(value) * MB if isinstance(value, int | float) else None
 
 
-def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dict[str, Any]:
+def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> BenchSummary:
     """The figures of one pytest-benchmark JSON (with our `extra_info`) and the verdicts."""
     if torch_available is None:
         torch_available = importlib.util.find_spec("torch") is not None
@@ -111,12 +121,13 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
     settings = meta.get("settings", {})
     cfg = preset(settings.get("preset", "seed"))
     fpt = flops_per_token(cfg.model)
-    cores = meta.get("machine", {}).get("cores") or available_cores()
-    metrics: dict[str, Any] = {"torch_available": torch_available}
-    rows: list[dict[str, Any]] = []
+    machine = from_json(MachineFacts, meta["machine"]) if meta.get("machine") else None
+    cores = (machine.cores if machine else 0) or available_cores()
+    metrics = BenchMetrics(torch_available=torch_available)
+    rows: list[BenchRow] = []
     peaks: dict[str, float] = {}
     tokenize = None
-    mpi_bytes: list[dict[str, Any]] = []
+    mpi_bytes: list[MpiStepBench] = []
     kernel_extra: dict[str, Any] | None = None
     for b in bench.get("benchmarks", []):
         extra, best = b.get("extra_info", {}), b["stats"]["min"]
@@ -128,18 +139,17 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
         elif kind in ("engine", "scaling", "seed_workload", "seed_at_cores"):
             rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
         elif kind == "trace_overhead":
-            metrics.update(traced_tokens_per_s=extra["traced_tokens_per_s"],
-                           untraced_tokens_per_s=extra["untraced_tokens_per_s"])
+            metrics.traced_tokens_per_s = extra["traced_tokens_per_s"]
+            metrics.untraced_tokens_per_s = extra["untraced_tokens_per_s"]
         elif kind == "mpi_ratio":  # SPEC 10: ranks against threads on the same cores
-            metrics["mpi_tokens_per_s_R2T1"] = extra["mpi"]["tokens_per_s"]
-            metrics["single_tokens_per_s_T2"] = extra["single"]["tokens_per_s"]
+            metrics.mpi_tokens_per_s_R2T1 = extra["mpi"]["tokens_per_s"]
+            metrics.single_tokens_per_s_T2 = extra["single"]["tokens_per_s"]
         elif kind == "mpi_bytes":
-            mpi_bytes.append(extra)
+            mpi_bytes.append(from_json(MpiStepBench,
+                                       {k: v for k, v in extra.items() if k != "kind"}))
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
-            tokenize = {"name": b["name"], "seconds": seconds,
-                        "peak_bytes": _tokenize_peak(extra),
-                        "extra_info": extra}
+            tokenize = TokenizeResult(b["name"], seconds, _tokenize_peak(extra))
     # The yardstick is the all-core figure; if other load pushed it below the one-core figure
     # the one-core figure is the better lower bound of what the machine can do.
     warnings = []
@@ -147,101 +157,98 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> dic
         warnings.append(f"all-core matmul peak ({peaks['all'] / 1e9:.0f} GFLOP/s) measured below "
                         f"the one-core peak ({peaks['one'] / 1e9:.0f} GFLOP/s): the machine was "
                         "busy; the one-core figure is used as the yardstick")
-    metrics["matmul_peak_flops"] = max(peaks.get("all") or 0.0, peaks.get("one") or 0.0) or None
-    metrics["matmul_peak_flops_all_cores"] = peaks.get("all")
-    metrics["matmul_peak_flops_one_core"] = peaks.get("one")
+    metrics.matmul_peak_flops = max(peaks.get("all") or 0.0, peaks.get("one") or 0.0) or None
+    metrics.matmul_peak_flops_all_cores = peaks.get("all")
+    metrics.matmul_peak_flops_one_core = peaks.get("one")
 
-    scaling = sorted((r for r in rows if r["kind"] == "scaling"), key=lambda r: r["threads"])
+    scaling = sorted((r for r in rows if r.kind == "scaling"), key=lambda r: r.threads)
     for r in scaling:
-        metrics[f"fast_tokens_per_s_T{r['threads']}"] = r["tokens_per_s"]
-        metrics[f"model_flops_per_s_T{r['threads']}"] = r["model_flops_per_s"]
+        metrics.fast_tokens_per_s[r.threads] = r.tokens_per_s
+        metrics.model_flops_per_s_by_threads[r.threads] = r.model_flops_per_s
     base = scaling[0] if scaling else None
     for r in scaling:
-        r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"] * base["threads"]
-        r["efficiency"] = r["speedup"] / min(r["threads"], cores)
-    fast_rows = [r for r in rows if r["engine"] == "fast"]
+        r.speedup = r.tokens_per_s / base.tokens_per_s * base.threads
+        r.efficiency = r.speedup / min(r.threads, cores)
+    fast_rows = [r for r in rows if r.engine == "fast"]
     if fast_rows:
-        best_fast = max(fast_rows, key=lambda r: r["tokens_per_s"])
-        metrics["model_flops_per_s"] = best_fast["model_flops_per_s"]
+        metrics.model_flops_per_s = max(fast_rows, key=lambda r: r.tokens_per_s).model_flops_per_s
     for r in rows:
-        if metrics.get("matmul_peak_flops"):
-            r["peak_fraction"] = r["model_flops_per_s"] / metrics["matmul_peak_flops"]
-        if r["engine"] == "torch":
-            metrics["torch_tokens_per_s"] = r["tokens_per_s"]
-            metrics["fast_tokens_per_s_torch_threads"] = metrics.get(
-                f"fast_tokens_per_s_T{r['threads']}")
-        if r["engine"] == "reference":
-            metrics["reference_tokens_per_s"] = r["tokens_per_s"]
-        if r["kind"] == "seed_at_cores":
-            metrics["seed_at_cores_tokens_per_s"] = r["tokens_per_s"]
-        if r["kind"] == "seed_workload":
-            metrics.update(seed_tokens_per_s=r["tokens_per_s"], seed_seconds=r["seconds"],
-                           seed_peak_rss_bytes=r["peak_rss_bytes"],
-                           seed_node_zero_share=r["node_zero_share"])
+        if metrics.matmul_peak_flops:
+            r.peak_fraction = r.model_flops_per_s / metrics.matmul_peak_flops
+        if r.engine == "torch":
+            metrics.torch_tokens_per_s = r.tokens_per_s
+            metrics.fast_tokens_per_s_torch_threads = metrics.fast_tokens_per_s.get(r.threads)
+        if r.engine == "reference":
+            metrics.reference_tokens_per_s = r.tokens_per_s
+        if r.kind == "seed_at_cores":
+            metrics.seed_at_cores_tokens_per_s = r.tokens_per_s
+        if r.kind == "seed_workload":
+            metrics.seed_tokens_per_s, metrics.seed_seconds = r.tokens_per_s, r.seconds
+            metrics.seed_peak_rss_bytes = r.peak_rss_bytes
+            metrics.seed_node_zero_share = r.node_zero_share
     if tokenize:
-        metrics.update(tokenize_seconds=tokenize["seconds"],
-                       tokenize_peak_bytes=tokenize["peak_bytes"])
+        metrics.tokenize_seconds = tokenize.seconds
+        metrics.tokenize_peak_bytes = tokenize.peak_bytes
     for r in rows:
-        expected = min(r["threads"], cores) / cores  # CPU use the workers alone could reach
-        if r["cpu_use"] is not None and r["cpu_use"] < BENCH_CPU_SHORTFALL * expected:
-            warnings.append(f"{r['name']}: CPU use {r['cpu_use']:.0%} of the machine, "
-                            f"below the {expected:.0%} its {r['threads']} thread(s) could use: "
+        expected = min(r.threads, cores) / cores  # CPU use the workers alone could reach
+        if r.cpu_use is not None and r.cpu_use < BENCH_CPU_SHORTFALL * expected:
+            warnings.append(f"{r.name}: CPU use {r.cpu_use:.0%} of the machine, "
+                            f"below the {expected:.0%} its {r.threads} thread(s) could use: "
                             "other processes competed for the cores, its tokens/s is understated")
-    blas = meta.get("machine", {}).get("blas")
-    if isinstance(blas, dict):
-        warnings += blas.get("warnings", [])
-    t2 = next((r for r in scaling if r["threads"] == 2), scaling[-1] if scaling else None)
-    kernels = kernel_table(kernel_extra, t2["trainer_stats"] if t2 else None)
+    if machine is not None and machine.blas is not None:
+        warnings += machine.blas.warnings
+    t2 = next((r for r in scaling if r.threads == 2), scaling[-1] if scaling else None)
+    kernels = kernel_table(kernel_extra, t2.trainer_stats if t2 else None)
     verdicts = [t.check(metrics) for t in TARGETS]
-    return {
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": meta.get("machine", {}),
-        "settings": settings,
-        "config": meta.get("config", cfg.to_dict()),
-        "flops_per_token": fpt,
-        "flops_formula": FLOPS_FORMULA,
-        "engines": rows,
-        "tokenize": tokenize,
-        "mpi_bytes": mpi_bytes,
-        "kernel_table": kernels,
-        "kernel_table_source": {
-            "kernels": "fast.kernels.TIMING_GROUPS cycle counters, 1 thread, one batch, "
-                       f"micro_batch {kernel_extra.get('micro_batch')}" if kernel_extra else None,
-            "phases": f"worker phase seconds of the {t2['threads']}-thread scaling run"
-                      if t2 else None,
-            "blas": kernel_extra.get("blas") if kernel_extra else None},
-        "metrics": metrics,
-        "targets": [asdict(v) for v in verdicts],
-        "warnings": warnings,
-        "passed": all(v.status != "fail" for v in verdicts),
-    }
+    return BenchSummary(
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        machine=machine,
+        settings=settings,
+        config=meta.get("config", cfg.to_dict()),
+        flops_per_token=fpt,
+        flops_formula=FLOPS_FORMULA,
+        engines=rows,
+        tokenize=tokenize,
+        mpi_bytes=mpi_bytes,
+        kernel_table=kernels,
+        kernel_table_source=KernelTableSource(
+            kernels="fast.kernels.TIMING_GROUPS cycle counters, 1 thread, one batch, "
+                    f"micro_batch {kernel_extra.get('micro_batch')}" if kernel_extra else None,
+            phases=f"worker phase seconds of the {t2.threads}-thread scaling run"
+                   if t2 else None,
+            blas=[_blas_library(b) for b in kernel_extra.get("blas") or []]
+            if kernel_extra else None),
+        metrics=metrics,
+        targets=verdicts,
+        warnings=warnings,
+        passed=all(v.status != "fail" for v in verdicts),
+    )
+
+
+def _blas_library(info: dict[str, Any]) -> BlasLibrary:
+    """A threadpoolctl record (as the kernel-table benchmark stored it) as a BlasLibrary."""
+    return BlasLibrary(library=info.get("internal_api"), version=info.get("version"),
+                       kernel=info.get("architecture"), threads=info.get("num_threads"),
+                       file=info.get("filepath") or "")
 
 
 def _engine_row(name: str, extra: dict[str, Any], stats: dict[str, float], fpt: int,
-                cores: int) -> dict[str, Any]:
+                cores: int) -> BenchRow:
     best, mean = stats["min"], stats.get("mean", stats["min"])
     tokens_per_s = extra["tokens_per_round"] / best
     nz = node_zero_seconds(extra.get("trainer_stats"))
     rounds = extra.get("rounds", 1)
     thread_cpu = extra.get("thread_cpu_seconds", {})
     workers = [v for k, v in thread_cpu.items() if k.startswith("ks-worker-")]
-    return {
-        "name": name,
-        "kind": extra["kind"],
-        "engine": extra["engine"],
-        "threads": extra["threads"],
-        "group": extra.get("group"),
-        "tokens_per_round": extra["tokens_per_round"],
-        "seconds": best,
-        "tokens_per_s": tokens_per_s,
-        "model_flops_per_s": tokens_per_s * fpt,
+    return BenchRow(
+        name=name, kind=extra["kind"], engine=extra["engine"], threads=extra["threads"],
+        group=extra.get("group"), tokens_per_round=extra["tokens_per_round"], seconds=best,
+        tokens_per_s=tokens_per_s, model_flops_per_s=tokens_per_s * fpt, cores=cores,
         # Node Zero's own work (dispatching + deciding) over the measured steps' wall time
-        "node_zero_share": nz / (rounds * mean) if nz is not None else None,
-        "cpu_use": extra.get("cpu_use"),
-        "worker_cpu_seconds_min": min(workers, default=None),
-        "worker_cpu_seconds_max": max(workers, default=None),
-        "workers_busy": sum(1 for w in workers if w > 0.0),
-        "peak_rss_bytes": extra.get("peak_rss_bytes"),
-        "cores": cores,
-        "trainer_stats": extra.get("trainer_stats"),
-    }
+        node_zero_share=nz / (rounds * mean) if nz is not None else None,
+        cpu_use=extra.get("cpu_use"),
+        worker_cpu_seconds_min=min(workers, default=None),
+        worker_cpu_seconds_max=max(workers, default=None),
+        workers_busy=sum(1 for w in workers if w > 0.0),
+        peak_rss_bytes=extra.get("peak_rss_bytes"),
+        trainer_stats=extra.get("trainer_stats"))

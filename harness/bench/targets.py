@@ -1,6 +1,7 @@
 """The targets of `make bench`: each judges one figure of the summary, pass, fail or skipped.
 
-Thresholds come from harness/figures/thresholds.py (each defined once, with its reason).
+Each names the `BenchMetrics` attributes it reads; thresholds come from
+harness/figures/thresholds.py (each defined once, with its reason).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from harness.figures.bench_metrics import BenchMetrics, Verdict
 from harness.figures.thresholds import (
     GB,
     MB,
@@ -26,19 +28,8 @@ from harness.figures.thresholds import (
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One target's outcome: status is "pass", "fail" or "skipped"."""
-
-    name: str
-    status: str
-    measured: float | None
-    required: str
-    message: str
-
-
-@dataclass(frozen=True)
 class RatioTarget:
-    """metrics[numerator] / metrics[denominator] must be at least `at_least`."""
+    """metrics.numerator / metrics.denominator must be at least `at_least`."""
 
     name: str
     numerator: str
@@ -47,14 +38,14 @@ class RatioTarget:
     skip_unless: str | None = None  # a metric that must be truthy for the target to apply
     skip_message: str = ""
 
-    def check(self, metrics: dict[str, Any]) -> Verdict:
+    def check(self, metrics: BenchMetrics) -> Verdict:
         required = f">= {self.at_least:g}x"
-        if self.skip_unless and not metrics.get(self.skip_unless):
+        if self.skip_unless and not getattr(metrics, self.skip_unless):
             return Verdict(self.name, "skipped", None, required, self.skip_message)
         missing = _missing(metrics, self.numerator, self.denominator)
         if missing:
             return Verdict(self.name, "fail", None, required, missing)
-        ratio = metrics[self.numerator] / metrics[self.denominator]
+        ratio = getattr(metrics, self.numerator) / getattr(metrics, self.denominator)
         if ratio >= self.at_least:
             return Verdict(self.name, "pass", ratio, required,
                            f"{ratio:.2f}x (needs {required})")
@@ -66,7 +57,7 @@ class RatioTarget:
 
 @dataclass(frozen=True)
 class LimitTarget:
-    """metrics[metric] must be finite and below `below` (in `unit`s of `scale`)."""
+    """metrics.metric must be finite and below `below` (in `unit`s of `scale`)."""
 
     name: str
     metric: str
@@ -74,12 +65,12 @@ class LimitTarget:
     unit: str = "s"
     scale: float = 1.0
 
-    def check(self, metrics: dict[str, Any]) -> Verdict:
+    def check(self, metrics: BenchMetrics) -> Verdict:
         required = f"< {self.below:g} {self.unit}" if math.isfinite(self.below) else "completes"
         missing = _missing(metrics, self.metric)
         if missing:
             return Verdict(self.name, "fail", None, required, missing)
-        value = metrics[self.metric] / self.scale
+        value = getattr(metrics, self.metric) / self.scale
         shown = f"{value:.3g} {self.unit}"
         if value < self.below:
             return Verdict(self.name, "pass", value, required, f"{shown} ({required})")
@@ -89,8 +80,8 @@ class LimitTarget:
                        f"({over / self.below:.0%})")
 
 
-def _missing(metrics: dict[str, Any], *names: str) -> str | None:
-    absent = [n for n in names if not _finite(metrics.get(n))]
+def _missing(metrics: BenchMetrics, *names: str) -> str | None:
+    absent = [n for n in names if not _finite(getattr(metrics, n))]
     if not absent:
         return None
     return (f"no measurement of {', '.join(absent)}: its benchmark failed or did not run "

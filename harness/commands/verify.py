@@ -11,8 +11,9 @@ import json
 import sys
 from collections.abc import Iterable
 
+from harness.figures.thresholds import GRAD_TOL
 from harness.run.export import check_writable
-from harness.verify.gates import GRAD_TOL, markdown_summary, run_verify
+from harness.verify.gates import markdown_summary, run_verify
 from harness.verify.junit import junit_xml
 from reference.atomic import atomic_write_text
 from reference.config import PRESETS, preset

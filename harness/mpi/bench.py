@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from harness.figures.bench_metrics import MpiBytesRow, MpiRankTimes, MpiStepBench
+from harness.figures.serial import to_json
 from harness.run.corpus import load_corpus, one_group_tokens
 from reference.config import preset
 from reference.params import param_count
@@ -52,9 +54,10 @@ def loopback(mb: float, rounds: int) -> int:
     if ch.rank == 0:
         g, b = min(gather[1:]), min(bcast[1:])
         into_root = (ch.size - 1) * n * 4
-        print(json.dumps({"ranks": ch.size, "segment_bytes": n * 4, "gather_s": g,
-                          "bcast_s": b, "gather_s_per_byte_into_root": g / max(1, into_root),
-                          "bcast_s_per_byte": b / (n * 4)}), flush=True)
+        row = MpiBytesRow(ranks=ch.size, segment_bytes=n * 4, gather_s=g, bcast_s=b,
+                          gather_s_per_byte_into_root=g / max(1, into_root),
+                          bcast_s_per_byte=b / (n * 4))
+        print(json.dumps(to_json(row)), flush=True)
     return 0
 
 
@@ -96,15 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         engine.close()
     n_targets = int(np.count_nonzero(group.targets))
     best = min(seconds)
-    out = {"preset": args.preset, "group": args.group, "ranks": ranks,
-           "threads": args.threads, "dtype": args.dtype, "params": param_count(cfg.model),
-           "step_seconds": seconds, "best_step_s": best, "tokens": n_targets,
-           "tokens_per_s": n_targets / best}
+    out = MpiStepBench(preset=args.preset, group=args.group, ranks=ranks, threads=args.threads,
+                       dtype=args.dtype, params=param_count(cfg.model), step_seconds=seconds,
+                       best_step_s=best, tokens=n_targets, tokens_per_s=n_targets / best)
     if ranks:
-        out["per_rank"] = [{"rank": r["rank"], **{k: r["times"][k] for k in (
+        out.per_rank = [MpiRankTimes(rank=r["rank"], **{k: r["times"][k] for k in (
             "last_sent_bytes", "last_received_bytes", "compute_s", "wait_s", "comm_s",
-            "reduce_s", "steps")}} for r in engine.reports]
-    print(json.dumps(out), flush=True)
+            "reduce_s", "steps")}) for r in engine.reports]
+    print(json.dumps(to_json(out)), flush=True)
     return 0
 
 

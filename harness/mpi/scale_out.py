@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
 import numpy as np
 
+from harness.figures.bench_metrics import MpiStepBench
+from harness.figures.results import AnalysisResults, Check, ScaleOut
+from harness.figures.serial import from_json
 from harness.mpi.verify_ranks import mpiexec_path
 from reference.config import preset
+from reference.errors import InputError
 
 SCALE_GROUP = 12  # batches per step: one per symmetry position, so every rank has work
 LAUNCH_TIMEOUT_S = 3600.0
@@ -31,68 +34,68 @@ def _launch(ranks: int, module: str, argv: list[str]) -> list[dict]:
     return [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
 
 
-def phase_scale_out(preset_name: str, ranks: int, threads: int, seed: int, say) -> dict:
+def phase_scale_out(preset_name: str, ranks: int, threads: int, seed: int, say) -> ScaleOut:
     """Measure R ranks x T threads: timing, bytes, and the bitwise comparison."""
     from fast.trainer import FastTrainer
-    from harness.mpi.digest import fingerprint, trajectory_groups
+    from harness.mpi.digest import Fingerprint, fingerprint, trajectory_groups
 
-    out: dict[str, Any] = {"ranks": ranks, "threads": threads, "preset": preset_name,
-                           "group": SCALE_GROUP, "error": None}
+    out = ScaleOut(ranks=ranks, threads=threads, preset=preset_name, group=SCALE_GROUP)
     try:
         say(f"scale-out: {ranks} ranks x {threads} threads, {preset_name}, G={SCALE_GROUP}")
-        out["bench"] = _launch(ranks, "harness.mpi.bench", [
+        out.bench = from_json(MpiStepBench, _launch(ranks, "harness.mpi.bench", [
             "--preset", preset_name, "--group", str(SCALE_GROUP), "--threads", str(threads),
-            "--rounds", "2"])[0]
-        fp = _launch(ranks, "harness.mpi.digest", [
+            "--rounds", "2"])[0])
+        fp = from_json(Fingerprint, _launch(ranks, "harness.mpi.digest", [
             "--preset", preset_name, "--seed", str(seed), "--group-size", str(SCALE_GROUP),
-            "--threads", str(threads), "--dtypes", "float32", "--steps", "3"])[0]
+            "--threads", str(threads), "--dtypes", "float32", "--steps", "3"])[0])
         cfg = preset(preset_name, seed=seed, group_size=SCALE_GROUP)
         with FastTrainer(cfg, threads, dtype=np.float32) as engine:
             single = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=threads,
                                  dtype="float32")
-        out["mpi_hashes"] = {k: fp[k] for k in ("grads_sha", "update_sha", "trajectory_sha")}
-        out["single_hashes"] = {"grads_sha": single.grads_sha, "update_sha": single.update_sha,
-                                "trajectory_sha": single.trajectory_sha}
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
-        out["error"] = str(exc)
+        out.mpi_hashes = {"grads_sha": fp.grads_sha, "update_sha": fp.update_sha,
+                          "trajectory_sha": fp.trajectory_sha}
+        out.single_hashes = {"grads_sha": single.grads_sha, "update_sha": single.update_sha,
+                             "trajectory_sha": single.trajectory_sha}
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, InputError) as exc:
+        out.error = str(exc)
     return out
 
 
-def scale_out_checks(s: dict) -> list[dict[str, Any]]:
+def scale_out_checks(s: ScaleOut) -> list[Check]:
     """The bitwise verdict, read from the two runs' hashes."""
-    title = (f"{s['ranks']} MPI ranks x {s['threads']} threads: gradient, first update and "
+    title = (f"{s.ranks} MPI ranks x {s.threads} threads: gradient, first update and "
              "3-step weights bitwise equal to the single process")
-    if s.get("error"):
-        return [{"section": "scale_out", "title": title, "passed": False,
-                 "figure": f"the MPI run failed: {s['error']}"}]
-    mpi, one = s["mpi_hashes"], s["single_hashes"]
+    if s.error:
+        return [Check("scale-out-bitwise", "scale_out", title, False,
+                      f"the MPI run failed: {s.error}")]
+    mpi, one = s.mpi_hashes, s.single_hashes
     differ = [k for k in mpi if mpi[k] != one[k]]
     figure = (f"SHA-256 trajectory {mpi['trajectory_sha'][:12]} (MPI) vs "
               f"{one['trajectory_sha'][:12]} (single process)"
               + (f"; differ: {', '.join(differ)}" if differ else ""))
-    return [{"section": "scale_out", "title": title, "passed": not differ, "figure": figure}]
+    return [Check("scale-out-bitwise", "scale_out", title, not differ, figure)]
 
 
-def section_lines(s: dict) -> list[str]:
+def section_lines(s: ScaleOut) -> list[str]:
     """The markdown body of the Scale-out section."""
-    if s.get("error"):
-        return [f"The MPI runs failed: {s['error']}", ""]
-    b = s["bench"]
-    P = b["params"]
-    lines = [f"`mpiexec -n {s['ranks']}` ranks x {s['threads']} worker threads on this machine's "
-             f"loopback, preset `{s['preset']}`, G={s['group']} (one batch per symmetry "
-             f"position). Best step {b['best_step_s']:.3f} s, {b['tokens_per_s']:,.0f} tokens/s. "
+    if s.error or s.bench is None:
+        return [f"The MPI runs failed: {s.error}", ""]
+    b = s.bench
+    P = b.params
+    lines = [f"`mpiexec -n {s.ranks}` ranks x {s.threads} worker threads on this machine's "
+             f"loopback, preset `{s.preset}`, G={s.group} (one batch per symmetry "
+             f"position). Best step {b.best_step_s:.3f} s, {b.tokens_per_s:,.0f} tokens/s. "
              "Per rank, seconds per step (averaged over its steps, warm-up included) and the "
              "bytes it moved in one full step, measured around its own MPI calls:", "",
              "| rank | compute s | waiting s | communication s | reduce+update s | bytes sent "
              "| bytes received | vs ring 2P |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ring = 2 * P * 4
-    for r in b["per_rank"]:
-        n = max(1, r["steps"])
-        moved = r["last_sent_bytes"] + r["last_received_bytes"]
-        lines.append(f"| {r['rank']} | {r['compute_s'] / n:.3f} | {r['wait_s'] / n:.3f} | "
-                     f"{r['comm_s'] / n:.3f} | {r['reduce_s'] / n:.3f} | "
-                     f"{r['last_sent_bytes']:,} | {r['last_received_bytes']:,} | "
+    for r in b.per_rank:
+        n = max(1, r.steps)
+        moved = r.last_sent_bytes + r.last_received_bytes
+        lines.append(f"| {r.rank} | {r.compute_s / n:.3f} | {r.wait_s / n:.3f} | "
+                     f"{r.comm_s / n:.3f} | {r.reduce_s / n:.3f} | "
+                     f"{r.last_sent_bytes:,} | {r.last_received_bytes:,} | "
                      f"{moved / ring:.2f}x |")
     lines += ["", f"Ring all-reduce reference: 2P = {2 * P:,} float32 elements = {ring:,} bytes "
               "per rank per step. Waiting = the status gather (the slowest rank's compute); "
@@ -101,10 +104,10 @@ def section_lines(s: dict) -> list[str]:
     return lines
 
 
-def add_scale_out(results: dict, preset_name: str, ranks: int, threads: int, seed: int,
-                  say) -> None:
+def add_scale_out(results: AnalysisResults, preset_name: str, ranks: int, threads: int,
+                  seed: int, say) -> None:
     """Measure, then add the section's data and checks to an analysis' results."""
     s = phase_scale_out(preset_name, ranks, threads, seed, say)
-    results["scale_out"] = s
-    results["checks"] = results["checks"] + scale_out_checks(s)
-    results["verdict"] = "PASS" if all(c["passed"] for c in results["checks"]) else "FAIL"
+    results.scale_out = s
+    results.checks = results.checks + scale_out_checks(s)
+    results.set_verdict()

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fast.mpi_topology import MAX_RANKS
+from harness.figures.serial import from_json
+from harness.mpi.digest import Fingerprint
 from reference.config import Config
 from reference.errors import InputError
 
@@ -71,7 +73,7 @@ def mpiexec_path() -> str:
 
 
 def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int], *,
-                  steps: int, stall_timeout: float) -> list[dict]:
+                  steps: int, stall_timeout: float) -> list[Fingerprint]:
     """One mpiexec launch; the fingerprints rank 0 printed (one JSON line per configuration)."""
     argv = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.mpi.digest",
             "--preset", cfg.preset, "--seed", str(cfg.train.seed), "--group-size",
@@ -84,7 +86,8 @@ def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int]
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"mpiexec -n {ranks} exited {proc.returncode}: {' | '.join(tail)}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [from_json(Fingerprint, json.loads(line)) for line in proc.stdout.splitlines()
+            if line.startswith("{")]
 
 
 def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: list[int],
@@ -109,7 +112,7 @@ def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: li
             records.append(rec)
             out(f"  R={R}: FAIL: {exc}")
             continue
-        seen = {(f["dtype"], f["threads"]) for f in fps}
+        seen = {(f.dtype, f.threads) for f in fps}
         for dtype in dtypes:
             for T in threads:
                 if (dtype, T) not in seen:
@@ -120,8 +123,8 @@ def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: li
                     records.append(rec)
         for f in fps:
             rec = _record(cfg, f)
-            base = baseline[f["dtype"]]
-            where = f"preset {cfg.preset}, {f['dtype']}, R={R}, T={f['threads']}"
+            base = baseline[f.dtype]
+            where = f"preset {cfg.preset}, {f.dtype}, R={R}, T={f.threads}"
             for name, check in (("grad_hash", "bitwise-ranks-grads"),
                                 ("update_hash", "bitwise-ranks-update"),
                                 ("trajectory_hash", "bitwise-ranks-trajectory")):
@@ -131,23 +134,23 @@ def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: li
             for value, tol, check in ((rec.loss_error, loss_tol, "loss-equivalence"),
                                       (rec.grad_error, grad_tol, "grad-equivalence"),
                                       (rec.trajectory_error, traj_tol, "trajectory")):
-                if not value <= tol[f["dtype"]]:
+                if not value <= tol[f.dtype]:
                     rec.failures.append(f"{check}: {where}: relative error {value:.3e} > "
-                                        f"{tol[f['dtype']]:.0e}")
+                                        f"{tol[f.dtype]:.0e}")
             records.append(rec)
             out(format_rank_row(rec))
     return records
 
 
-def _record(cfg: Config, f: dict) -> RankRecord:
+def _record(cfg: Config, f: Fingerprint) -> RankRecord:
     per_step = {}
-    for r in f.get("ranks_report") or []:
+    for r in f.ranks_report or []:  # the MPI engine's own per-rank reports
         t = r["times"]
         jobs = max(1, t["steps"])
         per_step[str(r["rank"])] = (t["sent_bytes"] + t["received_bytes"]) // jobs
-    return RankRecord(cfg.preset, f["dtype"], f["ranks"], f["threads"], f["loss_err"],
-                      f["grad_err"], f["traj_err"], f["grads_sha"], f["update_sha"],
-                      f["trajectory_sha"], f["seconds"], per_step)
+    return RankRecord(cfg.preset, f.dtype, f.ranks, f.threads, f.loss_err, f.grad_err,
+                      f.traj_err, f.grads_sha, f.update_sha, f.trajectory_sha, f.seconds,
+                      per_step)
 
 
 RANK_HEADER = (f"{'preset':<6} {'dtype':<7} {'R':>3} {'T':>3} {'loss err':>9} {'grad err':>9} "
@@ -179,7 +182,7 @@ def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str
                         threads: list[int], records: list, *, steps: int, stall_timeout: float,
                         out=print) -> list[RankRecord]:
     """The `--ranks` part of `spheres verify`, after the single-process sweep (`records`)."""
-    from harness.verify.gates import GRAD_TOL, LOSS_TOL, TRAJ_TOL
+    from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL
 
     ranks = parse_ranks(ranks_text)
     out(f"# across MPI ranks {ranks} (one mpiexec launch per R, T = {threads})")

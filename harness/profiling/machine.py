@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from harness.figures.facts import BlasFacts, BlasLibrary, GitCommit, MachineFacts
+from harness.figures.serial import to_json
 from harness.profiling.cpu import available_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (git commit, "our" frames)
@@ -73,31 +75,31 @@ def pin_warnings(env: dict[str, str], flags: set[str], running: list[str]) -> li
     return list(dict.fromkeys(out))
 
 
-def blas_facts(env: dict[str, str] | None = None, cpuinfo: str | None = None) -> dict[str, Any]:
+def blas_facts(env: dict[str, str] | None = None, cpuinfo: str | None = None) -> BlasFacts:
     """BLAS libraries (threadpoolctl), their kernel and threads, pins, and warnings."""
     env = dict(os.environ if env is None else env)
     try:
         import numpy  # noqa: F401  (threadpoolctl sees only loaded libraries: load numpy's BLAS)
         from threadpoolctl import threadpool_info
 
-        libs = [{"library": p.get("internal_api"), "version": p.get("version"),
-                 "kernel": p.get("architecture"), "threads": p.get("num_threads"),
-                 "file": os.path.basename(p.get("filepath") or "")}
+        libs = [BlasLibrary(library=p.get("internal_api"), version=p.get("version"),
+                            kernel=p.get("architecture"), threads=p.get("num_threads"),
+                            file=os.path.basename(p.get("filepath") or ""))
                 for p in threadpool_info() if p.get("user_api") == "blas"]
     except Exception as exc:  # threadpoolctl missing or broken: say so, never fail the run
-        libs = [{"library": None, "error": f"{type(exc).__name__}: {exc}"}]
+        libs = [BlasLibrary(library=None, error=f"{type(exc).__name__}: {exc}")]
     pins = {k: v for k, v in sorted(env.items()) if k.startswith(PIN_PREFIXES)}
     flags = cpu_flags(cpuinfo)
-    running = [lib["kernel"] for lib in libs if lib.get("kernel")]
-    return {"libraries": libs, "pins": pins, "cpu_best_kernel": best_kernel(flags),
-            "warnings": pin_warnings(env, flags, running)}
+    running = [lib.kernel for lib in libs if lib.kernel]
+    return BlasFacts(libraries=libs, pins=pins, cpu_best_kernel=best_kernel(flags),
+                     warnings=pin_warnings(env, flags, running))
 
 
-def blas_line(facts: dict[str, Any]) -> str:
+def blas_line(facts: BlasFacts) -> str:
     """One line for a report or bench summary."""
-    libs = ", ".join(f"{lib.get('library')} {lib.get('version')} kernel {lib.get('kernel')} "
-                     f"({lib.get('threads')} threads)" for lib in facts["libraries"])
-    pins = ", ".join(f"{k}={v}" for k, v in facts["pins"].items()) or "none"
+    libs = ", ".join(f"{lib.library} {lib.version} kernel {lib.kernel} "
+                     f"({lib.threads} threads)" for lib in facts.libraries)
+    pins = ", ".join(f"{k}={v}" for k, v in facts.pins.items()) or "none"
     return f"BLAS: {libs or 'none found'}; pinned by environment: {pins}"
 
 
@@ -115,7 +117,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit(repo: str | Path = REPO_ROOT) -> dict[str, Any] | None:
+def git_commit(repo: str | Path = REPO_ROOT) -> GitCommit | None:
     """HEAD commit and whether the tree has uncommitted changes (None outside a git repo)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
@@ -124,27 +126,24 @@ def git_commit(repo: str | Path = REPO_ROOT) -> dict[str, Any] | None:
             return None
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                 cwd=repo, capture_output=True, text=True, timeout=10)
-        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+        return GitCommit(commit=head.stdout.strip(), dirty=bool(status.stdout.strip()))
     except (OSError, subprocess.TimeoutExpired):
         return None
 
 
-def machine_info() -> dict[str, Any]:
-    """The machine and software behind a measurement, for reports and bench JSON."""
+def machine_facts() -> MachineFacts:
+    """The machine and software behind a measurement, for reports and bench summaries."""
     import numba
     import numpy as np
 
-    info: dict[str, Any] = {
-        "cores": available_cores(),
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "cpu_model": _cpu_model(),
-        "memory_total_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "git": git_commit(),
-    }
-    info["blas"] = blas_facts()
-    return info
+    return MachineFacts(
+        cores=available_cores(), logical_cpus=os.cpu_count(),
+        physical_cores=psutil.cpu_count(logical=False), cpu_model=_cpu_model(),
+        memory_total_bytes=psutil.virtual_memory().total, platform=platform.platform(),
+        python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
+        git=git_commit(), blas=blas_facts())
+
+
+def machine_info() -> dict[str, Any]:
+    """`machine_facts()` as JSON data, for writers of plain JSON (pytest-benchmark's file)."""
+    return to_json(machine_facts())

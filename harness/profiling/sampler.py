@@ -11,6 +11,8 @@ from typing import Any
 
 import psutil
 
+from harness.figures.facts import SamplerSummary
+from harness.figures.serial import to_json
 from harness.profiling.cpu import available_cores, cpu_use
 
 
@@ -150,21 +152,19 @@ class ThreadCpuSampler:
         samples, _ = self._snapshot()
         return max((s.rss for s in samples), default=0)
 
-    def summary(self, cores: int | None = None) -> dict[str, Any]:
-        """Everything above as JSON-ready data, for reports and bench results."""
+    def result(self, cores: int | None = None) -> SamplerSummary:
+        """Everything above, typed, for reports."""
         cores = cores or available_cores()
         per_thread = self.thread_cpu_seconds()
         wall = self.wall_seconds
         total = sum(per_thread.values())
         times, rss = self.rss_series()
-        return {
-            "wall_seconds": wall,
-            "cores": cores,
-            "cpu_seconds_total": total,
-            "cpu_use": cpu_use(total, wall, cores) if wall > 0 else float("nan"),
-            "thread_cpu_seconds": per_thread,
-            "utilisation": self.utilisation(cores),
-            "rss_times": times,
-            "rss_bytes": rss,
-            "peak_rss_bytes": self.peak_rss,
-        }
+        return SamplerSummary(
+            wall_seconds=wall, cores=cores, cpu_seconds_total=total,
+            cpu_use=cpu_use(total, wall, cores) if wall > 0 else float("nan"),
+            thread_cpu_seconds=per_thread, utilisation=self.utilisation(cores),
+            rss_times=times, rss_bytes=rss, peak_rss_bytes=self.peak_rss)
+
+    def summary(self, cores: int | None = None) -> dict[str, Any]:
+        """`result()` as JSON-ready data (the bench suites store it in their extra_info)."""
+        return to_json(self.result(cores))

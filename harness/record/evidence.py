@@ -10,7 +10,6 @@ it fail. Per-thread statistics and Node Zero's phase times come from the same re
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from fast.record import (
     BATCH,
@@ -26,16 +25,10 @@ from fast.record import (
     wait_kind,
 )
 from fast.spheres import LEVEL2_SPHERES, POSITIONS, SPHERES_PER_POSITION
+from harness.figures.facts import Finding, ThreadStats
+from harness.figures.results import PositionRow, Structure
 
 BARRIERS = ("point-A", "reduced", "decided", "point-B")  # in step order (fast.node_zero)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One measured verdict: whether it held, and the figure that says so."""
-
-    passed: bool
-    figure: str
 
 
 def _batches(rec: RecordSnapshot) -> dict[int, list[tuple[str, int]]]:
@@ -201,28 +194,6 @@ RECORD_FINDINGS = {
 # ---------------------------------------------------------------------- statistics
 
 
-@dataclass
-class ThreadStats:
-    """One thread's measured figures over the run (seconds from the record, CPU from its clock)."""
-
-    name: str
-    role: str
-    position: int | None
-    batches: int
-    compute_seconds: float
-    ticket_wait_seconds: float
-    wait_a_seconds: float
-    wait_reduced_seconds: float
-    wait_decided_seconds: float
-    wait_b_seconds: float
-    reduce_seconds: float
-    update_seconds: float
-    dispatch_seconds: float
-    decide_seconds: float
-    checkpoint_seconds: float
-    cpu_seconds: float = 0.0
-
-
 def thread_stats(rec: RecordSnapshot, cpu_seconds: dict[str, float] | None = None
                  ) -> list[ThreadStats]:
     """Per-thread figures, Node Zero first, then workers in index order."""
@@ -256,7 +227,7 @@ NODE_ZERO_PHASES = (
 )
 
 
-def structure(rec: RecordSnapshot) -> dict:
+def structure(rec: RecordSnapshot) -> Structure:
     """The 12-fold structure as it ran: per position, the threads that folded into it and the
     most batches it took in one step; the tree levels observed (what the report tables show)."""
     workers: dict[int, set[str]] = defaultdict(set)
@@ -275,14 +246,13 @@ def structure(rec: RecordSnapshot) -> dict:
     first = min(handed_out(rec), default=None)
     parties = sum(1 for t in rec.threads
                   if any(k == wait_kind("point-A") and s == first for k, s, *_ in t.spans))
-    return {"barrier_parties": parties,  # threads that waited at Point A in the first step
-            "positions": [{"position": p, "workers": len(workers.get(p, ())),
-                           "batches": most[p]} for p in range(POSITIONS)],
-            "level_sizes": levels, "total_spheres": sum(levels),
-            "tree": [1, POSITIONS, LEVEL2_SPHERES], "occupied_spheres": len(spheres)}
+    return Structure(
+        barrier_parties=parties,  # threads that waited at Point A in the first step
+        positions=[PositionRow(p, len(workers.get(p, ())), most[p]) for p in range(POSITIONS)],
+        level_sizes=levels, total_spheres=sum(levels), tree=[1, POSITIONS, LEVEL2_SPHERES],
+        occupied_spheres=len(spheres))
 
 
-def findings(rec: RecordSnapshot) -> dict[str, dict]:
-    """Every record finding as plain data (for results.json and the checks)."""
-    return {name: {"passed": f.passed, "figure": f.figure}
-            for name, f in ((n, fn(rec)) for n, fn in RECORD_FINDINGS.items())}
+def findings(rec: RecordSnapshot) -> dict[str, Finding]:
+    """Every record finding by id (for results.json and the checks)."""
+    return {name: fn(rec) for name, fn in RECORD_FINDINGS.items()}

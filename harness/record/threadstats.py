@@ -1,20 +1,14 @@
-"""Per-thread statistics of a trainer, shaped for reports: one record per thread."""
+"""Each trainer thread's CPU clock, and the project's threads still alive."""
 
 from __future__ import annotations
 
 import threading
 
-from fast.spheres import worker_position
 
-
-def thread_stats(engine) -> dict:
-    """Node Zero's and each worker's record (batches, CPU, waits), plus all threads in a list."""
+def cpu_by_thread(engine) -> dict[str, float]:
+    """CPU seconds so far of Node Zero and each worker, by thread name (heartbeat clocks)."""
     stats = engine.stats()
-    workers = [dict(w, position=worker_position(w["id"])) for w in stats["workers"]]
-    node_zero = dict(stats["node_zero"], position="-")
-    return {"node_zero": node_zero, "workers": workers, "all": [node_zero, *workers],
-            "steps": stats["steps"], "segment_bytes": stats["segment_bytes"],
-            "chunks": stats["chunks"]}
+    return {t["name"]: t["cpu_seconds"] for t in [stats["node_zero"], *stats["workers"]]}
 
 
 def live_ks_threads() -> set[threading.Thread]:

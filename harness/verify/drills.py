@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.figures.results import DrillResult
+from harness.figures.thresholds import DETECT_SLACK
 from harness.record.threadstats import live_ks_threads
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
@@ -20,7 +22,6 @@ from reference.config import preset
 from reference.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 
 STALL_TIMEOUT = 2.0  # short, so drills are quick; detection must come within it + a few seconds
-DETECT_SLACK = 10.0  # seconds allowed beyond the stall timeout (SPEC 5: "a few seconds")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ DRILLS = [
 ]
 
 
-def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
+def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> DrillResult:
     """One drill; never raises for the expected failure, records everything measured."""
     from fast.faults import parse_inject
 
@@ -91,18 +92,18 @@ def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> dict:
         outcome += ", weights unchanged" if unchanged else ", WEIGHTS CHANGED"
     if leaked:
         outcome += f", threads left running: {leaked}"
-    return {"name": drill.name, "inject": drill.inject, "expected": expected,
-            "outcome": outcome, "message": message[:500], "seconds": seconds,
-            "detect_seconds": detect, "stall_timeout": drill.stall_timeout,
-            "culprit_named": named, "weights_unchanged": unchanged, "leaked_threads": leaked,
-            "passed": passed}
+    return DrillResult(name=drill.name, inject=drill.inject, expected=expected,
+                       outcome=outcome, message=message[:500], seconds=seconds,
+                       detect_seconds=detect, stall_timeout=drill.stall_timeout,
+                       culprit_named=named, weights_unchanged=unchanged,
+                       leaked_threads=leaked, passed=passed)
 
 
-def run_drills(say: Callable[[str], None]) -> list[dict]:
+def run_drills(say: Callable[[str], None]) -> list[DrillResult]:
     results = []
     for drill in DRILLS:
         result = run_drill(drill)
-        say(f"[drill] {drill.name}: {result['outcome']} -> "
-            f"{'PASS' if result['passed'] else 'FAIL'}")
+        say(f"[drill] {drill.name}: {result.outcome} -> "
+            f"{'PASS' if result.passed else 'FAIL'}")
         results.append(result)
     return results

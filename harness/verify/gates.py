@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fast.record import BATCH
+from harness.figures.results import RunRecord
+from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # relative L2, with reasons
 from harness.profiling.machine import blas_facts, blas_line
 from harness.record.evidence import RECORD_FINDINGS, handed_out
 from harness.run.corpus import load_corpus
@@ -32,10 +34,6 @@ from reference.engine import ReferenceEngine
 from reference.errors import InputError
 from reference.params import param_specs
 
-# Relative L2 tolerances (the fast-engine issue): float64 is the reference's own precision.
-GRAD_TOL = {"float64": 1e-10, "float32": 1e-4}
-LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}
-TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
 # gates read from the run record (harness.record.evidence), by the finding each one needs
 RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
                 "barrier-record": ("barriers", "update-after-batches")}
@@ -65,36 +63,6 @@ def digest(tensors: dict[str, np.ndarray], names: Iterable[str]) -> str:
     for n in names:
         h.update(np.ascontiguousarray(tensors[n]).tobytes())
     return h.hexdigest()
-
-
-@dataclass
-class RunRecord:
-    """Every figure measured for one (preset, dtype, T)."""
-
-    preset: str
-    dtype: str
-    threads: int
-    loss_error: float
-    grad_error: float
-    worst_tensor: str
-    grad_hash: str
-    update_hash: str
-    trajectory_hash: str
-    trajectory_error: float
-    trajectory_worst: str
-    worker_batches: list[int]
-    node_zero_batches: int
-    seconds: float
-    failures: list[str] = field(default_factory=list)
-    engine: str = "fast"
-    # measured for every engine: does this T give the first T's bits (grads, update,
-    # trajectory)? None for the first T. Gates only with --require-bitwise.
-    bitwise: bool | None = None
-    notes: list[str] = field(default_factory=list)  # measured, not gated (e.g. bitwise)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
 
 
 @dataclass
@@ -306,7 +274,7 @@ def markdown_summary(report: VerifyReport) -> str:
                f"{'same bits' if r.bitwise else 'bits differ'} from the first T"
                for r in report.records if r.bitwise is not None]
     lines = ["# Equivalence gates", "", blas_line(facts) + ".", "",
-             *[f"Warning: {w}\n" for w in facts["warnings"]],
+             *[f"Warning: {w}\n" for w in facts.warnings],
              f"Engine(s) under test: {', '.join(engines)}.", "",
              "Bitwise across thread counts (measured for every engine): "
              + ("; ".join(bitwise) if bitwise else "one thread count only") + ".", "",
