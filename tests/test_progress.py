@@ -34,6 +34,12 @@ def test_estimate_from_batches_and_from_whole_units():
                  inner_done=None, inner_total=None, unit_elapsed=1.0, tokens_per_inner=None)
     assert e.unit_eta == pytest.approx(4.0) and e.run_eta == pytest.approx(9.0)
     assert e.tokens_per_s is None
+    # a unit that outlasts the mean disproves it: no frozen ETA, its running time instead
+    e = estimate(unit=3, units=4, done_units=2, done_seconds=10.0, done_inner=0, done_tokens=0,
+                 inner_done=None, inner_total=None, unit_elapsed=41.0, tokens_per_inner=None)
+    assert e.unit_eta is None and e.run_eta is None and e.unit_elapsed == 41.0
+    line = LiveProgress("analyze", 4, mode="lines", unit_name="phase").describe(e)
+    assert "phase running 41s" in line and "run ETA ?" in line
     # nothing done yet: unknown, shown as "?"
     e = estimate(unit=1, units=4, done_units=0, done_seconds=0.0, done_inner=0, done_tokens=0,
                  inner_done=0, inner_total=8, unit_elapsed=0.0, tokens_per_inner=100.0)

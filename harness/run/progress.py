@@ -70,6 +70,7 @@ class Estimate:
     tokens_per_s: float | None
     unit_eta: float | None  # seconds
     run_eta: float | None
+    unit_elapsed: float = 0.0  # seconds the running unit has taken so far
 
 
 def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, done_inner: int,
@@ -95,9 +96,13 @@ def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, don
         run_eta = unit_eta + remaining_units * per_unit / rate if rate else None
     else:
         per_unit = done_seconds / done_units if done_units else None
-        unit_eta = max(0.0, per_unit - unit_elapsed) if per_unit is not None else None
-        run_eta = (unit_eta + remaining_units * per_unit) if per_unit is not None else None
-    return Estimate(unit, units, inner_done, inner_total, tok_rate, unit_eta, run_eta)
+        if per_unit is not None and unit_elapsed <= per_unit:
+            unit_eta = per_unit - unit_elapsed
+            run_eta = unit_eta + remaining_units * per_unit
+        else:  # nothing finished yet, or this unit outlasted the mean: no honest figure
+            unit_eta = run_eta = None
+    return Estimate(unit, units, inner_done, inner_total, tok_rate, unit_eta, run_eta,
+                    unit_elapsed)
 
 
 class LiveProgress:
@@ -248,6 +253,8 @@ class LiveProgress:
             parts.append(f"{e.tokens_per_s:,.0f} tok/s")
         if e.inner_total is not None:  # a unit with inner work: its own ETA too
             parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
+        if e.inner_total is None and e.unit_eta is None and e.unit_elapsed > 0:
+            parts.append(f"{self.unit_name} running {format_seconds(e.unit_elapsed)}")
         parts.append(f"run ETA {format_seconds(e.run_eta)}")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
