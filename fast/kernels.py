@@ -269,58 +269,6 @@ _XXGEMM = {types.float32: types.ExternalFunction("numba_xxgemm", _gemm_signature
            types.float64: types.ExternalFunction("numba_xxgemm", _gemm_signature(types.float64))}
 
 
-def gemm_tn_acc(a, b, c):  # pragma: no cover - replaced by the overload inside njit code
-    """c (i, o) += a (N, i)^T @ b (N, o), all C-contiguous, in one BLAS call (beta = 1)."""
-    raise NotImplementedError("gemm_tn_acc is only callable from Numba-compiled code")
-
-
-@overload(gemm_tn_acc)
-def _gemm_tn_acc_impl(a, b, c):
-    fn = _XXGEMM[a.dtype]
-    kind = ord("s") if a.dtype == types.float32 else ord("d")
-    np_dt = np.float32 if a.dtype == types.float32 else np.float64
-    notrans, trans = ord("n"), ord("t")
-
-    def impl(a, b, c):
-        N, i = a.shape
-        o = b.shape[1]
-        if b.shape[0] != N or c.shape[0] != i or c.shape[1] != o:
-            raise ValueError("gemm_tn_acc: shapes do not match")
-        one = np.ones(1, np_dt)
-        # Column-major view of the row-major product: c^T (o, i) += b^T (o, N) @ a (N, i).
-        status = fn(kind, notrans, trans, o, i, N, one.ctypes, b.ctypes, o, a.ctypes, i,
-                    one.ctypes, c.ctypes, o)
-        if status != 0:
-            raise RuntimeError("BLAS gemm failed")
-    return impl
-
-
-def gemm_nn_acc(a, b, c):  # pragma: no cover - replaced by the overload inside njit code
-    """c (N, o) += a (N, i) @ b (i, o), all C-contiguous, in one BLAS call (beta = 1)."""
-    raise NotImplementedError("gemm_nn_acc is only callable from Numba-compiled code")
-
-
-@overload(gemm_nn_acc)
-def _gemm_nn_acc_impl(a, b, c):
-    fn = _XXGEMM[a.dtype]
-    kind = ord("s") if a.dtype == types.float32 else ord("d")
-    np_dt = np.float32 if a.dtype == types.float32 else np.float64
-    notrans = ord("n")
-
-    def impl(a, b, c):
-        N, i = a.shape
-        o = b.shape[1]
-        if b.shape[0] != i or c.shape[0] != N or c.shape[1] != o:
-            raise ValueError("gemm_nn_acc: shapes do not match")
-        one = np.ones(1, np_dt)
-        # Column-major view of the row-major product: c^T (o, N) += b^T (o, i) @ a^T (i, N).
-        status = fn(kind, notrans, notrans, o, N, i, one.ctypes, b.ctypes, o, a.ctypes, i,
-                    one.ctypes, c.ctypes, o)
-        if status != 0:
-            raise RuntimeError("BLAS gemm failed")
-    return impl
-
-
 def gemm_rm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
             accumulate):  # pragma: no cover - replaced by the overload inside njit code
     """Row-major C (m, n) [+]= op(A) (m, k) @ op(B) (k, n) on blocks of flat arrays.
@@ -352,6 +300,26 @@ def _gemm_rm_impl(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_
         if status != 0:
             raise RuntimeError("BLAS gemm failed")
     return impl
+
+
+@kernel
+def gemm_tn_acc(a, b, c):
+    """c (i, o) += a (N, i)^T @ b (N, o), all C-contiguous, in one BLAS call (beta = 1)."""
+    N, i = a.shape
+    o = b.shape[1]
+    if b.shape[0] != N or c.shape[0] != i or c.shape[1] != o:
+        raise ValueError("gemm_tn_acc: shapes do not match")
+    gemm_rm(True, False, i, o, N, a, 0, i, b, 0, o, c, 0, o, True)
+
+
+@kernel
+def gemm_nn_acc(a, b, c):
+    """c (N, o) += a (N, i) @ b (i, o), all C-contiguous, in one BLAS call (beta = 1)."""
+    N, i = a.shape
+    o = b.shape[1]
+    if b.shape[0] != i or c.shape[0] != N or c.shape[1] != o:
+        raise ValueError("gemm_nn_acc: shapes do not match")
+    gemm_rm(False, False, N, o, i, a, 0, i, b, 0, o, c, 0, o, True)
 
 
 # ---------------------------------------------------------------- embedding

@@ -15,6 +15,7 @@ CHILD = r'''
 import json, sys, time, numpy as np
 from threadpoolctl import threadpool_limits
 from fast.trainer import FastTrainer
+from harness.bench.summary import flops_per_token
 from reference.config import preset
 threads = int(sys.argv[1])
 cfg = preset("seed").replace(group_size=8)
@@ -32,9 +33,7 @@ try:
     t0 = time.perf_counter(); tr.step(tok, tgt); sec = time.perf_counter() - t0
 finally:
     tr.close()
-m = cfg.model
-fpt = 6 * (m.n_layers * (4 * m.d_model**2 + 2 * m.d_model * m.d_ff) + m.vocab_size * m.d_model) \
-    + 12 * m.n_layers * m.seq_len * m.d_model
+fpt = flops_per_token(cfg.model)
 print(json.dumps({"micro": cfg.train.micro_batch, "tokens_per_s": tok.size / sec,
                   "peak": peak, "ratio": fpt * tok.size / sec / peak}))
 '''
