@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from harness.profiling.cpu import available_cores
+from harness.measure.cpu import available_cores
 from reference.config import ModelConfig
 
 pytestmark = pytest.mark.bench

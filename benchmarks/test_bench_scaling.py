@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from harness.bench.summary import stats_delta
-from harness.profiling.cpu import available_cores
-from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
-from harness.profiling.sampler import ThreadCpuSampler
+from harness.measure.cpu import available_cores
+from harness.measure.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.sampler import ThreadCpuSampler
 
 pytestmark = pytest.mark.bench
 

@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from fast import kernels as K
+from plumbing.errors import InputError
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.params import flat_offsets, param_specs
 
 _ALIGN_BYTES = 64  # every region starts on a cache line: same alignment in every workspace

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import FaultError, InputError
+from plumbing.errors import FaultError, InputError
 
 SPEC_FORM = ("KIND:target=T,step=N[,batch=B][,seconds=X][,rank=R] with KIND hang|raise|nan|slow "
              "and T worker=I or node-zero, e.g. hang:target=worker=1,step=2 or "

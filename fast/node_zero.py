@@ -35,8 +35,8 @@ from fast.reduction import (
 )
 from fast.spheres import POSITIONS
 from fast.update import StepScalars, step_scalars
+from plumbing.errors import NonFiniteGradientError, StallError
 from reference.config import Config
-from reference.errors import NonFiniteGradientError, StallError
 
 log = logging.getLogger("fast.node_zero")
 

@@ -31,9 +31,9 @@ from fast.update import decay_mask
 from fast.watchdog import Watchdog
 from fast.workers import Worker
 from fast.workspace_pool import WorkspacePool, pool_size
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
-from reference.errors import InputError
 from reference.evaluate import EvalResult
 from reference.params import init_params
 

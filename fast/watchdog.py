@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from fast.barrier import Barrier
 from fast.heartbeat import WORKING_PHASES, HeartbeatBoard, Phase
-from reference.errors import StallError
+from plumbing.errors import StallError
 
 log = logging.getLogger("fast.watchdog")
 

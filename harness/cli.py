@@ -20,8 +20,8 @@ from harness.commands.preflight import MAX_SEED, check_outputs, finite_number, i
 from harness.commands.resume_conflicts import explicit_dests
 from harness.run.stop import GracefulStop
 from harness.run.thread_counts import parse_threads  # noqa: F401  (its home; re-exported here)
+from plumbing.errors import StallError
 from reference.config import PRESETS
-from reference.errors import StallError
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_STALL, EXIT_FAULT = 0, 1, 2, 3, 4
 MAX_STEPS = 10**9  # bounds for counts typed on the command line: far above any real run

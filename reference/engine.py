@@ -11,8 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from plumbing.errors import InputError, NonFiniteGradientError
 from reference.config import Config, ModelConfig
-from reference.errors import InputError, NonFiniteGradientError
 from reference.evaluate import EvalResult, eval_loss
 from reference.model import batch_loss_and_grads, group_loss_and_grads
 from reference.optim import AdamW, check_finite, global_norm

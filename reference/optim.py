@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from plumbing.errors import NonFiniteGradientError
 from reference.config import TrainConfig
-from reference.errors import NonFiniteGradientError
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:

@@ -49,7 +49,7 @@ from harness.figures.results import (
     ThroughputPoint,
     TrainingResult,
 )
-from harness.record import evidence
+from harness.measure import evidence
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
 from reference.config import preset

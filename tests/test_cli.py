@@ -11,8 +11,8 @@ import pytest
 from support import run_cli
 
 from harness.cli import parse_threads
+from plumbing.errors import InputError
 from reference.config import preset
-from reference.errors import InputError
 from reference.model import group_loss_and_grads
 from reference.params import param_specs
 
@@ -116,7 +116,7 @@ def test_grads_fast_engine_agrees_with_reference(capsys, tmp_path, no_thread_lea
 
 
 def _final_params(folder: Path) -> dict[str, np.ndarray]:
-    from reference.checkpoint import latest_checkpoint, load_checkpoint
+    from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 
     return load_checkpoint(latest_checkpoint(folder)).state.params
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference.checkpoint import _checksum, load_checkpoint
+from harness.run.checkpoint import _checksum, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--synthetic-tokens", "3000"]  # 5 groups of the tiny preset

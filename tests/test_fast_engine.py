@@ -15,8 +15,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from fast.engine import FastModel, Workspace, batch_forward_backward, warmup
+from plumbing.errors import InputError
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.model import batch_loss_and_grads
 from reference.params import init_params, param_specs
 

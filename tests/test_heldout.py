@@ -15,13 +15,13 @@ from support import digest, run_cli
 
 from fast.trainer import FastTrainer
 from harness.figures.thresholds import LOSS_TOL
+from harness.run.checkpoint import load_checkpoint
 from harness.run.corpus import Corpus
 from harness.run.heldout import heldout_cut, heldout_from_args, split_heldout
-from reference.checkpoint import load_checkpoint
+from plumbing.errors import InputError
 from reference.config import preset
 from reference.data import Vocab
 from reference.engine import ReferenceEngine
-from reference.errors import InputError
 
 CFG = preset("tiny")  # B=4, S=16, G=8
 B, S = CFG.train.batch_size, CFG.model.seq_len

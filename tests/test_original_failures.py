@@ -39,13 +39,12 @@ from fast.spheres import POSITIONS, worker_batches
 from fast.trainer import FastTrainer
 from fast.watchdog import Watchdog
 from harness.cli import main
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 from harness.run.corpus import load_corpus
+from plumbing.errors import DataError, FaultError, InputError, StallError
 from reference.batches import BatchGroups, Group, _windows
-from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import preset
-from reference.data import DataError
 from reference.engine import ReferenceEngine
-from reference.errors import FaultError, InputError, StallError
 from reference.model import batch_loss_and_grads
 from reference.params import init_params
 

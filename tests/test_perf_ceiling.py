@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from harness.bench.summary import flops_per_token
-from harness.profiling.machine import REPO_ROOT
+from harness.measure.machine import REPO_ROOT
 from reference.config import preset
 
 _spec = importlib.util.spec_from_file_location("perf_ceiling",

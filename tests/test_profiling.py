@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from harness.profiling import machine, memray_profile, pyspy, rss
-from harness.profiling.cpu import cpu_use
-from harness.profiling.sampler import ThreadCpuSampler
+from harness.measure import machine, memray_profile, pyspy, rss
+from harness.measure.cpu import cpu_use
+from harness.measure.sampler import ThreadCpuSampler
 
 
 def _spin(cpu_seconds: float, done: list[float]) -> None:

@@ -9,11 +9,11 @@ import pytest
 
 import reference.engine as engine_module
 import reference.model as model_module
+from plumbing.errors import InputError, NonFiniteGradientError
 from reference.batches import BatchGroups
 from reference.config import preset
 from reference.data import Vocab, encode_documents, synthetic_corpus
 from reference.engine import Engine, ReferenceEngine, StepResult
-from reference.errors import InputError, NonFiniteGradientError
 from reference.model import group_loss_and_grads
 from reference.optim import AdamW, lr_at
 from reference.params import init_params, param_specs

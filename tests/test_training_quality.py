@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from support import digest, rel, run_cli
 
 from fast.trainer import FastTrainer
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.run_plan import planned_steps, with_horizon
 from harness.run.train import run_training
 from reference.batches import LAST_GROUP_POLICIES, MIN_TAIL_FRACTION, BatchGroups
-from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine
 from reference.epoch_order import EpochOrder, group_order

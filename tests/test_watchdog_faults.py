@@ -28,9 +28,9 @@ from fast.heartbeat import HeartbeatBoard, Phase
 from fast.trainer import FastTrainer
 from fast.watchdog import Watchdog
 from fast.workers import Worker
+from plumbing.errors import FaultError, InputError, NonFiniteGradientError, StallError
 from reference.batches import BatchGroups
 from reference.config import preset
-from reference.errors import FaultError, InputError, NonFiniteGradientError, StallError
 
 CFG = preset("tiny")  # B=4, S=16, G=8
 B, S = CFG.train.batch_size, CFG.model.seq_len

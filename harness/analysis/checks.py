@@ -29,7 +29,7 @@ ANALYZE_CHECKS = (
     "scaling-2", "no-collapse", "cpu-use", "peak-rss", "memray", "barriers",
     "update-after-batches", "drill", "fast-equals-reference",
 )
-# the checks whose verdict is a finding of the run record (harness.record.evidence), by section
+# the checks whose verdict is a finding of the run record (harness.measure.evidence), by section
 RECORD_CHECKS = (
     ("symmetry", "fold-position", "each batch's gradient folded into position b mod 12"),
     ("symmetry", "positions-filled", "each group's batches spread over min(12, G) positions"),

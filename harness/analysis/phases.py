@@ -32,22 +32,22 @@ from harness.figures.results import (
     ThroughputPoint,
     TrainingResult,
 )
-from harness.profiling.machine import REPO_ROOT
-from harness.profiling.memray_profile import memray_profile
-from harness.profiling.pyspy import pyspy_flamegraph
-from harness.profiling.rss import current_rss_bytes, peak_rss_bytes, reset_peak_rss
-from harness.profiling.sampler import ThreadCpuSampler
-from harness.record import evidence
-from harness.record.threadstats import cpu_by_thread, live_ks_threads
-from harness.record.timeline import plot_gantt
-from harness.record.trace import representative_step, write_trace
+from harness.measure import evidence
+from harness.measure.machine import REPO_ROOT
+from harness.measure.memray_profile import memray_profile
+from harness.measure.pyspy import pyspy_flamegraph
+from harness.measure.rss import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from harness.measure.sampler import ThreadCpuSampler
+from harness.measure.threadstats import cpu_by_thread, live_ks_threads
+from harness.measure.timeline import plot_gantt
+from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine, unfired_faults
 from harness.run.heldout import evaluate, split_heldout
 from harness.verify.gates import run_verify
+from plumbing.errors import SpheresError, StallError
 from reference.batches import n_batches
 from reference.config import Config, preset
-from reference.errors import SpheresError, StallError
 
 
 def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, DataSummary]:
@@ -129,7 +129,7 @@ class TrainingPhase:
 def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
                    say: Progress) -> TrainingPhase:
     """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
-    from harness.commands.train_grads import parse_faults
+    from harness.run.engines import parse_faults
 
     corpus, heldout = split_heldout(corpus, cfg, analyze_eval_fraction(cfg, corpus))
     eval_every = max(1, plan.steps // 10)

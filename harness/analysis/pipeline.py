@@ -41,11 +41,11 @@ from harness.figures.results import (
     Profiles,
     RunMeta,
 )
-from harness.profiling.cpu import cpu_use
-from harness.profiling.machine import machine_facts
+from harness.measure.cpu import cpu_use
+from harness.measure.machine import machine_facts
 from harness.run.export import check_writable
+from plumbing.errors import InputError
 from reference.config import preset
-from reference.errors import InputError
 from reference.params import param_count
 
 
@@ -150,7 +150,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             results = analyze(plan, tmp, say=phases)
             phases.finish()
             if getattr(args, "ranks", None):  # SPEC 10: the Scale-out section
-                from harness.mpi.scale_out import add_scale_out
+                from harness.analysis.scale_out import add_scale_out
 
                 add_scale_out(results, plan.preset, args.ranks, plan.threads, plan.seed, phases)
         write_results(results, tmp / "results.json")

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 from harness.figures.facts import MachineFacts
 from harness.figures.results import AnalysisResults, Check
 from harness.figures.thresholds import GB, MB, SEED_PEAK_BYTES, SEED_TOKENIZE_PEAK_BYTES
-from harness.profiling.machine import blas_line
-from harness.record.evidence import NODE_ZERO_PHASES
+from harness.measure.evidence import NODE_ZERO_PHASES
+from harness.measure.machine import blas_line
 
 
 def _mib(n: float | None) -> str:
@@ -250,7 +250,7 @@ def _conclusion(r: AnalysisResults) -> list[str]:
 
 
 def _scale_out(r: AnalysisResults) -> list[str]:
-    from harness.mpi.scale_out import section_lines
+    from harness.analysis.scale_out import section_lines
 
     return section_lines(r.scale_out) if r.scale_out is not None else []
 

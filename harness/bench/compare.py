@@ -23,7 +23,7 @@ from typing import Any
 from harness.bench.history import compare_runs, markdown_table
 from harness.figures.bench_metrics import BenchSummary
 from harness.figures.results import AnalysisResults
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 KEY_FIELDS = ("name", "title", "check", "threads", "preset", "kind")  # a record's identity
 MAX_SERIES = 16  # longer lists of numbers are sample series (memory over time...), not figures

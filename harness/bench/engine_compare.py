@@ -24,17 +24,17 @@ import numpy as np
 
 from harness.bench.summary import flops_per_token
 from harness.figures.bench_metrics import EngineComparison, EngineRow, Workload
-from harness.profiling.cpu import available_cores
-from harness.profiling.machine import REPO_ROOT
-from harness.profiling.rss import peak_rss_bytes
+from harness.measure.cpu import available_cores
+from harness.measure.machine import REPO_ROOT
+from harness.measure.rss import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines
 from harness.verify.gates import digest, worst_tensor
-from reference.atomic import atomic_write_text
+from plumbing.atomic import atomic_write_text
+from plumbing.errors import InputError, SpheresError
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine
-from reference.errors import InputError, SpheresError
 from reference.params import param_specs
 
 EXAMPLE_ENGINE = f"exec:{sys.executable} {REPO_ROOT / 'examples' / 'numpy_engine.py'}"

@@ -30,7 +30,7 @@ from harness.bench.history import (
 )
 from harness.bench.render import print_summary, render_markdown, write_plots
 from harness.bench.summary import summarize
-from harness.profiling.machine import REPO_ROOT, machine_facts
+from harness.measure.machine import REPO_ROOT, machine_facts
 
 
 def pytest_command(json_path: Path, args: argparse.Namespace) -> list[str]:

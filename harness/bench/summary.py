@@ -25,7 +25,7 @@ from harness.figures.bench_metrics import (
 from harness.figures.facts import BlasLibrary, MachineFacts
 from harness.figures.serial import from_json
 from harness.figures.thresholds import BENCH_CPU_SHORTFALL, MB
-from harness.profiling.cpu import available_cores
+from harness.measure.cpu import available_cores
 from reference.config import ModelConfig, preset
 
 FLOPS_FORMULA = (

@@ -1,6 +1,6 @@
 """From an exception to an exit code and one line (SPEC 12): never a bare traceback.
 
-The project's own errors carry their code (reference/errors.py). Outside them: an OSError is
+The project's own errors carry their code (plumbing/errors.py). Outside them: an OSError is
 the environment (a path that cannot be read or written, a full disk) -> 2 naming the path and
 the reason; a signal stop -> 130/143; anything else is a bug -> 5, one line on stderr and the
 traceback in a file whose path is printed, so the user can attach it to a report.
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.run.stop import Stopped
-from reference.errors import SpheresError, StallError
+from plumbing.errors import SpheresError, StallError
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 5
@@ -96,7 +96,7 @@ def report_stall(exc: StallError, out_dir: Path | None) -> None:
     print(f"spheres: STALL: {exc}", file=sys.stderr, flush=True)
     diagnosis = dict(exc.diagnosis)
     try:
-        from harness.profiling.pyspy import pyspy_dump
+        from harness.measure.pyspy import pyspy_dump
         diagnosis["native_stacks"] = pyspy_dump(os.getpid())
     except Exception as err:  # the diagnosis must still be written
         diagnosis["native_stacks"] = f"unavailable: {err}"

@@ -20,7 +20,7 @@ import sys
 from fast.mpi_topology import MAX_RANKS, launcher_world
 from harness.run.mpi_world import STARTUP_SECONDS, start_mpi
 from harness.run.mpi_world import channel as current_channel
-from reference.errors import InputError, SpheresError, StallError
+from plumbing.errors import InputError, SpheresError, StallError
 
 MPI_COMMANDS = ("train", "grads")
 

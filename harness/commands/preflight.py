@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 MAX_SEED = 2**63 - 1  # numpy's SeedSequence takes any non-negative int; int64 keeps JSON exact
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from plumbing.errors import InputError
 from reference.config import Config
-from reference.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.commands.resume_conflicts import check_resume_conflicts
 from harness.run.corpus import load_corpus, one_group_tokens
-from harness.run.engines import default_threads, make_engine, unfired_faults
+from harness.run.engines import default_threads, make_engine, parse_faults, unfired_faults
 from harness.run.export import check_writable, write_grads_npz
 from harness.run.heldout import heldout_from_args
 from harness.run.progress import train_progress
@@ -19,9 +19,9 @@ from harness.run.rescue import rescue_checkpoint
 from harness.run.run_plan import planned_steps, with_horizon
 from harness.run.stop import Stopped, active
 from harness.run.train import load_resume, run_training
-from reference.atomic import atomic_write_text
+from plumbing.atomic import atomic_write_text
+from plumbing.errors import FaultError, InputError, StallError
 from reference.config import Config, preset
-from reference.errors import FaultError, InputError, StallError
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -38,15 +38,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if hasattr(args, "no_shuffle"):  # `train` shuffles unless told not to
         changes["shuffle"] = not args.no_shuffle
     return preset(args.preset, **changes)
-
-
-def parse_faults(specs: list[str]):
-    """`--inject` strings -> fault objects (the fast engine's parser says what is wrong)."""
-    if not specs:
-        return None
-    from fast.faults import parse_inject
-
-    return [parse_inject(s) for s in specs]
 
 
 def warn_unfired(engine) -> None:
@@ -122,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         if getattr(args, "trace", None) is not None:  # also after a failure: see where it stopped
-            from harness.record.trace import write_trace
+            from harness.measure.trace import write_trace
 
             write_trace(engine.record.snapshot(), args.trace)
             print(f"trace written: {args.trace}", file=sys.stderr, flush=True)

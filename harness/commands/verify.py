@@ -15,9 +15,9 @@ from harness.figures.thresholds import GRAD_TOL
 from harness.run.export import check_writable
 from harness.verify.gates import markdown_summary, run_verify
 from harness.verify.junit import junit_xml
-from reference.atomic import atomic_write_text
+from plumbing.atomic import atomic_write_text
+from plumbing.errors import InputError
 from reference.config import PRESETS, preset
-from reference.errors import InputError
 
 
 def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
@@ -29,7 +29,7 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from harness.commands.train_grads import parse_faults
+    from harness.run.engines import parse_faults
     from harness.run.thread_counts import parse_threads
 
     threads = parse_threads(args.threads)
@@ -51,12 +51,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                             out=live.write_out, live=live, traces=traces,
                             engine=args.engine, require_bitwise=args.require_bitwise)
     if trace is not None:
-        from harness.record.trace import write_traces
+        from harness.measure.trace import write_traces
 
         write_traces(traces, trace)
     ranks, extra_json, extra_md = [], {}, ""
     if getattr(args, "ranks", None):  # SPEC 10: the same gates across MPI ranks
-        from harness.mpi.verify_ranks import rank_markdown, to_dicts, verify_across_ranks
+        from harness.verify.ranks import rank_markdown, to_dicts, verify_across_ranks
 
         ranks = verify_across_ranks(args.ranks, configs, dtypes, threads, report.records,
                                     steps=args.trajectory_steps,

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import Engine, ReferenceEngine
-from reference.errors import InputError
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def default_threads() -> int:
     """Threads = cores this process may use (affinity; the one definition of cores)."""
-    from harness.profiling.cpu import available_cores
+    from harness.measure.cpu import available_cores
     return available_cores()
+
+
+def parse_faults(specs: list[str]):
+    """`--inject` strings -> fault objects (the fast engine's parser says what is wrong)."""
+    if not specs:
+        return None
+    from fast.faults import parse_inject
+
+    return [parse_inject(s) for s in specs]
 
 
 def parse_dtype(name: str) -> type[np.floating]:

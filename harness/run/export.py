@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.atomic import atomic_write
+from plumbing.atomic import atomic_write
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import StepResult
-from reference.errors import InputError
 from reference.params import param_specs
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.run.corpus import Corpus
+from plumbing.errors import InputError
 from reference.batches import BatchGroups
 from reference.config import Config
-from reference.errors import InputError
 from reference.evaluate import EvalResult
 
 MIN_TOKENS = 2  # one input and its target: the smallest stream either side can batch

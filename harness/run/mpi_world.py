@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from reference.errors import InputError, SpheresError
+from plumbing.errors import InputError, SpheresError
 
 STARTUP_SECONDS = 600.0  # followers wait this long for rank 0's setup (it reads the corpus first)
 

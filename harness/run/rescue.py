@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.run.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
 from harness.run.corpus import Corpus
 from harness.run.stop import Stopped
-from reference.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
+from plumbing.errors import SpheresError
 from reference.config import Config
 from reference.engine import Engine
-from reference.errors import SpheresError
 
 
 def _say(line: str) -> None:

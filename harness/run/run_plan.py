@@ -8,8 +8,8 @@ continues on the same curve.
 
 from __future__ import annotations
 
+from plumbing.errors import InputError
 from reference.config import Config
-from reference.errors import InputError
 
 # Warm-up takes at most half the horizon: a run shorter than twice the configured warm-up
 # would otherwise never leave it (10 warm-up steps, an 8-step run: the lr only rises), while

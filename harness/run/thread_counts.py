@@ -5,7 +5,7 @@ Its own module so that commands (verify) and the CLI share it without importing 
 
 from __future__ import annotations
 
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 
 def parse_threads(text: str) -> list[int]:

@@ -17,23 +17,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fast.record import CHECKPOINT
-from harness.profiling.rss import current_rss_bytes, peak_rss_bytes
-from harness.run.corpus import Corpus
-from harness.run.heldout import HeldOut, evaluate
-from harness.run.progress import LiveProgress
-from harness.run.run_plan import planned_steps
-from harness.run.stop import Stopped
-from reference.checkpoint import (
+from harness.measure.rss import current_rss_bytes, peak_rss_bytes
+from harness.run.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
+from harness.run.corpus import Corpus
+from harness.run.heldout import HeldOut, evaluate
+from harness.run.progress import LiveProgress
+from harness.run.run_plan import planned_steps
+from harness.run.stop import Stopped
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import Engine
 from reference.epoch_order import EpochOrder
-from reference.errors import InputError
 
 
 @dataclass

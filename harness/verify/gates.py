@@ -25,16 +25,16 @@ import numpy as np
 from fast.record import BATCH
 from harness.figures.results import RunRecord
 from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # relative L2, with reasons
-from harness.profiling.machine import blas_facts, blas_line
-from harness.record.evidence import RECORD_FINDINGS, handed_out
+from harness.measure.evidence import RECORD_FINDINGS, handed_out
+from harness.measure.machine import blas_facts, blas_line
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import ReferenceEngine
-from reference.errors import InputError
 from reference.params import param_specs
 
-# gates read from the run record (harness.record.evidence), by the finding each one needs
+# gates read from the run record (harness.measure.evidence), by the finding each one needs
 RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
                 "barrier-record": ("barriers", "update-after-batches")}
 # every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from fast import perturb
+from harness.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from harness.run.corpus import load_corpus
-from reference.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from plumbing.errors import FaultError, InputError, StallError
 from reference.config import preset
-from reference.errors import FaultError, InputError, StallError
 
 PRESET = "tiny"  # small enough for a case to take well under a second without faults
 STALL_SECONDS = 1.5  # stall timeout of every case: far above any perturbation (<= 2 ms per

@@ -26,9 +26,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fast.trainer import FastTrainer  # noqa: E402
 from harness.corpus import load_corpus  # noqa: E402
-from reference.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+
+from fast.trainer import FastTrainer  # noqa: E402
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
 
 PRESET, THREADS, SEED = "small", 2, 0
 EPOCHS = 10  # set by --epochs

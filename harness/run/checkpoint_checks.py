@@ -21,7 +21,7 @@ MAX_STEP = 10**12  # far beyond any run (the seed preset needs ~1 s per step: 30
 
 
 def checkpoint_problem(checkpoint: Any, meta: dict) -> str | None:
-    """The first reason `checkpoint` (a reference.checkpoint.Checkpoint) is unusable, or None."""
+    """The first reason `checkpoint` (a harness.run.checkpoint.Checkpoint) is unusable, or None."""
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
         return f"step {step!r} is not an integer in [0, {MAX_STEP}]"

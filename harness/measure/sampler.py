@@ -13,7 +13,7 @@ import psutil
 
 from harness.figures.facts import SamplerSummary
 from harness.figures.serial import to_json
-from harness.profiling.cpu import available_cores, cpu_use
+from harness.measure.cpu import available_cores, cpu_use
 
 
 @dataclass

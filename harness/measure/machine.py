@@ -14,7 +14,7 @@ import psutil
 
 from harness.figures.facts import BlasFacts, BlasLibrary, GitCommit, MachineFacts
 from harness.figures.serial import to_json
-from harness.profiling.cpu import available_cores
+from harness.measure.cpu import available_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (git commit, "our" frames)
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from reference.atomic import atomic_write
-from reference.checkpoint_checks import checkpoint_problem
+from harness.run.checkpoint_checks import checkpoint_problem
+from plumbing.atomic import atomic_write
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.data import Vocab
 from reference.engine import TrainState
-from reference.errors import InputError
 
 FORMAT_VERSION = 1
 _STEP_NAME = re.compile(r"^step-(\d+)\.npz$")  # what harness/run/train.py writes: step-000042.npz

@@ -19,6 +19,10 @@ class InputError(SpheresError):
     exit_code = 2
 
 
+class DataError(InputError):
+    """A data source that cannot be read or holds nothing to train on (exit code 2)."""
+
+
 class FaultError(SpheresError):
     """A worker or Node Zero failed: an exception or a non-finite gradient (exit 4)."""
 
