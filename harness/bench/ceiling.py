@@ -13,9 +13,9 @@
    is split into GEMMs, so two thread counts with two micro-batches would not give the same
    bits.
 
-`make bench-ceiling` runs it and writes `reports/bench/ceiling.md` and `ceiling.json`; the
-numbers it prints are the evidence behind the micro-batch of each preset in
-`reference.config`.
+`make bench-ceiling` (`python -m harness.bench.ceiling`) runs it and writes
+`reports/bench/ceiling.md` and `ceiling.json`; the numbers it prints are the evidence behind the
+micro-batch of each preset in `reference.config`.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ def render(preset_name: str, ceiling: dict, table: list[dict], blas: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.ceiling",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--micro", default="2,4,8,16", help="micro-batch sizes, comma separated")
     parser.add_argument("--threads", default="1,2,63", help="thread counts, comma separated")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = [int(x) for x in args.threads.split(",")]
         cfg = preset(args.preset)
     except (ValueError, InputError) as exc:
-        print(f"perf_ceiling: {exc}", file=sys.stderr)
+        print(f"harness.bench.ceiling: {exc}", file=sys.stderr)
         return 2
     blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
             for p in threadpool_info() if p.get("user_api") == "blas"]
