@@ -35,10 +35,15 @@ from harness.figures.results import (
 from harness.measure import evidence
 from harness.measure.machine import REPO_ROOT
 from harness.measure.memray_profile import memray_profile
+from harness.measure.process import (
+    cpu_by_thread,
+    current_rss_bytes,
+    live_ks_threads,
+    peak_rss_bytes,
+    reset_peak_rss,
+)
 from harness.measure.pyspy import pyspy_flamegraph
-from harness.measure.rss import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 from harness.measure.sampler import ThreadCpuSampler
-from harness.measure.threadstats import cpu_by_thread, live_ks_threads
 from harness.measure.timeline import plot_gantt
 from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus

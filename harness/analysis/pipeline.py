@@ -41,8 +41,8 @@ from harness.figures.results import (
     Profiles,
     RunMeta,
 )
-from harness.measure.cpu import cpu_use
 from harness.measure.machine import machine_facts
+from harness.measure.process import cpu_use
 from harness.run.export import check_writable
 from plumbing.errors import InputError
 from reference.config import preset

@@ -25,7 +25,7 @@ from harness.figures.bench_metrics import (
 from harness.figures.facts import BlasLibrary, MachineFacts
 from harness.figures.serial import from_json
 from harness.figures.thresholds import BENCH_CPU_SHORTFALL, MB
-from harness.measure.cpu import available_cores
+from plumbing.cores import usable_cores
 from reference.config import ModelConfig, preset
 
 FLOPS_FORMULA = (
@@ -122,7 +122,7 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
     cfg = preset(settings.get("preset", "seed"))
     fpt = flops_per_token(cfg.model)
     machine = from_json(MachineFacts, meta["machine"]) if meta.get("machine") else None
-    cores = (machine.cores if machine else 0) or available_cores()
+    cores = (machine.cores if machine else 0) or usable_cores()
     metrics = BenchMetrics(torch_available=torch_available)
     rows: list[BenchRow] = []
     peaks: dict[str, float] = {}
