@@ -32,8 +32,7 @@ from harness.analysis.phases import (
     record_summary,
 )
 from harness.analysis.plan import Plan, Progress, default_out, make_plan, say
-from harness.analysis.report import render
-from harness.analysis.report_plots import make_plots
+from harness.analysis.report import make_plots, render
 from harness.figures.results import (
     AnalysisResults,
     MemoryResult,
