@@ -92,7 +92,7 @@ class Heartbeat:
         return self.entered[1]
 
     def tick(self) -> None:
-        """Progress inside long Python-level work (the kernels tick the same slot themselves)."""
+        """One tick inside long Python-level work (the kernels tick the same slot themselves)."""
         self.board.ticks[self.slot] += 1
 
     def snapshot(self) -> dict:
@@ -100,7 +100,8 @@ class Heartbeat:
         return {
             "role": self.role, "id": self.ident, "name": self.name, "slot": self.slot,
             "phase": phase.name, "step": self.step, "batch": self.batch,
-            "layer": self.layer, "ticks": int(self.board.ticks[self.slot]),
+            # the key stays "progress": stall diagnoses (and results.json's drills) carry it
+            "layer": self.layer, "progress": int(self.board.ticks[self.slot]),
             "in_phase_seconds": round(time.monotonic() - since, 3),
         }
 
