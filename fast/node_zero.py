@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fast.barrier import Barrier, BarrierBroken
-from fast.engine import FastModel
 from fast.faults import FaultAborted, FaultPlan, InjectedFault, ThreadFault
 from fast.heartbeat import Heartbeat, HeartbeatBoard, Phase
+from fast.model import FastModel
 from fast.record import DECIDE, DISPATCH, STEP, Recorder, wait_kind
 from fast.reduction import (
     PositionSegments,

@@ -117,11 +117,11 @@ class _SkippingBarrier(Barrier):
 def skipped_barrier(mp: pytest.MonkeyPatch) -> None:
     orig = FastTrainer._new_barrier
 
-    def new_barrier(self, name, parties, progress):
+    def new_barrier(self, name, parties, ticks):
         if name == "reduced":
             return _SkippingBarrier(parties - 1, name, timeout=self.barrier_timeout,
-                                    progress=progress)
-        return orig(self, name, parties, progress)
+                                    ticks=ticks)
+        return orig(self, name, parties, ticks)
 
     mp.setattr(FastTrainer, "_new_barrier", new_barrier)
 

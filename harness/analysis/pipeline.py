@@ -32,8 +32,7 @@ from harness.analysis.phases import (
     record_summary,
 )
 from harness.analysis.plan import Plan, Progress, default_out, make_plan, say
-from harness.analysis.report import render
-from harness.analysis.report_plots import make_plots
+from harness.analysis.report import make_plots, render
 from harness.figures.results import (
     AnalysisResults,
     MemoryResult,
@@ -41,8 +40,8 @@ from harness.figures.results import (
     Profiles,
     RunMeta,
 )
-from harness.measure.cpu import cpu_use
 from harness.measure.machine import machine_facts
+from harness.measure.process import cpu_use
 from harness.run.export import check_writable
 from plumbing.errors import InputError
 from reference.config import preset

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.run.corpus import one_group_tokens
-from harness.run.engines import default_threads
+from plumbing.cores import usable_cores
 from reference.config import preset
 
 SEED_DATASET_TOKENS = 4_800_000  # the seed's 24 MB SQuAD set held about 4.8M tokens
@@ -51,7 +51,7 @@ class Plan:
 def make_plan(args: argparse.Namespace) -> Plan:
     name = "tiny" if args.quick else args.preset
     cfg = preset(name)
-    threads = args.threads or default_threads()
+    threads = args.threads or usable_cores()
     if args.quick:
         steps = args.steps or 6
         synth = one_group_tokens(cfg, 3)

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from harness.bench.summary import flops_per_token
 from harness.measure.machine import REPO_ROOT, machine_info
-from harness.measure.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
 from plumbing.errors import InputError
 from reference.config import ModelConfig, preset
 

@@ -24,14 +24,14 @@ import numpy as np
 
 from harness.bench.summary import flops_per_token
 from harness.figures.bench_metrics import EngineComparison, EngineRow, Workload
-from harness.measure.cpu import available_cores
 from harness.measure.machine import REPO_ROOT
-from harness.measure.rss import peak_rss_bytes
+from harness.measure.process import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines
 from harness.verify.gates import digest, worst_tensor
 from plumbing.atomic import atomic_write_text
+from plumbing.cores import usable_cores
 from plumbing.errors import InputError, SpheresError
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine
@@ -157,7 +157,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
     for r in rows:
         r.sgemm_share = r.tokens_per_s * fpt / limit
     return EngineComparison(workload=work, sgemm_limit_flops=limit,
-                            flops_per_token=flops_per_token(cfg.model), cores=available_cores(),
+                            flops_per_token=flops_per_token(cfg.model), cores=usable_cores(),
                             rows=rows)
 
 
@@ -227,7 +227,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
             raise InputError(f"output folder {path.parent} does not exist; create it first")
     cfg = preset(args.preset)
     work = Workload(args.preset, args.group_size or min(cfg.train.group_size, 2), args.dtype,
-                    args.threads or available_cores(), args.rounds)
+                    args.threads or usable_cores(), args.rounds)
     specs = args.engine or available_specs()
     result = compare(specs, work, stall_timeout=args.stall_timeout,
                      say=lambda line: print(line, flush=True))

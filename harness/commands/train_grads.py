@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.commands.resume_conflicts import check_resume_conflicts
 from harness.run.corpus import load_corpus, one_group_tokens
-from harness.run.engines import default_threads, make_engine, parse_faults, unfired_faults
+from harness.run.engines import make_engine, parse_faults, unfired_faults
 from harness.run.export import check_writable, write_grads_npz
 from harness.run.heldout import heldout_from_args
 from harness.run.progress import train_progress
@@ -20,6 +20,7 @@ from harness.run.run_plan import planned_steps, with_horizon
 from harness.run.stop import Stopped, active
 from harness.run.train import load_resume, run_training
 from plumbing.atomic import atomic_write_text
+from plumbing.cores import usable_cores
 from plumbing.errors import FaultError, InputError, StallError
 from reference.config import Config, preset
 
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
         steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
         cfg = with_horizon(cfg, start_step=0, steps=steps, total_steps=args.total_steps)
-    threads = args.threads or default_threads()
+    threads = args.threads or usable_cores()
     dtype = args.dtype or "float32"
     if not args.quiet:
         print(f"data: {corpus.source}: {corpus.stream.size:,} tokens, vocabulary "
@@ -135,7 +136,7 @@ def cmd_grads(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
     if args.engine == "reference" and dtype != "float64":
         warnings.warn("the reference engine computes in float64; --dtype is ignored", stacklevel=1)
-    engine = make_engine(args.engine, cfg, threads=args.threads or default_threads(), dtype=dtype)
+    engine = make_engine(args.engine, cfg, threads=args.threads or usable_cores(), dtype=dtype)
     try:
         result = engine.group_grads(group.tokens, group.targets)
         params = engine.state().params

@@ -11,12 +11,6 @@ from reference.engine import Engine, ReferenceEngine
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-def default_threads() -> int:
-    """Threads = cores this process may use (affinity; the one definition of cores)."""
-    from harness.measure.cpu import available_cores
-    return available_cores()
-
-
 def parse_faults(specs: list[str]):
     """`--inject` strings -> fault objects (the fast engine's parser says what is wrong)."""
     if not specs:

@@ -2,7 +2,7 @@
 
 A run is a sequence of units (training steps, verify cases, analyze phases); a unit may have
 inner work it reports as it goes (a step's G batches). The engine never imports this: it
-exposes `progress() -> (batches done, batches)` for the group in flight (fast/trainer.py), and
+exposes `batches_done() -> (batches done, batches)` for the group in flight (fast/trainer.py), and
 a thread started here polls it. Whoever drives the units calls `begin`/`end`; the poller
 fills in the inner counts, and the renderer shows batches done of G, tokens/s, the unit's
 and the run's ETA, the last loss and held-out loss.
@@ -304,7 +304,7 @@ def from_args(args, label: str, units: int, **kwargs) -> LiveProgress:
 
 def train_progress(args, engine, corpus, cfg) -> LiveProgress:
     """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
-    return from_args(args, "train", 0, poll=getattr(engine, "progress", None),
+    return from_args(args, "train", 0, poll=getattr(engine, "batches_done", None),
                      tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fast.record import CHECKPOINT
-from harness.measure.rss import current_rss_bytes, peak_rss_bytes
+from harness.measure.process import current_rss_bytes, peak_rss_bytes
 from harness.run.checkpoint import (
     checkpoint_path,
     latest_checkpoint,

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.figures.results import DrillResult
 from harness.figures.thresholds import DETECT_SLACK
-from harness.measure.threadstats import live_ks_threads
+from harness.measure.process import live_ks_threads
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from plumbing.errors import FaultError, NonFiniteGradientError, SpheresError, StallError

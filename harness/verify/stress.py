@@ -273,10 +273,10 @@ def stress(seconds: float, seed: int, replay: int | None = None, say=print) -> S
         import hypothesis  # noqa: F401
     except ImportError:
         raise InputError("spheres stress needs hypothesis: pip install -e '.[dev]'") from None
-    from fast.trainer import warm_up
+    from fast.trainer import warmup
 
     for dt in (np.float32, np.float64):
-        warm_up(dt)  # compile once, before the clock starts
+        warmup(dt)  # compile once, before the clock starts
     totals = StressTotals()
     engine_log = logging.getLogger("fast")  # each drilled fault logs its diagnosis: expected
     level = engine_log.level
