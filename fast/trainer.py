@@ -184,7 +184,7 @@ class FastTrainer:
             job = self._run(tokens, targets, apply_update=False, eval_only=True)
             return EvalResult(loss=job.loss, n_targets=job.n_targets, batches=job.n_batches)
 
-    def progress(self) -> tuple[int, int] | None:
+    def batches_done(self) -> tuple[int, int] | None:
         """(batches finished, batches) of the group in flight, None between calls. Safe to
         poll from any thread: it reads which batches the workers have recorded as done."""
         job = self._current
