@@ -267,14 +267,11 @@ def _drill_failed(r):
 def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
     """analyze's real training phase (tiny, 2 threads, 1 step) on a possibly broken engine;
     returns a function that puts its measurements into a results dict."""
-    import argparse
-
     from harness.analysis.phases import phase_training, record_stats
     from harness.analysis.plan import make_plan
 
-    args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
-                              stall_timeout=10.0, inject=list(inject))
-    plan = make_plan(args)
+    plan = make_plan(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
+                     stall_timeout=10.0, inject=list(inject))
     cfg = preset("tiny")
     corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
     with pytest.MonkeyPatch.context() as mp:

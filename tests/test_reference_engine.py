@@ -40,6 +40,21 @@ def test_implements_every_engine_method_with_the_protocol_signature():
     assert ReferenceEngine(CFG).config is not None
 
 
+def test_optional_capabilities_are_protocols_the_reference_has_only_eval_loss():
+    from reference.engine import (
+        CountsBatches,
+        Evaluates,
+        InjectsFaults,
+        Recorded,
+        ReportsChildMemory,
+    )
+
+    ref = ReferenceEngine(CFG)
+    assert isinstance(ref, Evaluates)
+    for capability in (CountsBatches, InjectsFaults, Recorded, ReportsChildMemory):
+        assert not isinstance(ref, capability), capability.__name__
+
+
 def test_default_parameters_are_the_seeded_initialisation():
     e = ReferenceEngine(CFG)
     assert _same_bits(e.state().params, init_params(CFG.model, CFG.train.seed))

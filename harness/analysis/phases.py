@@ -4,7 +4,7 @@
 Data (tokenise, count batches until the iterator stops), structure (positions, spheres,
 barriers) and per-thread statistics from the run record, training (per-thread CPU and RSS
 sampling, a py-spy flame graph), throughput against threads, equivalence gates, watchdog and
-fault drills, memory (memray). Each prints progress through `say` as it goes.
+fault drills, memory (memray). Each reports what it does through `say` as it goes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.plan import Plan, Progress
+from harness.analysis.plan import Plan, Say
 from harness.figures.facts import SamplerSummary, ThreadTable
 from harness.figures.results import (
     AllocationSite,
@@ -55,7 +55,7 @@ from reference.batches import n_batches
 from reference.config import Config, preset
 
 
-def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, DataSummary]:
+def phase_data(plan: Plan, cfg: Config, say: Say) -> tuple[Any, DataSummary]:
     say(f"[data] loading {plan.data or f'the synthetic corpus ({plan.synthetic_tokens:,} tokens)'}")
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -153,7 +153,7 @@ class _FlameGraph:
 
 
 def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _FlameGraph,
-                 say: Progress) -> list[tuple[int, Any]]:
+                 say: Say) -> list[tuple[int, Any]]:
     """`plan.steps` optimiser steps, timed one by one into `info`; the flame graph starts
     after the first step and covers the rest. Returns the (step, parameters) snapshots to
     evaluate after training."""
@@ -180,7 +180,7 @@ def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _Flame
 
 
 def _evaluate_snapshots(engine, snapshots: list[tuple[int, Any]], heldout,
-                        info: TrainingResult, say: Progress) -> None:
+                        info: TrainingResult, say: Say) -> None:
     """The held-out loss of each snapshot's parameters (the optimiser state of the last step
     kept), into `info.eval_losses`."""
     final = engine.state() if snapshots else None
@@ -192,7 +192,7 @@ def _evaluate_snapshots(engine, snapshots: list[tuple[int, Any]], heldout,
             f"{held.n_targets:,} targets")
 
 
-def _record_error(info: TrainingResult, exc: SpheresError, say: Progress) -> None:
+def _record_error(info: TrainingResult, exc: SpheresError, say: Say) -> None:
     """An engine error as the training result's verdict (it is reported, not raised)."""
     info.error = str(exc)
     info.error_kind = type(exc).__name__
@@ -203,7 +203,7 @@ def _record_error(info: TrainingResult, exc: SpheresError, say: Progress) -> Non
 
 
 def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
-                   say: Progress) -> TrainingPhase:
+                   say: Say) -> TrainingPhase:
     """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
     from harness.run.engines import parse_faults
 
@@ -264,7 +264,7 @@ def _engine_cpu(engine) -> float:
     return sum(cpu_by_thread(engine).values())
 
 
-def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[ThroughputPoint]:
+def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[ThroughputPoint]:
     """Tokens/s for each thread count on the same group, measured side by side in one run."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
@@ -283,7 +283,7 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[Thr
     return points
 
 
-def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> EquivalenceResult:
+def phase_equivalence(plan: Plan, cfg: Config, say: Say) -> EquivalenceResult:
     t0 = time.perf_counter()
     report = run_verify([preset("tiny", seed=plan.seed)], ["float64", "float32"],
                         plan.sweep_threads, trajectory_steps=3,
@@ -317,14 +317,14 @@ def _label(threads: list[int]) -> str:
     return ",".join(str(t) for t in threads)
 
 
-def phase_drills(say: Progress) -> list[DrillResult]:
+def phase_drills(say: Say) -> list[DrillResult]:
     from harness.verify.drills import run_drills
 
     return run_drills(say)
 
 
 def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
-                 say: Progress) -> MemrayResult:
+                 say: Say) -> MemrayResult:
     """memray's native view of one training step (group capped so the capture stays small)."""
     small = cfg.replace(group_size=min(cfg.train.group_size, 12))
     group = corpus.groups(small).group(0)

@@ -13,7 +13,6 @@ became a fail) or a benchmark regressed beyond its noise; else 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass, field
@@ -166,10 +165,3 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any], a: str, b: str) 
     report.lines += ["", f"{len(found)} changed ({verdicts} verdicts, {len(worse)} worse)."]
     report.failed = bool(worse)
     return report
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    old, new = load(args.a), load(args.b)
-    report = compare_documents(old, new, str(args.a), str(args.b))
-    print("\n".join(report.lines), flush=True)
-    return 1 if report.failed else 0

@@ -20,11 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.run.stop import Stopped
-from plumbing.errors import SpheresError, StallError
-
-EXIT_USAGE = 2
-EXIT_INTERNAL = 5
-EXIT_SIGINT = 130
+from plumbing.errors import ExitCode, SpheresError, StallError
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space or choose another folder",
@@ -66,7 +62,7 @@ def report_internal_error(exc: BaseException) -> int:
         where = "the traceback is above"
     print(f"spheres: internal error (a bug, please report it): {line}; {where}",
           file=sys.stderr, flush=True)
-    return EXIT_INTERNAL
+    return ExitCode.INTERNAL
 
 
 def run_guarded(command: Callable[[], int]) -> int:
@@ -83,10 +79,10 @@ def run_guarded(command: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("spheres: interrupted", file=sys.stderr, flush=True)
-        return EXIT_SIGINT
+        return ExitCode.SIGINT
     except OSError as exc:
         print(f"spheres: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Exception as exc:  # a bug: exit 5, never a bare traceback or exit 1
         return report_internal_error(exc)
 

@@ -1,4 +1,5 @@
-"""The one place that knows both engines: build either behind the `Engine` interface."""
+"""The one place that knows both engines: build either behind the `Engine` interface, from
+the spellings of the command line (`--engine`, `--dtype`, `--inject`, `--threads 1-63`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from plumbing.errors import InputError
 from reference.config import Config
-from reference.engine import Engine, ReferenceEngine
+from reference.engine import Engine, InjectsFaults, ReferenceEngine
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -76,5 +77,25 @@ def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float
 
 def unfired_faults(engine: Engine) -> list[str]:
     """Injected faults that never fired (the reference engine takes none)."""
-    unfired = getattr(engine, "unfired_faults", None)
-    return [str(f) for f in unfired()] if callable(unfired) else []
+    return [str(f) for f in engine.unfired_faults()] if isinstance(engine, InjectsFaults) else []
+
+
+def parse_threads(text: str) -> list[int]:
+    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise InputError(
+            f"--threads {text!r}: expected counts like 1-63 or 1,2,4 or 1-4,8") from None
+    if not out or min(out) < 1:
+        raise InputError(f"--threads {text!r}: thread counts must be >= 1")
+    return sorted(out)

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from harness.run.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
-from harness.run.corpus import Corpus
 from harness.run.stop import Stopped
+from harness.run.train_plan import TrainPlan
 from plumbing.errors import SpheresError
-from reference.config import Config
 from reference.engine import Engine
 
 
@@ -23,10 +22,12 @@ def _say(line: str) -> None:
     print(f"spheres: {line}", file=sys.stderr, flush=True)
 
 
-def rescue_checkpoint(engine: Engine, cfg: Config, corpus: Corpus, checkpoint_dir: Path,
-                      cause: BaseException, start_step: int, keep_checkpoints: int = 0
-                      ) -> Path | None:
-    """Checkpoint the weights after the last completed step; the path, or None if none."""
+def rescue_checkpoint(engine: Engine, plan: TrainPlan, cause: BaseException) -> Path | None:
+    """Checkpoint the weights after the last completed step of `plan` (into its
+    --checkpoint-dir); the path, or None if none."""
+    assert plan.checkpoint_dir is not None
+    cfg, corpus, checkpoint_dir = plan.cfg, plan.corpus, plan.checkpoint_dir
+    start_step, keep_checkpoints = plan.start_step, plan.keep_checkpoints
     if isinstance(cause, Stopped) and not cause.consistent:
         _say("stopped mid-step: no checkpoint written (the newest one on disk is intact)")
         return None

@@ -31,7 +31,7 @@ from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine
 from plumbing.errors import InputError
 from reference.config import Config
-from reference.engine import ReferenceEngine
+from reference.engine import Recorded, ReferenceEngine
 from reference.params import param_specs
 
 # gates read from the run record (harness.measure.evidence), by the finding each one needs
@@ -152,7 +152,7 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
     finally:
         engine.close()
     # an engine with a run record (fast): complete now that every thread has been joined
-    recorder = getattr(engine, "record", None)
+    recorder = engine.record if isinstance(engine, Recorded) else None
     record = recorder.snapshot() if recorder is not None else None
     if traces is not None and record is not None:
         traces.append((f"{cfg.preset} {dtype} T={threads}", record))

@@ -47,7 +47,7 @@ class RankRecord:
 
 def parse_ranks(text: str) -> list[int]:
     """`1,2,3,5,12` or `1-12` -> sorted rank counts, each 1..12."""
-    from harness.run.thread_counts import parse_threads
+    from harness.run.engines import parse_threads
 
     try:
         ranks = parse_threads(text)

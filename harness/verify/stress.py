@@ -18,7 +18,6 @@ A failed case is printed with the batch seed that replays it (`--replay SEED`); 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import tempfile
@@ -305,15 +304,3 @@ def _run(totals: StressTotals, seconds: float, seed: int, replay: int | None, sa
                 say(f"FAILED: {f}")
             say(f"batch {batch}: {totals.cases} cases, {totals.faults_fired} faults fired, "
                 f"{totals.invariants} invariants checked, {len(totals.failures)} failures")
-
-
-def cmd_stress(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    totals = stress(args.seconds, args.seed, args.replay)
-    print(f"stress: {totals.cases} cases in {time.monotonic() - t0:.0f} s, "
-          f"{totals.faults_fired} faults fired ({totals.faults_unfired} never due), "
-          f"{totals.invariants} invariants checked, {totals.sync_points:,} perturbed sync "
-          f"points, {len(totals.failures)} failures", flush=True)
-    for failure in totals.failures:
-        print(f"  FAILED: {failure}", flush=True)
-    return 1 if totals.failures else 0
