@@ -173,3 +173,42 @@ def test_a_missing_docs_file_is_caught():
     found = missing_docs(f"ok\nsee docs/{nope} and {guide}", docs, "f.md")
     assert found == [f"f.md:2: names docs/{nope}, which does not exist",
                      f"f.md:2: names docs/{guide}, which does not exist"]
+
+
+# ---------------------------------------------------------------- the module map and file paths
+
+PACKAGES = ("plumbing", "reference", "fast", "harness")
+PATH_RE = re.compile(r"`((?:plumbing|reference|fast|harness|torch_engine|examples|benchmarks|tests)"
+                     r"/[\w/]+\.py)`")
+
+
+def unmapped_modules(design: str, modules: list[str]) -> list[str]:
+    """Modules with no row `| `path` | job |` in docs/DESIGN.md."""
+    return [m for m in modules if f"| `{m}` |" not in design]
+
+
+def dangling_paths(text: str, where: str) -> list[str]:
+    """Backticked source paths in a document that name no file of the repo."""
+    return [f"{where}: {p}" for p in PATH_RE.findall(text) if not (ROOT / p).is_file()]
+
+
+def test_every_module_has_a_line_in_the_design_module_map():
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    modules = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES
+                     for p in (ROOT / pkg).rglob("*.py") if p.name != "__init__.py")
+    assert modules, "no modules found"
+    missing = unmapped_modules(design, modules)
+    assert not missing, f"docs/DESIGN.md has no row for {missing}"
+
+
+def test_every_source_path_named_in_the_docs_exists():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    bad = [b for d in docs for b in dangling_paths(d.read_text(), d.name)]
+    assert not bad, bad
+
+
+def test_an_unmapped_module_and_a_dangling_path_are_caught():
+    design = "| `fast/barrier.py` | the barrier |\n"
+    assert unmapped_modules(design, ["fast/barrier.py", "fast/new.py"]) == ["fast/new.py"]
+    assert dangling_paths("see `fast/barrier.py` and `harness/gone/old.py`", "X.md") == [
+        "X.md: harness/gone/old.py"]
