@@ -50,7 +50,7 @@ bench: $(STAMP)
 
 # How close to the sgemm peak the model's own GEMM shapes allow, and the micro-batch table.
 bench-ceiling: $(STAMP)
-	$(BIN)/python benchmarks/perf_ceiling.py
+	$(BIN)/python -m harness.bench.ceiling
 
 # The main job: build, train, verify, drill the watchdog, profile, and write reports/<date>-<preset>/.
 analyze: $(STAMP)

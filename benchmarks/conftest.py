@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.profiling.machine import machine_info
+from harness.measure.machine import machine_info
 from reference.config import Config, preset
 
 # The thread-leak check of the test suite, shared rather than copied (tests/ is no package).

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
 from harness.run.corpus import load_corpus
 from reference.config import preset
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from harness.profiling.cpu import available_cores
+from plumbing.cores import usable_cores
 from reference.config import ModelConfig
 
 pytestmark = pytest.mark.bench
@@ -28,7 +28,7 @@ def test_matmul_peak(benchmark, bench_settings, cores):
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
-    threads = available_cores() if cores == "all" else 1
+    threads = usable_cores() if cores == "all" else 1
     with threadpool_limits(limits=threads):
         benchmark.pedantic(np.matmul, args=(a, b), kwargs={"out": out}, rounds=10,
                            warmup_rounds=2, iterations=1)
@@ -56,7 +56,7 @@ def test_reference_engine(benchmark, bench_settings, make_group):
 
 def torch_threads(settings) -> int:
     """PyTorch runs at the largest swept fast-engine thread count the cores can hold."""
-    fitting = [t for t in settings.scaling_threads if t <= available_cores()]
+    fitting = [t for t in settings.scaling_threads if t <= usable_cores()]
     return max(fitting or [1])
 
 

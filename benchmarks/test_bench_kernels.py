@@ -15,7 +15,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from fast import kernels as K
-from fast.engine import FastModel, batch_forward_backward, warmup
+from fast.model import FastModel, batch_forward_backward, warmup
 from reference.params import init_params
 
 pytestmark = pytest.mark.bench

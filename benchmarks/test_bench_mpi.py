@@ -1,7 +1,7 @@
 """Scale-out on this machine's loopback (SPEC 10), side by side in one run.
 
 - R=2 ranks x T=1 thread against the single-process engine with T=2 threads on the same cores,
-  G=24 batches (both timed by harness.mpi.bench's loop: best of `rounds` steps after warm-up);
+  G=24 batches (both timed by harness.bench.mpi_steps's loop: best of `rounds` steps after warm-up);
 - bytes each rank sent and received in one step at R = 2, 3 and 12, for the tiny preset and the
   bench preset, beside a ring all-reduce's 2P elements per rank.
 Each launch is a subprocess (mpiexec); the benchmark stores its JSON lines in `extra_info` and
@@ -31,7 +31,7 @@ def _env() -> dict[str, str]:
 
 
 def _bench(argv: list[str], ranks: int | None) -> dict:
-    cmd = [sys.executable, "-m", "harness.mpi.bench", *argv]
+    cmd = [sys.executable, "-m", "harness.bench.mpi_steps", *argv]
     if ranks is not None:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=_env())

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from harness.bench.summary import stats_delta
-from harness.profiling.cpu import available_cores
-from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
-from harness.profiling.sampler import ThreadCpuSampler
+from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.sampler import ThreadCpuSampler
+from plumbing.cores import usable_cores
 
 pytestmark = pytest.mark.bench
 
@@ -72,5 +72,5 @@ def test_seed_workload(benchmark, bench_settings, make_group, no_thread_leak):
 def test_seed_workload_at_core_count(benchmark, bench_settings, make_group, no_thread_leak):
     """The same seed group with one worker per core: the yardstick of oversubscription (63
     workers on 2 cores should lose nothing against 2)."""
-    measure_fast(benchmark, bench_settings, make_group, available_cores(),
+    measure_fast(benchmark, bench_settings, make_group, usable_cores(),
                  bench_settings.seed_group_size, kind="seed_at_cores")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
 from reference.data import SEED_CORPUS_TOKENS, Vocab, encode_documents, synthetic_corpus
 
 VOCAB_CAP = 788  # the seed preset's vocabulary

@@ -4,8 +4,9 @@ Same shape as CPython's: a default timeout, a timeout BREAKS the barrier for eve
 `abort()` for the control and watchdog threads, states as an Enum. Two additions the seed's
 deadlock needed: every arrival is recorded by party id, so a diagnosis can say WHO never arrived
 (the original waited forever for a thread that did not exist), and the timeout can be an IDLE
-timeout: given a `progress` callable (the heartbeat counters), the clock restarts whenever the
-system made progress, so a slow but healthy run never breaks a barrier while a real stall does.
+timeout: given a `ticks` callable (the total of the heartbeat tick counters), the clock
+restarts whenever the system made progress, so a slow but healthy run never breaks a barrier
+while a real stall does.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Barrier:
     """
 
     def __init__(self, parties: int, name: str, timeout: float | None = None,
-                 progress: Callable[[], int] | None = None) -> None:
+                 ticks: Callable[[], int] | None = None) -> None:
         if parties < 1:
             raise ValueError(f"barrier {name!r} needs at least 1 party, got {parties}")
         # guards every field below (state, count, arrivals, generation); waiters sleep on it
@@ -57,7 +58,7 @@ class Barrier:
         self._parties = parties
         self.name = name
         self._timeout = timeout
-        self._progress = progress
+        self._ticks = ticks
         self._state = BarrierState.FILLING
         self._count = 0  # threads inside wait() (arrived and not yet left)
         self._arrived: dict[int, float] = {}  # party id -> arrival time, this generation
@@ -73,7 +74,7 @@ class Barrier:
 
         Raises BarrierBroken if the barrier is or becomes broken (timeout or abort).
         """
-        deadline = IdleDeadline(self._timeout if timeout is None else timeout, self._progress)
+        deadline = IdleDeadline(self._timeout if timeout is None else timeout, self._ticks)
         with self._cond:
             self._enter(deadline)
             index = self._count

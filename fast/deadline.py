@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 
 class IdleDeadline:
-    """A deadline that moves forward whenever `progress()` changes (None: a fixed deadline)."""
+    """A deadline that moves forward whenever `ticks()` (the total tick count) changes; with
+    `ticks` None, a fixed deadline."""
 
-    def __init__(self, timeout: float | None, progress: Callable[[], int] | None = None) -> None:
+    def __init__(self, timeout: float | None, ticks: Callable[[], int] | None = None) -> None:
         self.timeout = timeout
-        self._progress = progress
-        self._last = progress() if progress is not None else None
+        self._ticks = ticks
+        self._last = ticks() if ticks is not None else None
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
     def remaining(self) -> float | None:
@@ -27,8 +28,8 @@ class IdleDeadline:
         if self._deadline is None:
             return None
         now = time.monotonic()
-        if self._progress is not None:
-            current = self._progress()
+        if self._ticks is not None:
+            current = self._ticks()
             if current != self._last:
                 self._last = current
                 self._deadline = now + self.timeout
@@ -43,13 +44,3 @@ class IdleDeadline:
         cond.wait(poll if remaining is None else min(poll, remaining))
         return True
 
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1: the one definition of
-    "cores" for the workspace pool, the harness's CPU use and every report."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - platforms without sched_getaffinity
-        return max(1, os.cpu_count() or 1)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from fast import kernels as K
-from fast.engine import _WARMUP_MODEL, FastModel, Workspace
+from fast.model import _WARMUP_MODEL, FastModel, Workspace
 
 
 def batch_forward_loss(model: FastModel, params_flat: np.ndarray, tokens: np.ndarray,
-                       targets: np.ndarray, workspace: Workspace, progress: np.ndarray,
+                       targets: np.ndarray, workspace: Workspace, ticks: np.ndarray,
                        slot: int) -> tuple[float, int]:
     """(loss SUM over non-pad targets, their count) of one batch (B, T) int64, T <= S.
 
@@ -26,7 +26,7 @@ def batch_forward_loss(model: FastModel, params_flat: np.ndarray, tokens: np.nda
     loss, n = K.model_forward_loss(params_flat, model.param_offsets,
                                    np.ascontiguousarray(tokens, dtype=np.int64),
                                    np.ascontiguousarray(targets, dtype=np.int64),
-                                   workspace.buffer, workspace.offsets, dims, progress, int(slot))
+                                   workspace.buffer, workspace.offsets, dims, ticks, int(slot))
     return float(loss), int(n)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import FaultError, InputError
+from plumbing.errors import FaultError, InputError
 
 SPEC_FORM = ("KIND:target=T,step=N[,batch=B][,seconds=X][,rank=R] with KIND hang|raise|nan|slow "
              "and T worker=I or node-zero, e.g. hang:target=worker=1,step=2 or "
@@ -30,7 +30,7 @@ class FaultKind(enum.Enum):
     HANG = "hang"  # block without progress until the trainer is aborted (a stall drill)
     RAISE = "raise"  # raise InjectedFault (an exception drill)
     NAN = "nan"  # poison the worker's gradient with NaN (a non-finite drill)
-    SLOW = "slow"  # sleep `seconds` while advancing progress (slow work is not a stall)
+    SLOW = "slow"  # sleep `seconds` while ticking its tick counter (slow work is not a stall)
 
 
 @dataclass(frozen=True)
@@ -165,13 +165,13 @@ class FaultPlan:
         self._fired: set[int] = set()
         self._lock = threading.Lock()  # guards _fired: each fault fires at most once
         self._abort = threading.Event()
-        self._progress = np.zeros(1, dtype=np.int64)
+        self._ticks = np.zeros(1, dtype=np.int64)
         self.rank = 0  # this process's MPI rank: only faults aimed at it fire here
 
-    def attach(self, abort: threading.Event, progress: np.ndarray) -> None:
-        """Bind the trainer's abort flag (releases `hang`) and progress array (`slow` ticks)."""
+    def attach(self, abort: threading.Event, ticks: np.ndarray) -> None:
+        """Bind the trainer's abort flag (releases `hang`) and tick counters (`slow` ticks)."""
         self._abort = abort
-        self._progress = progress
+        self._ticks = ticks
 
     def check_threads(self, threads: int) -> None:
         """A fault aimed at a worker that does not exist can never fire: say so up front."""
@@ -238,4 +238,4 @@ class FaultPlan:
             if left <= 0:
                 break
             time.sleep(min(SLOW_TICK_SECONDS, left))
-            self._progress[slot] += 1  # slow, not stuck
+            self._ticks[slot] += 1  # slow, not stuck

@@ -1,7 +1,7 @@
-"""Per-thread heartbeats: what each thread is doing, and a progress counter that proves it moves.
+"""Per-thread heartbeats: what each thread is doing, and a tick counter that proves it moves.
 
 Each thread owns one `Heartbeat` (written only by that thread) and one slot of a shared int64
-`progress` array. The Numba kernels increment the slot inside long work (at least once per layer),
+`ticks` array. The Numba kernels increment the slot inside long work (at least once per layer),
 and every phase change increments it too, so "the counter did not move for the stall timeout"
 means the thread really did nothing; a slow thread keeps moving its counter (SPEC 5).
 The record also accumulates seconds per phase and the thread's CPU time: the trainer's
@@ -69,7 +69,7 @@ class Heartbeat:
         self.entered = (self.phase, time.monotonic())
 
     def set(self, phase: Phase, *, step: int | None = None, batch: int | None = None) -> None:
-        """Enter `phase` (counts as progress); time spent in the previous phase is recorded."""
+        """Enter `phase` (counts as a tick); time spent in the previous phase is recorded."""
         at_sync_point(self.name, phase.name, step if step is not None else self.step)
         now = time.monotonic()
         previous, since = self.entered
@@ -81,7 +81,7 @@ class Heartbeat:
         self.batch = batch
         self.layer = None
         self.entered = (phase, now)  # phase and its start published together
-        self.board.progress[self.slot] += 1
+        self.board.ticks[self.slot] += 1
 
     @property
     def phase(self) -> Phase:
@@ -92,15 +92,16 @@ class Heartbeat:
         return self.entered[1]
 
     def tick(self) -> None:
-        """Progress inside long Python-level work (the kernels tick the same slot themselves)."""
-        self.board.progress[self.slot] += 1
+        """One tick inside long Python-level work (the kernels tick the same slot themselves)."""
+        self.board.ticks[self.slot] += 1
 
     def snapshot(self) -> dict:
         phase, since = self.entered
         return {
             "role": self.role, "id": self.ident, "name": self.name, "slot": self.slot,
             "phase": phase.name, "step": self.step, "batch": self.batch,
-            "layer": self.layer, "progress": int(self.board.progress[self.slot]),
+            # the key stays "progress": stall diagnoses (and results.json's drills) carry it
+            "layer": self.layer, "progress": int(self.board.ticks[self.slot]),
             "in_phase_seconds": round(time.monotonic() - since, 3),
         }
 
@@ -125,23 +126,23 @@ class Heartbeat:
 
 
 class HeartbeatBoard:
-    """All heartbeats of one trainer and the shared progress array (slot per thread)."""
+    """All heartbeats of one trainer and the shared tick counters `ticks` (one slot per thread)."""
 
     def __init__(self) -> None:
         self.records: list[Heartbeat] = []
-        self.progress = np.zeros(0, dtype=np.int64)
+        self.ticks = np.zeros(0, dtype=np.int64)
 
     def add(self, role: str, ident: int | None, name: str) -> Heartbeat:
         """Register a thread before any thread starts (the array is not resized later)."""
         slot = len(self.records)
-        self.progress = np.concatenate([self.progress, np.zeros(1, dtype=np.int64)])
+        self.ticks = np.concatenate([self.ticks, np.zeros(1, dtype=np.int64)])
         record = Heartbeat(self, slot, role, ident, name)
         self.records.append(record)
         return record
 
-    def total_progress(self) -> int:
+    def total_ticks(self) -> int:
         """Sum of every counter: changes whenever any thread did anything."""
-        return int(self.progress.sum())
+        return int(self.ticks.sum())
 
     def snapshot(self) -> list[dict]:
         return [r.snapshot() for r in self.records]

@@ -794,7 +794,7 @@ def _layer_cache(buf, woffs, layer, micro, R, T, S, d, f, H):
 
 
 @kernel
-def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, timing, t):
+def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, ticks, slot, timing, t):
     """Forward of one micro-batch of R rows x T tokens into the workspace, up to the logits.
 
     The one forward both the training step (`model_forward_backward`) and the held-out loss
@@ -811,7 +811,7 @@ def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, ti
     x0 = _reg(buf, woffs, R_X, 0, Nmax * d, N, d)
     embedding_forward(tok, wte, wpe, x0)
     t = _lap(timing, T_EMB, t)
-    progress[slot] += 1
+    ticks[slot] += 1
     for layer in range(L):
         p = _FIRST_LAYER + _PER_LAYER * layer
         x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
@@ -842,7 +842,7 @@ def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, ti
         linear_residual_forward(g, _mat(params, poffs, p + W_PROJ, f, d),
                                 _vec(params, poffs, p + B_PROJ), xmid, xout)
         t = _lap(timing, T_PROJ, t)
-        progress[slot] += 1
+        ticks[slot] += 1
     xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
     lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
     muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
@@ -856,13 +856,97 @@ def micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot, ti
 
 
 @kernel
-def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, progress, slot,
+def layer_backward(params, grads, poffs, buf, woffs, dims, layer, R, T, dres, dff, dln, dqkv,
+                   timing, t):
+    """Backward of one transformer layer of one micro-batch (R rows x T tokens); grads +=.
+
+    dres holds d x_next on entry and d x (this layer's input) on return; dff, dln, dqkv are
+    scratch regions of N = R * T rows. Returns the cycle counter after the last group.
+    """
+    S, d, H, f, micro = dims[1], dims[2], dims[4], dims[5], dims[6]
+    p = _FIRST_LAYER + _PER_LAYER * layer
+    ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
+    x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
+        buf, woffs, layer, micro, R, T, S, d, f, H)
+    # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
+    linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
+                    _mat(grads, poffs, p + W_PROJ, f, d),
+                    _vec(grads, poffs, p + B_PROJ))
+    t = _lap(timing, T_PROJ, t)
+    # g = gelu(u); dff becomes du in place, and d b_fc += column sums of du
+    gelu_slope_backward_bias(dff, u, _vec(grads, poffs, p + B_FC))
+    t = _lap(timing, T_GELU, t)
+    linear_backward_products(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
+                             _mat(grads, poffs, p + W_FC, d, f))
+    t = _lap(timing, T_FC, t)
+    layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
+                       _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
+    t = _lap(timing, T_LN, t)
+    # xmid = x + y @ w_o + b_o   (dres now holds d xmid)
+    linear_backward(dres, y, _mat(params, poffs, p + W_O, d, d), dln,
+                    _mat(grads, poffs, p + W_O, d, d),
+                    _vec(grads, poffs, p + B_O))
+    t = _lap(timing, T_O, t)
+    attention_backward(dln, qkv, att, H, dqkv, ascr)
+    t = _lap(timing, T_ATT, t)
+    linear_backward(dqkv, ln1, _mat(params, poffs, p + W_QKV, d, 3 * d), dln,
+                    _mat(grads, poffs, p + W_QKV, d, 3 * d),
+                    _vec(grads, poffs, p + B_QKV))
+    t = _lap(timing, T_QKV, t)
+    layernorm_backward(dln, x, mu1, rs1, _vec(params, poffs, p + LN1_G), dres,
+                       _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
+    return _lap(timing, T_LN, t)
+
+
+@kernel
+def micro_backward(params, grads, poffs, tok, tgt, logits, buf, woffs, dims, R, T, ticks, slot,
+                   timing, t):
+    """Backward of one micro-batch (d loss_sum = 1) after `micro_forward` and the loss; grads +=.
+
+    `logits` holds the softmax probabilities (`crossentropy_forward` wrote them in place);
+    ticks[slot] += 1 after the head and after every layer and the embedding. Returns the
+    cycle counter after the last group.
+    """
+    V, S, d, L, f, micro = dims[0], dims[1], dims[2], dims[3], dims[5], dims[6]
+    N = R * T
+    Nmax = micro * S  # region slots are sized for full micro-batches of S tokens
+    nf = _FIRST_LAYER + _PER_LAYER * L
+    crossentropy_backward(logits, tgt, 1.0)  # probs -> dlogits in place
+    t = _lap(timing, T_CE, t)
+    dres = _reg(buf, woffs, R_DRES, 0, 0, N, d)
+    dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
+    dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
+    dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
+    xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
+    lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
+    muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
+    rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
+    dwte = _mat(grads, poffs, _WTE, V, d)
+    logits_backward(logits, lnf, _mat(params, poffs, _WTE, V, d), dln, dwte)
+    t = _lap(timing, T_LOGITS, t)
+    dres[:, :] = 0.0
+    layernorm_backward(dln, xL, muf, rsf, _vec(params, poffs, nf), dres,
+                       _vec(grads, poffs, nf), _vec(grads, poffs, nf + 1))
+    t = _lap(timing, T_LN, t)
+    ticks[slot] += 1
+    for layer in range(L - 1, -1, -1):
+        t = layer_backward(params, grads, poffs, buf, woffs, dims, layer, R, T, dres, dff, dln,
+                           dqkv, timing, t)
+        ticks[slot] += 1
+    embedding_backward(dres, tok, dwte, _mat(grads, poffs, _WPE, S, d))  # dres holds d x0
+    t = _lap(timing, T_EMB, t)
+    ticks[slot] += 1
+    return t
+
+
+@kernel
+def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, dims, ticks, slot,
                            timing, marks):
     """Forward, loss SUM and backward of every micro-batch of one batch; grads +=.
 
     params, grads: flat vectors in registry order, tensor i at poffs[i]:poffs[i+1]; tokens,
     targets (B, T) int64; buf: a workspace laid out by `workspace_region_sizes`, region r at
-    woffs[r]; dims = (V, S, d, L, H, f, micro_batch); progress[slot] += 1 after every layer;
+    woffs[r]; dims = (V, S, d, L, H, f, micro_batch); ticks[slot] += 1 after every layer;
     timing: empty, or int64 (len(TIMING_GROUPS),) to which each kernel group's CPU cycles are
     added (a GEMM group counts its linear's forward, backward and bias work).
     marks: empty, or int64 (2 * micro-batches + 1,): the cycle counter at the start, after each
@@ -870,16 +954,8 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     Returns (loss_sum float64, n_targets int64). It lives here, beside the kernels it calls,
     because Numba's on-disk cache only notices edits to the caller's own file.
     """
-    V, S, d, L, H, f, micro = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    micro = dims[6]
     B, T = tokens.shape
-    Nmax = micro * S  # region slots are sized for full micro-batches of S tokens
-    wte = _mat(params, poffs, _WTE, V, d)
-    dwte = _mat(grads, poffs, _WTE, V, d)
-    dwpe = _mat(grads, poffs, _WPE, S, d)
-    nf = _FIRST_LAYER + _PER_LAYER * L
-    lnf_g = _vec(params, poffs, nf)
-    dlnf_g, dlnf_b = _vec(grads, poffs, nf), _vec(grads, poffs, nf + 1)
-    ascr = buf[woffs[R_ASCRATCH]:woffs[R_ASCRATCH + 1]]
     loss_total = 0.0
     n_total = 0
     t = _read_cycles()
@@ -889,71 +965,18 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
     m = 0  # micro-batch index
     for r0 in range(0, B, micro):
         R = min(micro, B - r0)
-        N = R * T
         tok = tokens[r0:r0 + R]
-        tgt = targets[r0:r0 + R].copy().reshape(N)  # (N,) small
-        # ---------------- forward
-        logits, t = micro_forward(params, poffs, tok, buf, woffs, dims, R, T, progress, slot,
+        tgt = targets[r0:r0 + R].copy().reshape(R * T)  # (N,) small
+        logits, t = micro_forward(params, poffs, tok, buf, woffs, dims, R, T, ticks, slot,
                                   timing, t)
         loss, count = crossentropy_forward(logits, tgt)  # logits -> probs in place
         loss_total += loss
         n_total += count
-        progress[slot] += 1
+        ticks[slot] += 1
         if mark:
             marks[2 * m + 1] = _read_cycles()
-        # ---------------- backward (d loss_sum = 1)
-        crossentropy_backward(logits, tgt, 1.0)  # probs -> dlogits in place
-        t = _lap(timing, T_CE, t)
-        dres = _reg(buf, woffs, R_DRES, 0, 0, N, d)
-        dln = _reg(buf, woffs, R_DLN, 0, 0, N, d)
-        dff = _reg(buf, woffs, R_DF, 0, 0, N, f)
-        dqkv = _reg(buf, woffs, R_DQKV, 0, 0, N, 3 * d)
-        xL = _reg(buf, woffs, R_X, L, Nmax * d, N, d)
-        lnf = _reg(buf, woffs, R_LNF, 0, 0, N, d)
-        muf = _reg1(buf, woffs, R_LNF_MEAN, 0, 0, N)
-        rsf = _reg1(buf, woffs, R_LNF_RSTD, 0, 0, N)
-        logits_backward(logits, lnf, wte, dln, dwte)
-        t = _lap(timing, T_LOGITS, t)
-        dres[:, :] = 0.0
-        layernorm_backward(dln, xL, muf, rsf, lnf_g, dres, dlnf_g, dlnf_b)
-        t = _lap(timing, T_LN, t)
-        progress[slot] += 1
-        for layer in range(L - 1, -1, -1):
-            p = _FIRST_LAYER + _PER_LAYER * layer
-            x, ln1, mu1, rs1, qkv, att, y, xmid, ln2, mu2, rs2, u, g = _layer_cache(
-                buf, woffs, layer, micro, R, T, S, d, f, H)
-            # x_next = xmid + g @ w_proj + b_proj   (dres holds d x_next)
-            linear_backward(dres, g, _mat(params, poffs, p + W_PROJ, f, d), dff,
-                            _mat(grads, poffs, p + W_PROJ, f, d),
-                            _vec(grads, poffs, p + B_PROJ))
-            t = _lap(timing, T_PROJ, t)
-            # g = gelu(u); dff becomes du in place, and d b_fc += column sums of du
-            gelu_slope_backward_bias(dff, u, _vec(grads, poffs, p + B_FC))
-            t = _lap(timing, T_GELU, t)
-            linear_backward_products(dff, ln2, _mat(params, poffs, p + W_FC, d, f), dln,
-                                     _mat(grads, poffs, p + W_FC, d, f))
-            t = _lap(timing, T_FC, t)
-            layernorm_backward(dln, xmid, mu2, rs2, _vec(params, poffs, p + LN2_G), dres,
-                               _vec(grads, poffs, p + LN2_G), _vec(grads, poffs, p + LN2_B))
-            t = _lap(timing, T_LN, t)
-            # xmid = x + y @ w_o + b_o   (dres now holds d xmid)
-            linear_backward(dres, y, _mat(params, poffs, p + W_O, d, d), dln,
-                            _mat(grads, poffs, p + W_O, d, d),
-                            _vec(grads, poffs, p + B_O))
-            t = _lap(timing, T_O, t)
-            attention_backward(dln, qkv, att, H, dqkv, ascr)
-            t = _lap(timing, T_ATT, t)
-            linear_backward(dqkv, ln1, _mat(params, poffs, p + W_QKV, d, 3 * d), dln,
-                            _mat(grads, poffs, p + W_QKV, d, 3 * d),
-                            _vec(grads, poffs, p + B_QKV))
-            t = _lap(timing, T_QKV, t)
-            layernorm_backward(dln, x, mu1, rs1, _vec(params, poffs, p + LN1_G), dres,
-                               _vec(grads, poffs, p + LN1_G), _vec(grads, poffs, p + LN1_B))
-            t = _lap(timing, T_LN, t)
-            progress[slot] += 1
-        embedding_backward(dres, tok, dwte, dwpe)  # dres holds d x0
-        t = _lap(timing, T_EMB, t)
-        progress[slot] += 1
+        t = micro_backward(params, grads, poffs, tok, tgt, logits, buf, woffs, dims, R, T, ticks,
+                           slot, timing, t)
         if mark:
             marks[2 * m + 2] = _read_cycles()
         m += 1
@@ -961,7 +984,7 @@ def model_forward_backward(params, grads, poffs, tokens, targets, buf, woffs, di
 
 
 @kernel
-def model_forward_loss(params, poffs, tokens, targets, buf, woffs, dims, progress, slot):
+def model_forward_loss(params, poffs, tokens, targets, buf, woffs, dims, ticks, slot):
     """Forward and loss SUM of every micro-batch of one batch, no backward (held-out loss).
 
     The same `micro_forward` as `model_forward_backward`, over the same workspace regions, so
@@ -977,9 +1000,9 @@ def model_forward_loss(params, poffs, tokens, targets, buf, woffs, dims, progres
         R = min(micro, B - r0)
         tgt = targets[r0:r0 + R].copy().reshape(R * T)  # (N,)
         logits, _ = micro_forward(params, poffs, tokens[r0:r0 + R], buf, woffs, dims, R, T,
-                                  progress, slot, no_timing, 0)
+                                  ticks, slot, no_timing, 0)
         loss, count = crossentropy_forward(logits, tgt)
         loss_total += loss
         n_total += count
-        progress[slot] += 1
+        ticks[slot] += 1
     return loss_total, n_total

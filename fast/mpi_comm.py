@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from reference.errors import StallError
+from plumbing.errors import StallError
 
 POLL_MAX_SECONDS = 0.001  # a Test loop sleeps at most this long between polls (latency floor)
 STATUS_BYTES = 4096  # one rank's status or end-of-run report as JSON, zero padded

@@ -32,9 +32,9 @@ from fast.mpi_topology import batches_of, positions_of, rank_of_position
 from fast.node_zero import StepJob
 from fast.spheres import POSITIONS
 from fast.trainer import FastTrainer
+from plumbing.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
-from reference.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 
 CMD_STOP, CMD_STEP, CMD_GRADS, CMD_LOAD = 0, 1, 2, 3
 HEADER_LEN = 4  # command, step, rows, cols

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fast.barrier import Barrier, BarrierBroken
-from fast.engine import FastModel
 from fast.faults import FaultAborted, FaultPlan, InjectedFault, ThreadFault
 from fast.heartbeat import Heartbeat, HeartbeatBoard, Phase
+from fast.model import FastModel
 from fast.record import DECIDE, DISPATCH, STEP, Recorder, wait_kind
 from fast.reduction import (
     PositionSegments,
@@ -35,8 +35,8 @@ from fast.reduction import (
 )
 from fast.spheres import POSITIONS
 from fast.update import StepScalars, step_scalars
+from plumbing.errors import NonFiniteGradientError, StallError
 from reference.config import Config
-from reference.errors import NonFiniteGradientError, StallError
 
 log = logging.getLogger("fast.node_zero")
 

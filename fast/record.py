@@ -59,7 +59,7 @@ class ThreadLog:
 
     def micro_spans(self, step: int, batch: int, marks, start: float, end: float) -> None:
         """Forward and backward spans of each micro-batch from the kernel's cycle marks
-        (`fast.engine.batch_forward_backward(marks=)`), placed on this clock by mapping the
+        (`fast.model.batch_forward_backward(marks=)`), placed on this clock by mapping the
         first mark to `start` and the last to `end` (the call's own boundaries) linearly: the
         cycle counter is constant-rate, so the boundaries inside fall where they happened."""
         c0, c1 = int(marks[0]), int(marks[-1])

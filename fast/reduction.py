@@ -47,13 +47,13 @@ class TicketsAborted(RuntimeError):
 class PositionTickets:
     """Per position, the next batch index allowed to write its segment (monotonic per step)."""
 
-    def __init__(self, timeout: float | None = None, progress=None) -> None:
+    def __init__(self, timeout: float | None = None, ticks=None) -> None:
         # guards _next and _aborted; waiters sleep on it until their batch's turn
         self._cond = threading.Condition(threading.Lock())
         self._next = list(range(POSITIONS))  # position p: batch p writes first
         self._aborted: str | None = None
         self._timeout = timeout
-        self._progress = progress
+        self._ticks = ticks
 
     def reset(self) -> None:
         """Start of a step (no worker is running): batch p is first at position p."""
@@ -63,7 +63,7 @@ class PositionTickets:
     def wait_turn(self, batch: int) -> None:
         """Block until `batch` may write its position's segment (batch - 12 has finished)."""
         position = batch % POSITIONS
-        deadline = IdleDeadline(self._timeout, self._progress)
+        deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
             while self._next[position] != batch:
                 if self._aborted is not None:

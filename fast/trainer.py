@@ -18,12 +18,12 @@ from collections.abc import Iterable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fast import engine as fast_engine
 from fast import evaluate, reduction, update
+from fast import model as fast_model
 from fast.barrier import Barrier
-from fast.engine import FastModel
 from fast.faults import Fault, FaultPlan
 from fast.heartbeat import HeartbeatBoard
+from fast.model import FastModel
 from fast.node_zero import Barriers, JobBoard, NodeZero, Shared, StepJob
 from fast.reduction import CHUNK_ELEMENTS, PositionSegments, PositionTickets, chunk_bounds
 from fast.spheres import assign
@@ -31,9 +31,9 @@ from fast.update import decay_mask
 from fast.watchdog import Watchdog
 from fast.workers import Worker
 from fast.workspace_pool import WorkspacePool, pool_size
+from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
-from reference.errors import InputError
 from reference.evaluate import EvalResult
 from reference.params import init_params
 
@@ -48,13 +48,13 @@ _blas_users = 0
 _blas_limit = None
 
 
-def warm_up(dtype) -> float:
+def warmup(dtype) -> float:
     """Compile every kernel for `dtype` once per process, before any thread starts."""
     start = time.perf_counter()
     with _warm_lock:
         dt = np.dtype(dtype)
         if dt not in _warm_dtypes:
-            fast_engine.warmup(dt.type)
+            fast_model.warmup(dt.type)
             reduction.warmup(dt)
             update.warmup(dt)
             evaluate.warmup(dt)
@@ -100,13 +100,13 @@ class FastTrainer:
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
         # a fault aimed at a worker that does not exist never fires and is reported as unfired
         # (SPEC 5); the CLI may call self.faults.check_threads() to refuse it up front instead
-        self.warmup_seconds = warm_up(self.dtype)
+        self.warmup_seconds = warmup(self.dtype)
         self._step = 0
         self._closed = False
         # one Engine call at a time: guards _step and the shared buffers between steps
         self._call_lock = threading.Lock()
         self._in_flight_since: float | None = None
-        self._current: StepJob | None = None  # the group in flight, for progress()
+        self._current: StepJob | None = None  # the group in flight, for batches_done()
         self.unjoined: list[str] = []  # threads close() could not end (stuck in a kernel)
 
         P = self.model.n_params
@@ -115,9 +115,9 @@ class FastTrainer:
         hearts = HeartbeatBoard()
         worker_hearts = [hearts.add("worker", i, f"ks-worker-{i}") for i in range(self.threads)]
         zero_heart = hearts.add("node-zero", None, "ks-node-zero")
-        progress = hearts.total_progress
+        ticks = hearts.total_ticks
         parties = self.threads + 1  # T workers + Node Zero wait at every barrier
-        barriers = Barriers(*(self._new_barrier(name, parties, progress)
+        barriers = Barriers(*(self._new_barrier(name, parties, ticks)
                               for name in ("point-A", "reduced", "decided", "point-B")))
         chunks = chunk_bounds(P, chunk_size)
         self.shared = Shared(
@@ -127,16 +127,16 @@ class FastTrainer:
             decay=decay_mask(config.model), segments=PositionSegments(P, self.dtype),
             total=np.zeros(P, dtype=self.dtype), chunks=chunks,
             chunk_norms=np.zeros(len(chunks), dtype=np.float64),
-            tickets=PositionTickets(self.barrier_timeout, progress), barriers=barriers,
+            tickets=PositionTickets(self.barrier_timeout, ticks), barriers=barriers,
             board=JobBoard(), heartbeats=hearts, faults=self.faults)
-        self.faults.attach(self.shared.abort, hearts.progress)
+        self.faults.attach(self.shared.abort, hearts.ticks)
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
         self._node_zero = NodeZero(self.shared, zero_heart)
         # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
         # per-worker buffers are per batch in flight: no two batches ever share one at once)
         self.workspaces = WorkspacePool(self.model, pool_size(self.threads), self.shared.abort,
-                                        self.barrier_timeout, progress)
+                                        self.barrier_timeout, ticks)
         self._workers = [Worker(i, self.shared, h, self.workspaces)
                          for i, h in enumerate(worker_hearts)]
         party_names = {i: f"ks-worker-{i}" for i in range(self.threads)}
@@ -157,9 +157,9 @@ class FastTrainer:
             self.close()
             raise
 
-    def _new_barrier(self, name: str, parties: int, progress) -> Barrier:
+    def _new_barrier(self, name: str, parties: int, ticks) -> Barrier:
         """One step barrier (a seam for tests that build deliberately broken variants)."""
-        return Barrier(parties, name, timeout=self.barrier_timeout, progress=progress)
+        return Barrier(parties, name, timeout=self.barrier_timeout, ticks=ticks)
 
     # -- Engine protocol ----------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class FastTrainer:
             job = self._run(tokens, targets, apply_update=False, eval_only=True)
             return EvalResult(loss=job.loss, n_targets=job.n_targets, batches=job.n_batches)
 
-    def progress(self) -> tuple[int, int] | None:
+    def batches_done(self) -> tuple[int, int] | None:
         """(batches finished, batches) of the group in flight, None between calls. Safe to
         poll from any thread: it reads which batches the workers have recorded as done."""
         job = self._current

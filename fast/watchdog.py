@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from fast.barrier import Barrier
 from fast.heartbeat import WORKING_PHASES, HeartbeatBoard, Phase
-from reference.errors import StallError
+from plumbing.errors import StallError
 
 log = logging.getLogger("fast.watchdog")
 
@@ -50,7 +50,7 @@ class Watchdog:
         self.diagnosis: dict | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ks-watchdog", daemon=True)
-        self._last_value = [int(v) for v in board.progress]
+        self._last_value = [int(v) for v in board.ticks]
         now = time.monotonic()
         self._last_change = [now] * len(self._last_value)
 
@@ -82,9 +82,9 @@ class Watchdog:
 
     def check(self, now: float) -> StallError | None:
         """One sample: update per-thread change times, return a StallError if stalled."""
-        progress = self.board.progress
+        ticks = self.board.ticks
         for slot in range(len(self._last_value)):
-            value = int(progress[slot])
+            value = int(ticks[slot])
             if value != self._last_value[slot]:
                 self._last_value[slot] = value
                 self._last_change[slot] = now

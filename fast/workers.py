@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fast.engine import batch_forward_backward, n_marks
 from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
+from fast.model import batch_forward_backward, n_marks
 from fast.node_zero import Shared, StepJob
 from fast.record import BATCH, REDUCE, TICKET, UPDATE, wait_kind
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
@@ -92,7 +92,7 @@ class Worker:
             try:
                 loss, n = batch_forward_loss(s.model, s.params, job.tokens[b * B:(b + 1) * B],
                                              job.targets[b * B:(b + 1) * B], workspace,
-                                             s.heartbeats.progress, hb.slot)
+                                             s.heartbeats.ticks, hb.slot)
             finally:
                 self.workspaces.release(workspace)
             job.batch_loss[b] = loss
@@ -127,7 +127,7 @@ class Worker:
         t_call = rec.now()
         try:
             loss, n = batch_forward_backward(s.model, s.params, segment, tokens, targets,
-                                             workspace, s.heartbeats.progress, hb.slot,
+                                             workspace, s.heartbeats.ticks, hb.slot,
                                              marks=marks)
         finally:
             self.workspaces.release(workspace)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from fast.deadline import IdleDeadline, usable_cores
-from fast.engine import FastModel, Workspace
+from fast.deadline import IdleDeadline
+from fast.model import FastModel, Workspace
 from fast.reduction import TicketsAborted
+from plumbing.cores import usable_cores
 
 POOL_POLL_SECONDS = 0.2  # a waiter re-checks abort and its idle deadline this often
 
@@ -32,14 +33,14 @@ class WorkspacePool:
     """`size` workspaces of one model, created on first use and reused for every batch."""
 
     def __init__(self, model: FastModel, size: int, abort: threading.Event,
-                 timeout: float | None = None, progress: Callable[[], int] | None = None) -> None:
+                 timeout: float | None = None, ticks: Callable[[], int] | None = None) -> None:
         if size < 1:
             raise ValueError(f"a workspace pool needs at least 1 workspace, got {size}")
         self.model = model
         self.size = int(size)
         self._abort = abort
         self._timeout = timeout
-        self._progress = progress
+        self._ticks = ticks
         # guards _free and _created; acquire() sleeps on it until a workspace is released
         self._cond = threading.Condition(threading.Lock())
         self._free: list[Workspace] = []
@@ -53,7 +54,7 @@ class WorkspacePool:
     def acquire(self) -> Workspace:
         """A free workspace (allocating one while fewer than `size` exist); blocks until one is
         released, the trainer aborts, or no thread made progress for the timeout."""
-        deadline = IdleDeadline(self._timeout, self._progress)
+        deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
             while True:
                 if self._abort.is_set():

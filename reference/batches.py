@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.data import PAD, DataError
+from plumbing.errors import DataError
+from reference.data import PAD
 
 LAST_GROUP_POLICIES = ("keep", "merge", "drop")  # what happens to an epoch's short last group
 # A tail group below half a full group's targets is merged or dropped: half keeps every step's

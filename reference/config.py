@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from plumbing.errors import InputError
 from reference.batches import LAST_GROUP_POLICIES
-from reference.errors import InputError
 
 
 class ConfigError(InputError):

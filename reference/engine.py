@@ -1,18 +1,21 @@
 """The one small interface through which the harness drives either engine.
 
 Both `reference.engine.ReferenceEngine` and `fast.trainer.FastTrainer` implement `Engine`; the
-harness (verify, train, analyze, bench) only ever calls these methods.
+harness (verify, train, analyze, bench) only ever calls these methods. What only some engines
+can do is declared beside it as small protocols (`Recorded`, `Evaluates`, `CountsBatches`,
+`InjectsFaults`, `ReportsChildMemory`): the harness asks `isinstance(engine, Evaluates)`, never
+probes for a method by name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from plumbing.errors import InputError, NonFiniteGradientError
 from reference.config import Config, ModelConfig
-from reference.errors import InputError, NonFiniteGradientError
 from reference.evaluate import EvalResult, eval_loss
 from reference.model import batch_loss_and_grads, group_loss_and_grads
 from reference.optim import AdamW, check_finite, global_norm
@@ -58,6 +61,47 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release threads and buffers; safe to call twice."""
+
+
+# -- optional capabilities: an engine has them or not, the harness checks with isinstance ------
+
+@runtime_checkable
+class Recorded(Protocol):
+    """Keeps a run record of every thread's spans and counters (fast.record.Record)."""
+
+    record: Any
+
+
+@runtime_checkable
+class Evaluates(Protocol):
+    """Measures the held-out loss (forward only) without changing the parameters."""
+
+    def eval_loss(self, tokens: np.ndarray, targets: np.ndarray) -> EvalResult:
+        """Mean loss over the non-pad targets of (n*B, S) tokens/targets."""
+
+
+@runtime_checkable
+class CountsBatches(Protocol):
+    """Reports how far the group in flight is, for the live progress display."""
+
+    def batches_done(self) -> tuple[int, int] | None:
+        """(batches finished, batches) of the group in flight, None between calls."""
+
+
+@runtime_checkable
+class InjectsFaults(Protocol):
+    """Takes `--inject` fault drills, and says which of them never fired."""
+
+    def unfired_faults(self) -> list:
+        """The injected faults whose step never came."""
+
+
+@runtime_checkable
+class ReportsChildMemory(Protocol):
+    """Runs in a child process (exec engines) whose peak memory the harness cannot see."""
+
+    def child_peak_rss_bytes(self) -> int | None:
+        """The child's peak resident set size, None when unknown."""
 
 
 class ReferenceEngine:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from plumbing.errors import InputError
 from reference import layers
 from reference.config import ModelConfig
-from reference.errors import InputError
 from reference.model import forward
 
 

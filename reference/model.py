@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from plumbing.errors import InputError
 from reference import layers
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.params import param_specs
 
 

@@ -11,16 +11,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from plumbing.errors import NonFiniteGradientError
 from reference.config import TrainConfig
-from reference.errors import NonFiniteGradientError
 
 
 def lr_at(step: int, train_cfg: TrainConfig) -> float:
     """Learning rate of the update applied at `step` (0-based): linear warm-up, cosine decay.
 
     The cosine reaches lr * min_lr_ratio at the horizon's last step (t = total_steps) and stays
-    there. A run's config caps the warm-up at half its horizon (harness/run_plan.py), so every
-    engine, which computes this same formula from the config, decays to the floor.
+    there. A run's config caps the warm-up at half its horizon (harness/run/train_plan.py), so
+    every engine, which computes this same formula from the config, decays to the floor.
     """
     t = step + 1  # 1-based count of the update being applied
     lr, W, Tt = train_cfg.lr, train_cfg.warmup_steps, train_cfg.total_steps

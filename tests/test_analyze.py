@@ -152,7 +152,7 @@ def test_results_json_of_another_schema_version_is_refused(quick_report: Path):
     import dataclasses
 
     from harness.figures.results import SCHEMA_VERSION, AnalysisResults
-    from reference.errors import InputError
+    from plumbing.errors import InputError
 
     data = json.loads((quick_report / "results.json").read_text())
     with pytest.raises(InputError, match=f"schema_version 2 .* schema_version {SCHEMA_VERSION}"):

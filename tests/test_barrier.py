@@ -104,7 +104,7 @@ def test_idle_timeout_spares_progress_and_breaks_when_it_stops(no_thread_leak):
 
     ticker = threading.Thread(target=busy)
     ticker.start()
-    barrier = Barrier(2, "slow", timeout=0.5, progress=lambda: int(counter[0]))
+    barrier = Barrier(2, "slow", timeout=0.5, ticks=lambda: int(counter[0]))
     threads, results = _run_parties(barrier, [0])
     time.sleep(1.2)  # more than twice the timeout, but progress keeps coming
     assert threads[0].is_alive() and not barrier.broken
@@ -128,11 +128,11 @@ def test_heartbeat_phase_changes_count_as_progress_and_time():
     board = HeartbeatBoard()
     hb = board.add("worker", 0, "ks-worker-0")
     hb.start()
-    before = board.total_progress()
+    before = board.total_ticks()
     hb.set(Phase.COMPUTING, step=3, batch=7)
     time.sleep(0.05)
     hb.set(Phase.WAITING_A)
-    assert board.total_progress() == before + 2
+    assert board.total_ticks() == before + 2
     snap = hb.snapshot()
     assert snap["phase"] == "WAITING_A" and snap["step"] == 3 and snap["batch"] is None
     stats = hb.stats()

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plumbing.errors import DataError
 from reference.batches import BatchGroups, get_batch, n_batches
-from reference.data import DataError
 
 
 def _batches_by_counting(N: int, B: int, S: int) -> int:

@@ -49,7 +49,7 @@ from harness.figures.results import (
     ThroughputPoint,
     TrainingResult,
 )
-from harness.record import evidence
+from harness.measure import evidence
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.verify.gates import RECORD_GATES, VERIFY_GATES, _Reference, check_bitwise, verify_one
 from reference.config import preset
@@ -117,11 +117,11 @@ class _SkippingBarrier(Barrier):
 def skipped_barrier(mp: pytest.MonkeyPatch) -> None:
     orig = FastTrainer._new_barrier
 
-    def new_barrier(self, name, parties, progress):
+    def new_barrier(self, name, parties, ticks):
         if name == "reduced":
             return _SkippingBarrier(parties - 1, name, timeout=self.barrier_timeout,
-                                    progress=progress)
-        return orig(self, name, parties, progress)
+                                    ticks=ticks)
+        return orig(self, name, parties, ticks)
 
     mp.setattr(FastTrainer, "_new_barrier", new_barrier)
 
@@ -267,14 +267,11 @@ def _drill_failed(r):
 def analyze_training(breaker=None, inject: tuple[str, ...] = ()):
     """analyze's real training phase (tiny, 2 threads, 1 step) on a possibly broken engine;
     returns a function that puts its measurements into a results dict."""
-    import argparse
-
     from harness.analysis.phases import phase_training, record_stats
     from harness.analysis.plan import make_plan
 
-    args = argparse.Namespace(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
-                              stall_timeout=10.0, inject=list(inject))
-    plan = make_plan(args)
+    plan = make_plan(quick=True, preset="tiny", threads=2, steps=1, seed=0, data=None,
+                     stall_timeout=10.0, inject=list(inject))
     cfg = preset("tiny")
     corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
     with pytest.MonkeyPatch.context() as mp:

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-import reference.checkpoint as checkpoint
-from reference.checkpoint import (
+import harness.run.checkpoint as checkpoint
+from harness.run.checkpoint import (
     CheckpointError,
     checkpoint_path,
     latest_checkpoint,

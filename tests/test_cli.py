@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from support import run_cli
 
-from harness.cli import parse_threads
+from harness.run.engines import parse_threads
+from plumbing.errors import InputError
 from reference.config import preset
-from reference.errors import InputError
 from reference.model import group_loss_and_grads
 from reference.params import param_specs
 
@@ -82,6 +82,31 @@ def test_parse_threads_ranges_and_lists():
         parse_threads("a,b")
 
 
+def test_each_command_is_one_module_imported_only_when_it_runs_or_shows_its_help():
+    import subprocess
+    import sys
+
+    from harness.cli import COMMANDS
+
+    root = Path(__file__).resolve().parents[1]
+    for name in COMMANDS:
+        code = ("import sys\n"
+                "from harness.cli import COMMANDS, build_parser\n"
+                f"build_parser({name!r})\n"
+                "print(sorted(n for n, c in COMMANDS.items() if c.module in sys.modules))\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=root, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == repr([name])
+    import importlib
+
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.module)
+        assert command.module == f"harness.commands.{name}"
+        for attribute in ("DESCRIPTION", "OUTPUTS", "add_arguments", "run"):
+            assert hasattr(module, attribute), (name, attribute)
+
+
 def test_grads_npz_matches_reference_model(capsys, tmp_path):
     out = tmp_path / "ref.npz"
     code, stdout, _ = run_cli(["grads", "--engine", "reference", "--seed", "3", "--out", str(out)],
@@ -116,7 +141,7 @@ def test_grads_fast_engine_agrees_with_reference(capsys, tmp_path, no_thread_lea
 
 
 def _final_params(folder: Path) -> dict[str, np.ndarray]:
-    from reference.checkpoint import latest_checkpoint, load_checkpoint
+    from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 
     return load_checkpoint(latest_checkpoint(folder)).state.params
 

@@ -13,15 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference.data as data
-from reference.data import (
-    DataError,
-    Vocab,
-    encode_documents,
-    load_documents,
-    synthetic_corpus,
-    tokenize,
-)
-from reference.errors import InputError
+from harness.run.corpus import load_documents
+from plumbing.errors import DataError, InputError
+from reference.data import Vocab, encode_documents, synthetic_corpus, tokenize
 
 # ------------------------------------------------------------------------------------ tokenize
 

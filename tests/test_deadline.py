@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fast.deadline import IdleDeadline, usable_cores
+from fast.deadline import IdleDeadline
 
 
 def test_an_expired_deadline_returns_false_without_waiting():
@@ -30,7 +30,7 @@ def test_a_wait_never_sleeps_past_the_deadline_and_then_reports_it():
 
 def test_progress_moves_the_deadline_forward():
     counter = [0]
-    deadline = IdleDeadline(0.05, progress=lambda: counter[0])
+    deadline = IdleDeadline(0.05, ticks=lambda: counter[0])
     time.sleep(0.06)  # the deadline passes (a clock, not synchronisation)
     counter[0] += 1  # ... but a thread made progress meanwhile
     assert deadline.remaining() > 0
@@ -43,8 +43,3 @@ def test_no_timeout_waits_at_most_one_poll():
     with cond:
         assert deadline.wait(cond, poll=0.01) is True
 
-
-def test_usable_cores_is_the_affinity_mask():
-    import os
-
-    assert usable_cores() == max(1, len(os.sched_getaffinity(0)))

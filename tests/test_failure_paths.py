@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference.checkpoint import _checksum, load_checkpoint
+from harness.run.checkpoint import _checksum, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--synthetic-tokens", "3000"]  # 5 groups of the tiny preset
@@ -80,9 +80,9 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
 
 def test_unexpected_exception_is_exit_5_with_traceback_file(tmp_path):
-    code = ("import sys, harness.commands.train_grads as c\n"
+    code = ("import sys, harness.commands.train as c\n"
             "def boom(args): raise ZeroDivisionError('deliberate')\n"
-            "c.cmd_train = boom\n"
+            "c.run = boom\n"
             "from harness.cli import main\n"
             "sys.exit(main(['train']))\n")
     env = dict(os.environ, TMPDIR=str(tmp_path))

@@ -3,7 +3,7 @@
 `batch_forward_backward` must reproduce `reference.model.batch_loss_and_grads` for every
 parameter (float64 1e-10, float32 1e-4 relative L2; loss 1e-5), ADD into the gradient segment,
 be bitwise repeatable (twice in a row, and from two threads at once), and advance the
-watchdog's progress counter from inside the Numba code.
+watchdog's tick counter from inside the Numba code.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from fast.engine import FastModel, Workspace, batch_forward_backward, warmup
+from fast.model import FastModel, Workspace, batch_forward_backward, warmup
+from plumbing.errors import InputError
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.model import batch_loss_and_grads
 from reference.params import init_params, param_specs
 
@@ -57,10 +57,10 @@ def run_fast(m, params, tokens, targets, dtype, micro_batch, prefill=None):
     model = FastModel(m, dtype, micro_batch)
     flat = model.flatten(params)
     seg = np.zeros_like(flat) if prefill is None else prefill.astype(dtype)
-    progress = np.zeros(3, np.int64)
+    ticks = np.zeros(3, np.int64)
     loss, n = batch_forward_backward(model, flat, seg, tokens, targets, model.new_workspace(),
-                                     progress, 1)
-    return loss, n, model.unflatten(seg), progress
+                                     ticks, 1)
+    return loss, n, model.unflatten(seg), ticks
 
 
 def rel(a, b) -> float:
@@ -133,12 +133,12 @@ def test_two_threads_at_once_give_the_same_bits_as_one(no_thread_leak):
     batches = [make_batch(20 + i, m.seq_len, rows=4, m=m) for i in range(2)]
     model = FastModel(m, np.float32, 2)
     flat = model.flatten(params)
-    progress = np.zeros(2, np.int64)
+    ticks = np.zeros(2, np.int64)
 
     def one_batch(i, seg, ws, out):
         for _ in range(20):  # several rounds so the two threads overlap in time
             seg[:] = 0.0
-            out[i] = batch_forward_backward(model, flat, seg, *batches[i], ws, progress, i)
+            out[i] = batch_forward_backward(model, flat, seg, *batches[i], ws, ticks, i)
 
     with threadpool_limits(1):
         alone, alone_out = [], [None, None]
@@ -160,13 +160,13 @@ def test_two_threads_at_once_give_the_same_bits_as_one(no_thread_leak):
         assert segs[i].tobytes() == alone[i].tobytes()
 
 
-def test_progress_counter_advances_per_layer_in_forward_and_backward():
+def test_tick_counter_advances_per_layer_in_forward_and_backward():
     params = params_for()
     tokens, targets = make_batch(12, M.seq_len, rows=3)
-    _, _, _, progress = run_fast(M, params, tokens, targets, np.float32, 1)
+    _, _, _, ticks = run_fast(M, params, tokens, targets, np.float32, 1)
     micro_batches = 3
-    assert progress[0] == 0 and progress[2] == 0  # only the caller's slot moves
-    assert progress[1] >= 2 * M.n_layers * micro_batches
+    assert ticks[0] == 0 and ticks[2] == 0  # only the caller's slot moves
+    assert ticks[1] >= 2 * M.n_layers * micro_batches
 
 
 def test_input_errors_are_clear():
@@ -215,7 +215,7 @@ _BLAS_PROBE = """
 import os, time
 import numpy as np
 from threadpoolctl import threadpool_limits
-from fast.engine import FastModel, batch_forward_backward
+from fast.model import FastModel, batch_forward_backward
 from reference.config import ModelConfig
 from reference.params import init_params
 m = ModelConfig(vocab_size=300, seq_len=64, d_model=256, n_layers=2, n_heads=4, d_ff=1024)

@@ -7,7 +7,6 @@ in a training batch names the stream position it came from.
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -15,13 +14,13 @@ from support import digest, run_cli
 
 from fast.trainer import FastTrainer
 from harness.figures.thresholds import LOSS_TOL
+from harness.run.checkpoint import load_checkpoint
 from harness.run.corpus import Corpus
-from harness.run.heldout import heldout_cut, heldout_from_args, split_heldout
-from reference.checkpoint import load_checkpoint
+from harness.run.heldout import heldout_cut, plan_heldout, split_heldout
+from plumbing.errors import InputError
 from reference.config import preset
 from reference.data import Vocab
 from reference.engine import ReferenceEngine
-from reference.errors import InputError
 
 CFG = preset("tiny")  # B=4, S=16, G=8
 B, S = CFG.train.batch_size, CFG.model.seq_len
@@ -65,11 +64,10 @@ def test_cut_depends_on_stream_and_fraction_only_and_bad_fractions_are_input_err
             heldout_cut(1000, bad)
     with pytest.raises(InputError, match="leaves"):
         heldout_cut(4, 0.9)
-    args = Namespace(eval_every=0, eval_fraction=None)
     corpus = _random_corpus(500)
-    assert heldout_from_args(args, corpus, CFG) == (corpus, None)
+    assert plan_heldout(corpus, CFG, eval_every=0, eval_fraction=None) == (corpus, None)
     with pytest.raises(InputError, match="--eval-every"):
-        heldout_from_args(Namespace(eval_every=-1, eval_fraction=None), corpus, CFG)
+        plan_heldout(corpus, CFG, eval_every=-1, eval_fraction=None)
 
 
 def _trained_params(steps: int = 2) -> dict:

@@ -14,17 +14,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"reference": 0, "fast": 1, "harness": 2}
+LAYERS = {"plumbing": 0, "reference": 1, "fast": 2, "harness": 3}
 # Lowest first; packages in one tier do not import each other (docs/DESIGN.md, "Module map").
 HARNESS_ORDER: list[tuple[str, ...]] = [
     ("figures",),    # the typed results model (dataclasses, JSON), thresholds, plot drawing
-    ("profiling", "record"),  # machine facts and tools; the run record
-    ("run",),        # corpus, engines, training loop, stop/rescue, progress
-    ("verify",),     # equivalence gates, JUnit, drills, stress
-    ("mpi",),        # programs under mpiexec: digests, step bench, verify --ranks, scale-out
-    ("bench",),      # make bench, history, engines side by side, compare
-    ("commands",),   # train/grads, verify, --mpi launch, exit codes
-    ("analysis",),   # spheres analyze: pipeline, checks, report
+    ("measure",),    # machine facts, CPU/memory/stack tools, the run record read as evidence
+    ("run",),        # corpus, engines, checkpoints, training loop, stop/rescue, progress
+    ("verify",),     # equivalence gates, JUnit, drills, stress, rank digests and gates
+    ("bench",),      # make bench, MPI step bench, history, engines side by side, compare
+    ("analysis",),   # spheres analyze: pipeline, checks, report, scale-out section
+    ("commands",),   # one module per command: options and body; exit codes
 ]
 ENTRY = ("harness.cli", "harness.__main__", "harness")  # top: may import every sub-package
 
@@ -144,14 +143,15 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
 
 
 def test_the_order_checker_sees_an_import_against_the_order():
-    """run is below commands: run -> commands is flagged, commands -> run is not; a same-tier
-    sibling (record -> profiling) and a sub-package importing the entry point are flagged too."""
+    """run is below commands: run -> commands is flagged, commands -> run is not; a lower tier
+    importing a higher one (measure -> run) and a sub-package importing the entry point are
+    flagged too."""
     graph = {"harness.run.train": {"harness.commands.failures"},
              "harness.commands.failures": {"harness.run.stop"},
-             "harness.record.trace": {"harness.profiling.rss"},
+             "harness.measure.trace": {"harness.run.stop"},
              "harness.verify.gates": {"harness.cli"},
              "harness.cli": {"harness.analysis.pipeline"}}
     assert against_harness_order(graph) == [
-        "harness.record.trace -> harness.profiling.rss",
+        "harness.measure.trace -> harness.run.stop",
         "harness.run.train -> harness.commands.failures",
         "harness.verify.gates -> harness.cli (the entry point)"]

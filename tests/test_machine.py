@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.profiling.machine import best_kernel, blas_facts, blas_line, cpu_flags, pin_warnings
+from harness.measure.machine import best_kernel, blas_facts, blas_line, cpu_flags, pin_warnings
 
 AVX512 = "processor\t: 0\nflags\t\t: fpu sse3 ssse3 sse4_2 avx avx2 avx512f avx512bw\n"
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse3 ssse3 sse4_2 avx avx2\n"

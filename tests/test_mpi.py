@@ -1,7 +1,7 @@
 """SPEC 10 with a real mpiexec on loopback: bitwise identity for every ranks x threads, fault
 drills across ranks (exit code, time to end, no process left), bad launches, resume across R.
 
-Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.mpi.digest),
+Each mpiexec launch fingerprints several (dtype, T) configurations at once (harness.verify.digest),
 because MPI start-up costs about a second per launch on this machine.
 """
 
@@ -45,7 +45,7 @@ def mpirun(ranks: int, argv: list[str], *, timeout: float = LAUNCH_TIMEOUT,
 
 
 def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: str) -> list[dict]:
-    proc = mpirun(ranks, [sys.executable, "-m", "harness.mpi.digest", "--threads", threads,
+    proc = mpirun(ranks, [sys.executable, "-m", "harness.verify.digest", "--threads", threads,
                           "--dtypes", dtypes, *extra])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -55,7 +55,7 @@ def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: s
 def single_process():
     """The single-process engine's fingerprints (T=1) per dtype and group size."""
     from fast.trainer import FastTrainer
-    from harness.mpi.digest import fingerprint, trajectory_groups
+    from harness.verify.digest import fingerprint, trajectory_groups
     from reference.config import preset
 
     out = {}
@@ -328,7 +328,7 @@ mpi_comm.Channel.gather_rows = gather_rows
 
 
 def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak):
-    from harness.mpi.verify_ranks import run_rank_gates
+    from harness.verify.ranks import run_rank_gates
     from reference.config import preset
 
     hook = tmp_path / "hook"
@@ -337,7 +337,7 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
     monkeypatch.setenv("PYTHONPATH", str(hook))
     cfg = preset("tiny", seed=0, group_size=24)
     from fast.trainer import FastTrainer
-    from harness.mpi.digest import fingerprint, trajectory_groups
+    from harness.verify.digest import fingerprint, trajectory_groups
 
     with FastTrainer(cfg, 1, dtype=np.float32) as engine:
         fp = fingerprint(engine, trajectory_groups(cfg, 3), ranks=0, threads=1,
@@ -354,8 +354,8 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
 # -- spheres analyze --ranks: the Scale-out section --------------------------------------------
 
 def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
+    from harness.analysis.scale_out import add_scale_out, scale_out_checks, section_lines
     from harness.figures.results import AnalysisResults
-    from harness.mpi.scale_out import add_scale_out, scale_out_checks, section_lines
 
     results = AnalysisResults()
     add_scale_out(results, "tiny", 2, 1, 0, lambda line: None)

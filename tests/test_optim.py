@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from plumbing.errors import FaultError, NonFiniteGradientError
 from reference.config import TrainConfig
-from reference.errors import FaultError, NonFiniteGradientError
 from reference.optim import AdamW, check_finite, clip_scale, global_norm, lr_at
 
 

@@ -32,20 +32,19 @@ import fast.trainer
 import fast.workers
 from fast import kernels as K
 from fast.barrier import Barrier
-from fast.engine import FastModel, Workspace, batch_forward_backward
+from fast.model import FastModel, Workspace, batch_forward_backward
 from fast.node_zero import JobBoard
 from fast.reduction import PositionTickets
 from fast.spheres import POSITIONS, worker_batches
 from fast.trainer import FastTrainer
 from fast.watchdog import Watchdog
 from harness.cli import main
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 from harness.run.corpus import load_corpus
+from plumbing.errors import DataError, FaultError, InputError, StallError
 from reference.batches import BatchGroups, Group, _windows
-from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import preset
-from reference.data import DataError
 from reference.engine import ReferenceEngine
-from reference.errors import FaultError, InputError, StallError
 from reference.model import batch_loss_and_grads
 from reference.params import init_params
 
@@ -124,16 +123,16 @@ class ComputeRecorder:
         if reductions:
             monkeypatch.setattr(fast.workers, "reduce_chunk", self._reduce)
 
-    def _compute(self, model, params, segment, tokens, targets, workspace, progress, slot,
+    def _compute(self, model, params, segment, tokens, targets, workspace, ticks, slot,
                  **kw):
         if self.lock is not None:
             with self.lock:
                 return self._measured(model, params, segment, tokens, targets, workspace,
-                                      progress, slot, **kw)
-        return self._measured(model, params, segment, tokens, targets, workspace, progress, slot,
+                                      ticks, slot, **kw)
+        return self._measured(model, params, segment, tokens, targets, workspace, ticks, slot,
                               **kw)
 
-    def _measured(self, model, params, segment, tokens, targets, workspace, progress, slot,
+    def _measured(self, model, params, segment, tokens, targets, workspace, ticks, slot,
                   **kw):
         shared = self.trainer.shared
         batch = shared.heartbeats.records[slot].batch  # set by the worker just before the call
@@ -146,7 +145,7 @@ class ComputeRecorder:
         try:
             if batch in self.delay:
                 time.sleep(self.delay[batch])
-            return _REAL_COMPUTE(model, params, segment, tokens, targets, workspace, progress,
+            return _REAL_COMPUTE(model, params, segment, tokens, targets, workspace, ticks,
                                  slot, **kw)
         finally:
             end = time.perf_counter()
@@ -165,9 +164,9 @@ class _OnePartyTooMany(FastTrainer):
 
     broken_barrier = "point-A"
 
-    def _new_barrier(self, name, parties, progress):
+    def _new_barrier(self, name, parties, ticks):
         extra = 1 if name == self.broken_barrier else 0
-        return Barrier(parties + extra, name, timeout=self.barrier_timeout, progress=progress)
+        return Barrier(parties + extra, name, timeout=self.barrier_timeout, ticks=ticks)
 
 
 # -- 8.1 ------------------------------------------------------------------------------------------
@@ -611,7 +610,7 @@ import json
 import numba
 import numpy as np
 from fast import kernels as K
-from fast.engine import FastModel, batch_forward_backward
+from fast.model import FastModel, batch_forward_backward
 from fast.trainer import FastTrainer
 from reference.batches import BatchGroups
 from reference.config import preset
@@ -969,10 +968,10 @@ class _PassThrough(Barrier):
 class _NoPointA(FastTrainer):
     """Broken: Point A lets everyone through; nobody waits for the last batch."""
 
-    def _new_barrier(self, name, parties, progress):
+    def _new_barrier(self, name, parties, ticks):
         if name == "point-A":
             return _PassThrough(parties, name)
-        return super()._new_barrier(name, parties, progress)
+        return super()._new_barrier(name, parties, ticks)
 
 
 def test_08_14_late_workers_never_race_the_optimiser_update(monkeypatch, no_thread_leak):

@@ -13,9 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from harness.profiling import machine, memray_profile, pyspy, rss
-from harness.profiling.cpu import cpu_use
-from harness.profiling.sampler import ThreadCpuSampler
+from harness.measure import machine, memray_profile, process, pyspy
+from harness.measure.process import cpu_use
+from harness.measure.sampler import ThreadCpuSampler
+from plumbing.cores import usable_cores
 
 
 def _spin(cpu_seconds: float, done: list[float]) -> None:
@@ -30,6 +31,11 @@ def test_cpu_use_is_cpu_seconds_over_wall_over_cores():
     assert cpu_use(1.0, 2.0, 4) == pytest.approx(0.125)
     with pytest.raises(ValueError, match="wall_seconds"):
         cpu_use(1.0, 0.0, 2)
+
+
+def test_usable_cores_is_the_affinity_mask():
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    assert cpu_use(3.0, 1.0) == pytest.approx(3.0 / len(os.sched_getaffinity(0)))
 
 
 def test_sampler_attributes_cpu_to_named_threads(no_thread_leak):
@@ -95,13 +101,13 @@ def test_sampler_sees_memory_rise_and_stops_idempotently(no_thread_leak):
 
 
 def test_peak_rss_window_reset():
-    if not rss.reset_peak_rss():
+    if not process.reset_peak_rss():
         pytest.skip("this kernel cannot reset VmHWM (/proc/self/clear_refs)")
     block = np.ones(150 * 2**20 // 8)
-    high = rss.peak_rss_bytes()
+    high = process.peak_rss_bytes()
     del block
-    assert rss.reset_peak_rss()
-    low = rss.peak_rss_bytes()
+    assert process.reset_peak_rss()
+    low = process.peak_rss_bytes()
     assert high - low >= 0.9 * 150 * 2**20
 
 
@@ -113,7 +119,7 @@ def test_release_free_memory_returns_freed_heap_to_the_os():
     pin = bytearray(4000)  # keeps the heap top in use, so free() alone cannot shrink it
     del blocks
     held = proc.memory_info().rss
-    rss.release_free_memory()
+    process.release_free_memory()
     assert held - proc.memory_info().rss >= 100 * 2**20
     del pin
 

@@ -98,7 +98,7 @@ def test_fast_trainer_reports_no_group_when_idle(no_thread_leak):
     from reference.config import preset
 
     with FastTrainer(preset("tiny"), 2) as trainer:
-        assert trainer.progress() is None
+        assert trainer.batches_done() is None
 
 
 def _spheres(args: list[str], stderr) -> subprocess.CompletedProcess:

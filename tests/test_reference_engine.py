@@ -9,11 +9,11 @@ import pytest
 
 import reference.engine as engine_module
 import reference.model as model_module
+from plumbing.errors import InputError, NonFiniteGradientError
 from reference.batches import BatchGroups
 from reference.config import preset
 from reference.data import Vocab, encode_documents, synthetic_corpus
 from reference.engine import Engine, ReferenceEngine, StepResult
-from reference.errors import InputError, NonFiniteGradientError
 from reference.model import group_loss_and_grads
 from reference.optim import AdamW, lr_at
 from reference.params import init_params, param_specs
@@ -38,6 +38,21 @@ def test_implements_every_engine_method_with_the_protocol_signature():
         got = inspect.signature(getattr(ReferenceEngine, name))
         assert list(got.parameters) == list(want.parameters), name
     assert ReferenceEngine(CFG).config is not None
+
+
+def test_optional_capabilities_are_protocols_the_reference_has_only_eval_loss():
+    from reference.engine import (
+        CountsBatches,
+        Evaluates,
+        InjectsFaults,
+        Recorded,
+        ReportsChildMemory,
+    )
+
+    ref = ReferenceEngine(CFG)
+    assert isinstance(ref, Evaluates)
+    for capability in (CountsBatches, InjectsFaults, Recorded, ReportsChildMemory):
+        assert not isinstance(ref, capability), capability.__name__
 
 
 def test_default_parameters_are_the_seeded_initialisation():

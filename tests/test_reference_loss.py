@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from plumbing.errors import InputError
 from reference import model
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.params import init_params, param_specs
 
 M = ModelConfig(vocab_size=13, seq_len=6, d_model=8, n_layers=2, n_heads=2, d_ff=12).validate()

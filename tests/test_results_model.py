@@ -43,7 +43,7 @@ from harness.figures.results import (
     TrainingResult,
 )
 from harness.figures.serial import from_json, to_json
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 MACHINE = MachineFacts(cores=2, cpu_model="test cpu", git=GitCommit("abc", False),
                        blas=BlasFacts([BlasLibrary("openblas", "0.3", "SkylakeX", 2)],

@@ -13,7 +13,7 @@ import pytest
 
 import fast.trainer
 from harness.verify.stress import CaseRunner, InvariantFailed, StressCase, StressTotals, run_batch
-from reference.errors import FaultError
+from plumbing.errors import FaultError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = ROOT / "harness" / "figures" / "thresholds.py"
 # the modules whose comparisons are verdicts
 JUDGES = ["harness/analysis/checks.py", "harness/bench/targets.py", "harness/bench/summary.py",
-          "harness/verify/gates.py", "harness/verify/drills.py", "harness/record/evidence.py",
-          "harness/mpi/scale_out.py", "harness/mpi/verify_ranks.py",
+          "harness/verify/gates.py", "harness/verify/drills.py", "harness/measure/evidence.py",
+          "harness/analysis/scale_out.py", "harness/verify/ranks.py",
           "harness/bench/history.py", "harness/analysis/report.py"]
 NEUTRAL = {0.0, 1.0}  # emptiness and "all of it" are not thresholds
 

@@ -21,8 +21,8 @@ from fast.record import (
     Recorder,
     wait_kind,
 )
-from harness.record.timeline import plot_gantt
-from harness.record.trace import TracePolicy, trace_events
+from harness.measure.timeline import plot_gantt
+from harness.measure.trace import TracePolicy, trace_events
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THREADS, STEPS, G = 3, 3, 8  # tiny preset: G = 8 batches per step
@@ -188,7 +188,7 @@ def test_long_runs_keep_a_bounded_record(no_thread_leak):
     """The engine's record retains the first 20 steps and every 10th: memory stays bounded,
     and what is kept still passes every finding."""
     from fast.trainer import FastTrainer
-    from harness.record import evidence
+    from harness.measure import evidence
     from harness.run.corpus import load_corpus, one_group_tokens
     from reference.config import preset
 

@@ -15,10 +15,10 @@ from support import digest, rel
 
 from fast.trainer import FastTrainer
 from fast.update import adamw_chunk, decay_mask, step_scalars
+from plumbing.errors import InputError
 from reference.batches import BatchGroups
 from reference.config import preset
 from reference.engine import ReferenceEngine
-from reference.errors import InputError
 from reference.optim import AdamW, global_norm
 from reference.params import flatten, init_params, param_specs
 

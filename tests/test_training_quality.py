@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from support import digest, rel, run_cli
 
 from fast.trainer import FastTrainer
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint
 from harness.run.corpus import load_corpus, one_group_tokens
-from harness.run.run_plan import planned_steps, with_horizon
 from harness.run.train import run_training
+from harness.run.train_plan import TrainPlan, planned_steps, with_horizon
 from reference.batches import LAST_GROUP_POLICIES, MIN_TAIL_FRACTION, BatchGroups
-from reference.checkpoint import latest_checkpoint, load_checkpoint
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine
 from reference.epoch_order import EpochOrder, group_order
@@ -153,7 +153,8 @@ def test_run_training_visits_every_group_once_per_epoch_in_the_drawn_order():
     cfg = TINY.replace(shuffle=True, seed=3)
     corpus = load_corpus(cfg, None, synthetic_tokens=one_group_tokens(cfg, 5))
     with ReferenceEngine(cfg) as eng:
-        s = run_training(eng, corpus, cfg, epochs=2, progress=lambda line: None)
+        plan = TrainPlan(cfg, corpus, steps=planned_steps(None, 2, len(corpus.groups(cfg))))
+        s = run_training(plan, eng, say=lambda line: None)
     assert s.groups == [*group_order(5, 0, 3, True), *group_order(5, 1, 3, True)]
     assert s.groups[:5] != s.groups[5:] and s.shuffle_seed == 3
 
@@ -226,7 +227,8 @@ def test_tokens_count_every_target_of_short_groups():
     groups = corpus.groups(cfg)
     lines: list[str] = []
     with ReferenceEngine(cfg) as eng:
-        s = run_training(eng, corpus, cfg, epochs=1, progress=lines.append)
+        plan = TrainPlan(cfg, corpus, steps=planned_steps(None, 1, len(groups)))
+        s = run_training(plan, eng, say=lines.append)
     assert s.tokens == sum(int(np.count_nonzero(g.targets)) for g in groups) == 2 * 512 + 3
     assert math.isclose(s.tokens_per_s, s.tokens / s.seconds)
     assert "3 tokens this step" in lines[-1] and "tok/s over the run" in lines[-1]

@@ -28,9 +28,9 @@ from fast.heartbeat import HeartbeatBoard, Phase
 from fast.trainer import FastTrainer
 from fast.watchdog import Watchdog
 from fast.workers import Worker
+from plumbing.errors import FaultError, InputError, NonFiniteGradientError, StallError
 from reference.batches import BatchGroups
 from reference.config import preset
-from reference.errors import FaultError, InputError, NonFiniteGradientError, StallError
 
 CFG = preset("tiny")  # B=4, S=16, G=8
 B, S = CFG.train.batch_size, CFG.model.seq_len
@@ -128,9 +128,9 @@ def test_watchdog_tells_slow_from_stuck_by_the_counter():
                    in_flight_since=lambda: None, on_stall=errors.append)
     t0 = time.monotonic()
     for k in range(1, 5):  # 4 s: nobody is stuck yet
-        board.progress[0] += 1
+        board.ticks[0] += 1
         assert dog.check(t0 + k) is None
-    board.progress[0] += 1
+    board.ticks[0] += 1
     error = dog.check(t0 + 6.0)
     assert isinstance(error, StallError)
     names = [s["name"] for s in error.diagnosis["stuck"]]
@@ -290,10 +290,10 @@ def test_thread_stuck_in_compiled_code_is_named_and_joined_once_it_returns(
 
     real = fast.workers.batch_forward_backward
 
-    def stuck_on_batch_3(model, params, segment, tokens, targets, ws, progress, slot, **kw):
+    def stuck_on_batch_3(model, params, segment, tokens, targets, ws, ticks, slot, **kw):
         if slot == 3:
-            time.sleep(2.0)  # no progress ticks, GIL released: indistinguishable from a hang
-        return real(model, params, segment, tokens, targets, ws, progress, slot, **kw)
+            time.sleep(2.0)  # no ticks, GIL released: indistinguishable from a hang
+        return real(model, params, segment, tokens, targets, ws, ticks, slot, **kw)
 
     monkeypatch.setattr(fast.workers, "batch_forward_backward", stuck_on_batch_3)
     g = groups.group(0)
@@ -311,9 +311,9 @@ def test_thread_stuck_in_compiled_code_is_named_and_joined_once_it_returns(
 class _OneTooManyAtPointA(FastTrainer):
     """The seed's bug: Point A counts one participant more than the threads that wait."""
 
-    def _new_barrier(self, name, parties, progress):
+    def _new_barrier(self, name, parties, ticks):
         extra = 1 if name == "point-A" else 0
-        return Barrier(parties + extra, name, timeout=self.barrier_timeout, progress=progress)
+        return Barrier(parties + extra, name, timeout=self.barrier_timeout, ticks=ticks)
 
 
 def test_barrier_with_one_party_too_many_is_a_stall_not_a_hang(groups, no_thread_leak):

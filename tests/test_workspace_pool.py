@@ -14,7 +14,7 @@ import pytest
 from support import digest
 
 import fast.trainer
-from fast.engine import FastModel
+from fast.model import FastModel
 from fast.reduction import TicketsAborted
 from fast.trainer import FastTrainer
 from fast.workspace_pool import WorkspacePool, pool_size
@@ -40,7 +40,7 @@ def test_workspaces_are_created_up_to_size_then_reused():
 
 def test_a_waiter_stops_on_abort_and_on_idle_timeout():
     abort = threading.Event()
-    pool = WorkspacePool(FastModel(M), 1, abort, timeout=0.3, progress=lambda: 0)
+    pool = WorkspacePool(FastModel(M), 1, abort, timeout=0.3, ticks=lambda: 0)
     pool.acquire()
     with pytest.raises(TicketsAborted, match="without progress"):
         pool.acquire()  # nobody releases and nothing advances: the idle deadline ends it

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from plumbing.errors import InputError, NonFiniteGradientError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
-from reference.errors import InputError, NonFiniteGradientError
 from reference.optim import lr_at
 from reference.params import init_params, param_specs
 

@@ -29,7 +29,7 @@ ANALYZE_CHECKS = (
     "scaling-2", "no-collapse", "cpu-use", "peak-rss", "memray", "barriers",
     "update-after-batches", "drill", "fast-equals-reference",
 )
-# the checks whose verdict is a finding of the run record (harness.record.evidence), by section
+# the checks whose verdict is a finding of the run record (harness.measure.evidence), by section
 RECORD_CHECKS = (
     ("symmetry", "fold-position", "each batch's gradient folded into position b mod 12"),
     ("symmetry", "positions-filled", "each group's batches spread over min(12, G) positions"),
@@ -56,15 +56,10 @@ def _below(value: float | None, limit: float) -> bool:
     return value is not None and value < limit
 
 
-def build_checks(r: AnalysisResults) -> list[Check]:
-    data, tr, th = r.data, r.training, r.threads
-    perf, mem, eq = r.performance, r.memory, r.equivalence
-    meta = r.meta
-    T, G = meta.threads, data.group_size
-    findings = r.record.findings
+def _startup_checks(r: AnalysisResults) -> list[Check]:
+    """Initialisation: the engine started, and every thread was joined at the end."""
+    tr, th = r.training, r.threads
     checks = []
-
-    # initialisation
     checks.append(_check("initialisation", "engine started (kernels compiled, threads created)",
                          tr.compile_seconds > 0 and (tr.steps > 0 or bool(tr.error)),
                          f"start-up {tr.compile_seconds:.2f} s, "
@@ -73,8 +68,15 @@ def build_checks(r: AnalysisResults) -> list[Check]:
     checks.append(_check("initialisation", "clean shutdown: every ks- thread joined",
                          alive == [], f"threads alive after close: {alive or 'none'}",
                          "clean-shutdown"))
+    return checks
 
-    # symmetry, spheres, Node Zero, batch processing, synchronisation: the run record
+
+def _record_checks(r: AnalysisResults) -> list[Check]:
+    """Symmetry, spheres, Node Zero, batch processing, synchronisation: the run record's
+    findings; and the equivalence runs' bitwise reduction."""
+    findings = r.record.findings
+    eq = r.equivalence
+    checks = []
     for section, cid, title in RECORD_CHECKS:
         f = findings.get(cid)
         checks.append(_check(section, title, bool(f and f.passed),
@@ -84,8 +86,14 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                          "for every thread count", not bitwise and eq.runs > 0,
                          f"{eq.runs} runs, {len(bitwise)} bitwise mismatches",
                          "bitwise-reduction"))
+    return checks
 
-    # workers: batches per worker as the record counted them
+
+def _worker_checks(r: AnalysisResults) -> list[Check]:
+    """Workers: batches per worker as the run record counted them."""
+    tr, th = r.training, r.threads
+    T, G = r.meta.threads, r.data.group_size
+    checks = []
     counts = [w.batches for w in th.workers]
     if counts:
         need = G >= T
@@ -96,8 +104,13 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                              ok, f"batches per worker (run record) min {min(counts)}, max "
                              f"{max(counts)}, {busy}/{len(counts)} busy over {tr.steps} "
                              "steps", "workers-busy"))
+    return checks
 
-    # batch loading
+
+def _loading_checks(r: AnalysisResults) -> list[Check]:
+    """Batch loading: batches per epoch against the formula, tokenisation peak memory."""
+    data = r.data
+    checks = []
     checks.append(_check("batch_loading", "batches per epoch = ceil((N-1)/(B*S)) and the "
                          "iterator stops", data.batches_per_epoch == data.expected_batches
                          and data.groups_per_epoch == data.expected_groups,
@@ -109,8 +122,13 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                          _below(data.tokenize_peak_bytes, SEED_TOKENIZE_PEAK_BYTES),
                          f"peak RSS {_mib(data.tokenize_peak_bytes)} in "
                          f"{data.tokenize_seconds:.2f} s", "tokenize-peak"))
+    return checks
 
-    # batch processing
+
+def _processing_checks(r: AnalysisResults) -> list[Check]:
+    """Batch processing: every step finished, finite losses, every injected fault fired."""
+    tr, meta = r.training, r.meta
+    checks = []
     losses = tr.losses
     checks.append(_check("batch_processing", "every requested step finished",
                          tr.steps == meta.steps and not tr.error,
@@ -125,7 +143,13 @@ def build_checks(r: AnalysisResults) -> list[Check]:
     if tr.unfired_faults:
         checks.append(_check("batch_processing", "every injected fault fired", False,
                              f"never fired: {tr.unfired_faults}", "faults-fired"))
+    return checks
 
+
+def _performance_checks(r: AnalysisResults) -> list[Check]:
+    """Performance: thread scaling and CPU use."""
+    tr, perf, meta = r.training, r.performance, r.meta
+    checks = []
     # performance: the targets are set at the seed preset (the fast-engine issue); at smaller
     # presets a step is too short for them to mean anything, so the figures are shown only
     tp = perf.throughput if meta.preset == "seed" else []
@@ -147,8 +171,13 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                              f"{perf.cpu_seconds:.1f} CPU s / {perf.wall_seconds:.1f} wall s"
                              f" / {perf.cores} cores = {perf.cpu_utilisation:.1%}",
                              "cpu-use"))
+    return checks
 
-    # memory
+
+def _memory_checks(r: AnalysisResults) -> list[Check]:
+    """Memory: peak RSS (seed preset) and memray's native tracking of one step."""
+    mem, meta = r.memory, r.meta
+    checks = []
     if meta.preset == "seed":
         checks.append(_check("memory", f"peak RSS below the seed run's {SEED_PEAK_BYTES / GB} GB",
                              _below(mem.peak_rss_bytes, SEED_PEAK_BYTES),
@@ -159,13 +188,22 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                              not mr.error and bool(mr.top),
                              f"peak {_mib(mr.peak_bytes)}" if mr.peak_bytes
                              else f"error: {mr.error}", "memray"))
+    return checks
 
-    # synchronisation (drills)
+
+def _drill_checks(r: AnalysisResults) -> list[Check]:
+    """Synchronisation: one check per fault drill."""
+    checks = []
     for d in r.drills:
         checks.append(_check("synchronisation", f"drill: {d.name}", d.passed, d.outcome,
                              "drill"))
+    return checks
 
-    # architecture verification
+
+def _architecture_checks(r: AnalysisResults) -> list[Check]:
+    """Architecture verification: fast = reference, per dtype, for every thread count."""
+    eq = r.equivalence
+    checks = []
     for dtype in eq.dtypes:
         rows = [x for x in eq.records if x.dtype == dtype]
         if not rows:
@@ -178,6 +216,14 @@ def build_checks(r: AnalysisResults) -> list[Check]:
                              f"{worst.preset}, T={worst.threads}), {len(failed)} failed",
                              "fast-equals-reference"))
     return checks
+
+
+def build_checks(r: AnalysisResults) -> list[Check]:
+    """Every verdict of one analysis, section by section, in the report's order."""
+    sections = (_startup_checks, _record_checks, _worker_checks, _loading_checks,
+                _processing_checks, _performance_checks, _memory_checks, _drill_checks,
+                _architecture_checks)
+    return [check for section in sections for check in section(r)]
 
 
 def known_issues(r: AnalysisResults) -> list[str]:

@@ -4,7 +4,7 @@
 Data (tokenise, count batches until the iterator stops), structure (positions, spheres,
 barriers) and per-thread statistics from the run record, training (per-thread CPU and RSS
 sampling, a py-spy flame graph), throughput against threads, equivalence gates, watchdog and
-fault drills, memory (memray). Each prints progress through `say` as it goes.
+fault drills, memory (memray). Each reports what it does through `say` as it goes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.plan import Plan, Progress
+from harness.analysis.plan import Plan, Say
 from harness.figures.facts import SamplerSummary, ThreadTable
 from harness.figures.results import (
     AllocationSite,
@@ -32,25 +32,30 @@ from harness.figures.results import (
     ThroughputPoint,
     TrainingResult,
 )
-from harness.profiling.machine import REPO_ROOT
-from harness.profiling.memray_profile import memray_profile
-from harness.profiling.pyspy import pyspy_flamegraph
-from harness.profiling.rss import current_rss_bytes, peak_rss_bytes, reset_peak_rss
-from harness.profiling.sampler import ThreadCpuSampler
-from harness.record import evidence
-from harness.record.threadstats import cpu_by_thread, live_ks_threads
-from harness.record.timeline import plot_gantt
-from harness.record.trace import representative_step, write_trace
+from harness.measure import evidence
+from harness.measure.machine import REPO_ROOT
+from harness.measure.memray_profile import memray_profile
+from harness.measure.process import (
+    cpu_by_thread,
+    current_rss_bytes,
+    live_ks_threads,
+    peak_rss_bytes,
+    reset_peak_rss,
+)
+from harness.measure.pyspy import pyspy_flamegraph
+from harness.measure.sampler import ThreadCpuSampler
+from harness.measure.timeline import plot_gantt
+from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine, unfired_faults
 from harness.run.heldout import evaluate, split_heldout
 from harness.verify.gates import run_verify
+from plumbing.errors import SpheresError, StallError
 from reference.batches import n_batches
 from reference.config import Config, preset
-from reference.errors import SpheresError, StallError
 
 
-def phase_data(plan: Plan, cfg: Config, say: Progress) -> tuple[Any, DataSummary]:
+def phase_data(plan: Plan, cfg: Config, say: Say) -> tuple[Any, DataSummary]:
     say(f"[data] loading {plan.data or f'the synthetic corpus ({plan.synthetic_tokens:,} tokens)'}")
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -126,20 +131,88 @@ class TrainingPhase:
     flame: dict[str, Any] = field(default_factory=dict)
 
 
-def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
-                   say: Progress) -> TrainingPhase:
-    """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
-    from harness.commands.train_grads import parse_faults
+@dataclass
+class _FlameGraph:
+    """py-spy's flame graph of this process, sampled on its own thread (`ks-pyspy`)."""
 
-    corpus, heldout = split_heldout(corpus, cfg, analyze_eval_fraction(cfg, corpus))
+    path: Path
+    result: dict[str, Any] = field(default_factory=dict)
+    thread: threading.Thread | None = None
+
+    def start(self, seconds: float) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=lambda s=seconds: self.result.update(
+                    pyspy_flamegraph(os.getpid(), s, self.path)),
+                name="ks-pyspy", daemon=True)
+            self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=120)
+
+
+def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _FlameGraph,
+                 say: Say) -> list[tuple[int, Any]]:
+    """`plan.steps` optimiser steps, timed one by one into `info`; the flame graph starts
+    after the first step and covers the rest. Returns the (step, parameters) snapshots to
+    evaluate after training."""
     eval_every = max(1, plan.steps // 10)
     snapshots: list[tuple[int, Any]] = []  # (step, parameters) to evaluate after training
+    for s in range(plan.steps):
+        group = groups.group(s % len(groups))
+        ts = time.perf_counter()
+        result = engine.step(group.tokens, group.targets)
+        dts = time.perf_counter() - ts
+        info.steps += 1
+        info.losses.append(result.loss)
+        info.step_seconds.append(dts)
+        info.tokens += result.n_targets
+        engine.record.counter("tokens/s", result.n_targets / dts)
+        engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
+        say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
+            f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
+        if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
+            snapshots.append((s + 1, engine.state().params))  # evaluated after training
+        if s == 0 and plan.steps > 1:
+            flame.start(max(1.0, dts * (plan.steps - 1) * 0.9))
+    return snapshots
+
+
+def _evaluate_snapshots(engine, snapshots: list[tuple[int, Any]], heldout,
+                        info: TrainingResult, say: Say) -> None:
+    """The held-out loss of each snapshot's parameters (the optimiser state of the last step
+    kept), into `info.eval_losses`."""
+    final = engine.state() if snapshots else None
+    for step, params in snapshots:
+        engine.load_state(dataclasses.replace(final, params=params))
+        held = evaluate(engine, heldout)
+        info.eval_losses.append((step, held.loss))
+        say(f"[train] held-out loss after step {step}: {held.loss:.4f} over "
+            f"{held.n_targets:,} targets")
+
+
+def _record_error(info: TrainingResult, exc: SpheresError, say: Say) -> None:
+    """An engine error as the training result's verdict (it is reported, not raised)."""
+    info.error = str(exc)
+    info.error_kind = type(exc).__name__
+    info.exit_code = exc.exit_code
+    if isinstance(exc, StallError):
+        info.diagnosis = exc.diagnosis
+    say(f"[train] FAILED ({type(exc).__name__}): {exc}")
+
+
+def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
+                   say: Say) -> TrainingPhase:
+    """Train `plan.steps` steps under the samplers; an engine error is recorded, not raised."""
+    from harness.run.engines import parse_faults
+
+    corpus, heldout = split_heldout(corpus, cfg, analyze_eval_fraction(cfg, corpus))
     groups = corpus.groups(cfg)
     info = TrainingResult(eval_tokens=heldout.n_tokens)
     phase = TrainingPhase(info)
     sampler = ThreadCpuSampler(interval=0.1 if plan.quick else 0.25)
-    flame: dict[str, Any] = {}
-    flame_thread = None
+    flame = _FlameGraph(out_dir / "flamegraph.svg")
     threads_before = live_ks_threads()
     sampler.start()
     t0 = time.perf_counter()
@@ -151,47 +224,15 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
         say(f"[train] {plan.threads} workers + Node Zero started in "
             f"{info.compile_seconds:.2f}s")
         cpu_before = _engine_cpu(engine)
-        for s in range(plan.steps):
-            group = groups.group(s % len(groups))
-            ts = time.perf_counter()
-            result = engine.step(group.tokens, group.targets)
-            dts = time.perf_counter() - ts
-            info.steps += 1
-            info.losses.append(result.loss)
-            info.step_seconds.append(dts)
-            info.tokens += result.n_targets
-            engine.record.counter("tokens/s", result.n_targets / dts)
-            engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
-            say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
-                f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
-            if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
-                snapshots.append((s + 1, engine.state().params))  # evaluated after training
-            if s == 0 and plan.steps > 1 and flame_thread is None:
-                secs = max(1.0, dts * (plan.steps - 1) * 0.9)
-                flame_thread = threading.Thread(
-                    target=lambda s=secs: flame.update(
-                        pyspy_flamegraph(os.getpid(), s, out_dir / "flamegraph.svg")),
-                    name="ks-pyspy", daemon=True)
-                flame_thread.start()
+        snapshots = _train_steps(engine, plan, groups, info, flame, say)
         phase.cpu = cpu_by_thread(engine)
         info.cpu_seconds = _engine_cpu(engine) - cpu_before
         info.unfired_faults = unfired_faults(engine)
         # held-out loss after the thread statistics were taken, so evaluation work never
         # counts as training CPU or compute time; the weights of each eval step are restored
-        final = engine.state() if snapshots else None
-        for step, params in snapshots:
-            engine.load_state(dataclasses.replace(final, params=params))
-            held = evaluate(engine, heldout)
-            info.eval_losses.append((step, held.loss))
-            say(f"[train] held-out loss after step {step}: {held.loss:.4f} over "
-                f"{held.n_targets:,} targets")
+        _evaluate_snapshots(engine, snapshots, heldout, info, say)
     except SpheresError as exc:
-        info.error = str(exc)
-        info.error_kind = type(exc).__name__
-        info.exit_code = exc.exit_code
-        if isinstance(exc, StallError):
-            info.diagnosis = exc.diagnosis
-        say(f"[train] FAILED ({type(exc).__name__}): {exc}")
+        _record_error(info, exc, say)
         if engine is not None:
             phase.cpu = cpu_by_thread(engine)
     finally:
@@ -199,15 +240,14 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
             engine.close()
             phase.record = engine.record.snapshot()  # complete: every thread joined
         sampler.stop()
-        if flame_thread is not None:
-            flame_thread.join(timeout=120)
+        flame.join()
     info.seconds = float(sum(info.step_seconds))
     info.tokens_per_s = info.tokens / info.seconds if info.seconds else 0.0
     # close() joined every thread it started: any ks- thread still alive here is a leak
     info.threads_alive_after_close = sorted(
         t.name for t in live_ks_threads() - threads_before if t.name != "ks-pyspy")
     phase.sampler = sampler.result()
-    phase.flame = flame
+    phase.flame = flame.result
     return phase
 
 
@@ -224,7 +264,7 @@ def _engine_cpu(engine) -> float:
     return sum(cpu_by_thread(engine).values())
 
 
-def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[ThroughputPoint]:
+def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[ThroughputPoint]:
     """Tokens/s for each thread count on the same group, measured side by side in one run."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
@@ -243,7 +283,7 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Progress) -> list[Thr
     return points
 
 
-def phase_equivalence(plan: Plan, cfg: Config, say: Progress) -> EquivalenceResult:
+def phase_equivalence(plan: Plan, cfg: Config, say: Say) -> EquivalenceResult:
     t0 = time.perf_counter()
     report = run_verify([preset("tiny", seed=plan.seed)], ["float64", "float32"],
                         plan.sweep_threads, trajectory_steps=3,
@@ -277,14 +317,14 @@ def _label(threads: list[int]) -> str:
     return ",".join(str(t) for t in threads)
 
 
-def phase_drills(say: Progress) -> list[DrillResult]:
+def phase_drills(say: Say) -> list[DrillResult]:
     from harness.verify.drills import run_drills
 
     return run_drills(say)
 
 
 def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
-                 say: Progress) -> MemrayResult:
+                 say: Say) -> MemrayResult:
     """memray's native view of one training step (group capped so the capture stays small)."""
     small = cfg.replace(group_size=min(cfg.train.group_size, 12))
     group = corpus.groups(small).group(0)

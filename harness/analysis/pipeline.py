@@ -1,6 +1,6 @@
 """`spheres analyze`, the main job: measure everything the seed document only asserted.
 
-Phases, each printing progress as it goes: data (tokenise, count batches until the iterator
+Phases, each saying what it does as it goes: data (tokenise, count batches until the iterator
 stops), structure (positions, spheres, barriers), training (with per-thread CPU and RSS
 sampling and a py-spy flame graph), throughput against threads, equivalence gates, watchdog and
 fault drills, memory (memray). Every figure lands in `results.json`;
@@ -11,7 +11,6 @@ folder is built under a temporary name and renamed at the end: no half-written r
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -31,9 +30,8 @@ from harness.analysis.phases import (
     record_stats,
     record_summary,
 )
-from harness.analysis.plan import Plan, Progress, default_out, make_plan, say
-from harness.analysis.report import render
-from harness.analysis.report_plots import make_plots
+from harness.analysis.plan import Plan, Say, say
+from harness.analysis.report import make_plots, render
 from harness.figures.results import (
     AnalysisResults,
     MemoryResult,
@@ -41,15 +39,14 @@ from harness.figures.results import (
     Profiles,
     RunMeta,
 )
-from harness.profiling.cpu import cpu_use
-from harness.profiling.machine import machine_facts
-from harness.run.export import check_writable
+from harness.measure.machine import machine_facts
+from harness.measure.process import cpu_use
+from plumbing.errors import InputError
 from reference.config import preset
-from reference.errors import InputError
 from reference.params import param_count
 
 
-def analyze(plan: Plan, out_dir: Path, say: Progress = say) -> AnalysisResults:
+def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     """Run every phase into `out_dir` and return the results (also written as JSON)."""
     cfg = preset(plan.preset, seed=plan.seed)
     started = time.perf_counter()
@@ -132,27 +129,26 @@ def prepare_out(out: Path) -> Path:
     return tmp
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    plan = make_plan(args)
-    if plan.data is not None and not Path(plan.data).exists():
-        raise InputError(f"--data {plan.data}: no such file or folder")
-    out = args.out or default_out(plan)
-    trace = getattr(args, "trace", None)
-    if trace is not None:
-        check_writable(trace)
+def analyze_into(plan: Plan, out: Path, *, ranks: int | None = None,
+                 trace: Path | None = None, quiet: bool = False,
+                 progress_seconds: float | None = None) -> AnalysisResults:
+    """Run the analysis with live progress and write its report folder `out` whole (built under
+    a temporary name, renamed at the end); `ranks` adds the Scale-out section (SPEC 10) and
+    `trace` gets a copy of the report's trace.json."""
     tmp = prepare_out(out)
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
-        from harness.run.progress import PhaseLines, from_args
+        from harness.run.progress import PhaseLines, open_progress
 
-        with from_args(args, "analyze", 0, unit_name="phase") as live:
+        with open_progress("analyze", 0, quiet=quiet, seconds=progress_seconds,
+                           unit_name="phase") as live:
             phases = PhaseLines(live)
             results = analyze(plan, tmp, say=phases)
             phases.finish()
-            if getattr(args, "ranks", None):  # SPEC 10: the Scale-out section
-                from harness.mpi.scale_out import add_scale_out
+            if ranks:  # SPEC 10: the Scale-out section
+                from harness.analysis.scale_out import add_scale_out
 
-                add_scale_out(results, plan.preset, args.ranks, plan.threads, plan.seed, phases)
+                add_scale_out(results, plan.preset, ranks, plan.threads, plan.seed, phases)
         write_results(results, tmp / "results.json")
         (tmp / "analysis.md").write_text(render(results))
         if trace is not None and (tmp / "trace.json").exists():
@@ -163,14 +159,4 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    failed = [c for c in results.checks if not c.passed]
-    say(f"analyze: {results.verdict}: {len(results.checks) - len(failed)} of "
-        f"{len(results.checks)} checks passed in {results.meta.seconds:.0f}s; "
-        f"report: {out / 'analysis.md'}")
-    for c in failed:
-        say(f"  FAIL {c.title}: {c.figure}")
-    code = results.training.exit_code
-    if code:
-        return code
-    return 0 if not failed else 1
-
+    return results

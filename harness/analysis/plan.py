@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from collections.abc import Callable
@@ -13,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.run.corpus import one_group_tokens
-from harness.run.engines import default_threads
-from reference.config import preset
+from plumbing.cores import usable_cores
+from reference.config import preset as _preset
 
 SEED_DATASET_TOKENS = 4_800_000  # the seed's 24 MB SQuAD set held about 4.8M tokens
 
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]  # prints one line of the analysis' log
 
 
 def say(line: str) -> None:
@@ -48,29 +47,33 @@ class Plan:
     engines: list[str] = field(default_factory=list)  # --engine: more engines side by side
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
-    name = "tiny" if args.quick else args.preset
-    cfg = preset(name)
-    threads = args.threads or default_threads()
-    if args.quick:
-        steps = args.steps or 6
+def make_plan(*, preset: str, quick: bool, threads: int | None, steps: int | None,
+              data: str | None, seed: int, stall_timeout: float, inject: list[str],
+              engines: list[str] | None = None) -> Plan:
+    """The analysis `spheres analyze` runs: its options in, every phase's sizes out (`quick`
+    shrinks them; threads and steps None: the defaults)."""
+    name = "tiny" if quick else preset
+    cfg = _preset(name)
+    threads = threads or usable_cores()
+    if quick:
+        steps = steps or 6
         synth = one_group_tokens(cfg, 3)
         sweep = [1, 2, 3, 5, 7, 11, 12, 13, 24, 63]
         tput = sorted({1, 2, threads, 4, 63})
         tput_g = cfg.train.group_size
     else:
-        steps = args.steps or (3 if name == "seed" else 10)
+        steps = steps or (3 if name == "seed" else 10)
         synth = SEED_DATASET_TOKENS if name == "seed" else one_group_tokens(cfg, 20)
         sweep = list(range(1, 64))
         tput = sorted({1, 2, threads, 4, 12, 63})
         tput_g = min(cfg.train.group_size, 4 if name == "seed" else 12)
-    return Plan(preset=name, data=args.data, threads=threads, steps=steps, seed=args.seed,
-                stall_timeout=args.stall_timeout, inject=list(args.inject), quick=args.quick,
+    return Plan(preset=name, data=data, threads=threads, steps=steps, seed=seed,
+                stall_timeout=stall_timeout, inject=list(inject), quick=quick,
                 synthetic_tokens=synth, sweep_threads=sweep, throughput_threads=tput,
                 throughput_group=tput_g, command="spheres " + " ".join(sys.argv[1:]),
-                extra_verify=[] if args.quick else ["small"],
+                extra_verify=[] if quick else ["small"],
                 extra_threads=sorted({1, 2, threads, 13, 63}),
-                engines=list(getattr(args, "engine", None) or []))
+                engines=list(engines or []))
 
 
 def default_out(plan: Plan) -> Path:

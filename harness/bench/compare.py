@@ -13,7 +13,6 @@ became a fail) or a benchmark regressed beyond its noise; else 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 from harness.bench.history import compare_runs, markdown_table
 from harness.figures.bench_metrics import BenchSummary
 from harness.figures.results import AnalysisResults
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 KEY_FIELDS = ("name", "title", "check", "threads", "preset", "kind")  # a record's identity
 MAX_SERIES = 16  # longer lists of numbers are sample series (memory over time...), not figures
@@ -166,10 +165,3 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any], a: str, b: str) 
     report.lines += ["", f"{len(found)} changed ({verdicts} verdicts, {len(worse)} worse)."]
     report.failed = bool(worse)
     return report
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    old, new = load(args.a), load(args.b)
-    report = compare_documents(old, new, str(args.a), str(args.b))
-    print("\n".join(report.lines), flush=True)
-    return 1 if report.failed else 0

@@ -24,17 +24,16 @@ import numpy as np
 
 from harness.bench.summary import flops_per_token
 from harness.figures.bench_metrics import EngineComparison, EngineRow, Workload
-from harness.profiling.cpu import available_cores
-from harness.profiling.machine import REPO_ROOT
-from harness.profiling.rss import peak_rss_bytes
+from harness.measure.machine import REPO_ROOT
+from harness.measure.process import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines
 from harness.verify.gates import digest, worst_tensor
-from reference.atomic import atomic_write_text
+from plumbing.cores import usable_cores
+from plumbing.errors import SpheresError
 from reference.config import Config, preset
-from reference.engine import ReferenceEngine
-from reference.errors import InputError, SpheresError
+from reference.engine import ReferenceEngine, ReportsChildMemory
 from reference.params import param_specs
 
 EXAMPLE_ENGINE = f"exec:{sys.executable} {REPO_ROOT / 'examples' / 'numpy_engine.py'}"
@@ -97,7 +96,8 @@ def measure_one(spec: str, work: Workload, ref_file: Path, limit: float,
             best = min(best, time.perf_counter() - t)
         row.tokens_per_s = step.n_targets / best
         row.sgemm_flops = sgemm_limit()  # right after the steps: under the same machine load
-        child_peak = getattr(engine, "child_peak_rss_bytes", lambda: None)() or 0
+        child_peak = (engine.child_peak_rss_bytes() if isinstance(engine, ReportsChildMemory)
+                      else None) or 0
     finally:
         engine.close()
     row.sgemm_share = row.tokens_per_s * flops_per_token(cfg.model) / max(limit,
@@ -157,7 +157,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
     for r in rows:
         r.sgemm_share = r.tokens_per_s * fpt / limit
     return EngineComparison(workload=work, sgemm_limit_flops=limit,
-                            flops_per_token=flops_per_token(cfg.model), cores=available_cores(),
+                            flops_per_token=flops_per_token(cfg.model), cores=usable_cores(),
                             rows=rows)
 
 
@@ -213,29 +213,6 @@ def analyze_phase(preset_name: str, threads: int, extra: list[str],
     except (OSError, subprocess.SubprocessError, SpheresError) as exc:
         say(f"engines: not measured: {exc}")
         return EngineComparison(error=f"{type(exc).__name__}: {exc}")
-
-
-def cmd_engines(args: argparse.Namespace) -> int:
-    """`spheres engines`: the registry; with --measure, every engine side by side."""
-    from harness.run.plugins import format_engines
-
-    print(format_engines(list_engines()), flush=True)
-    if not args.measure:
-        return 0
-    for path in (args.json, args.markdown):
-        if path is not None and not path.parent.is_dir():
-            raise InputError(f"output folder {path.parent} does not exist; create it first")
-    cfg = preset(args.preset)
-    work = Workload(args.preset, args.group_size or min(cfg.train.group_size, 2), args.dtype,
-                    args.threads or available_cores(), args.rounds)
-    specs = args.engine or available_specs()
-    result = compare(specs, work, stall_timeout=args.stall_timeout,
-                     say=lambda line: print(line, flush=True))
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(result.to_json(), indent=2))
-    if args.markdown is not None:
-        atomic_write_text(args.markdown, "# Engines side by side\n\n" + markdown(result))
-    return 0
 
 
 def _child(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ from harness.figures.bench_metrics import BenchSummary, MpiStepBench
 from harness.figures.facts import BlasLibrary, MachineFacts
 from harness.figures.plots import plot_throughput
 from harness.figures.thresholds import GB, MB
-from harness.profiling.machine import blas_line
+from harness.measure.machine import blas_line
 
 
 def kernel_table_lines(summary: BenchSummary) -> list[str]:

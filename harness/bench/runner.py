@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,29 @@ from harness.bench.history import (
 )
 from harness.bench.render import print_summary, render_markdown, write_plots
 from harness.bench.summary import summarize
-from harness.profiling.machine import REPO_ROOT, machine_facts
+from harness.measure.machine import REPO_ROOT, machine_facts
 
 
-def pytest_command(json_path: Path, args: argparse.Namespace) -> list[str]:
+@dataclass(frozen=True)
+class BenchOptions:
+    """One `make bench` run's settings, made once from its command line (`parse_args`)."""
+
+    preset: str
+    scaling_threads: str
+    scaling_group: int
+    seed_threads: int
+    seed_group: int
+    rounds: int
+    matmul_n: int
+    quick: bool
+    out_dir: str
+    summarize: str | None  # only rebuild the summary from this pytest-benchmark JSON
+    history: str | None  # pytest-benchmark storage folder of every run, None: not kept
+    baseline: str | None  # committed baseline run to compare with, None: none
+    pytest_args: tuple[str, ...] = ()
+
+
+def pytest_command(json_path: Path, args: BenchOptions) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", "benchmarks", "-m", "bench", "-p", "no:cacheprovider",
            "--benchmark-enable", f"--benchmark-json={json_path}", "--benchmark-sort=name",
            "--timeout=1800", "-q", "-rs",
@@ -41,12 +61,12 @@ def pytest_command(json_path: Path, args: argparse.Namespace) -> list[str]:
            f"--ks-scaling-group={args.scaling_group}", f"--ks-seed-threads={args.seed_threads}",
            f"--ks-seed-group={args.seed_group}", f"--ks-rounds={args.rounds}",
            f"--ks-matmul-n={args.matmul_n}"]
-    if getattr(args, "history", None):  # every run kept, with commit and machine
+    if args.history:  # every run kept, with commit and machine
         cmd += ["--benchmark-autosave", f"--benchmark-storage=file://{args.history}"]
     return cmd + list(args.pytest_args)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> BenchOptions:
     p = argparse.ArgumentParser(prog="python -m harness.bench.runner",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="seed", help="model preset (default: seed)")
@@ -69,18 +89,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="committed baseline run to compare with (default for a real run: "
                         "benchmarks/baseline.json; with --summarize: none); 'none' to skip")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    args = p.parse_args(argv)
-    if not args.summarize:
-        args.history = args.history or str(REPO_ROOT / ".benchmarks")
-        args.baseline = args.baseline or str(REPO_ROOT / "benchmarks" / "baseline.json")
-    args.history = None if args.history == "none" else args.history
-    args.baseline = None if args.baseline == "none" else args.baseline
-    if args.quick:
-        args.preset, args.scaling_group, args.seed_group = "small", 4, 12
-    return args
+    a = p.parse_args(argv)
+    history, baseline = a.history, a.baseline
+    if not a.summarize:
+        history = history or str(REPO_ROOT / ".benchmarks")
+        baseline = baseline or str(REPO_ROOT / "benchmarks" / "baseline.json")
+    preset, scaling_group, seed_group = ("small", 4, 12) if a.quick else (
+        a.preset, a.scaling_group, a.seed_group)
+    return BenchOptions(preset=preset, scaling_threads=a.scaling_threads,
+                        scaling_group=scaling_group, seed_threads=a.seed_threads,
+                        seed_group=seed_group, rounds=a.rounds, matmul_n=a.matmul_n,
+                        quick=a.quick, out_dir=a.out_dir, summarize=a.summarize,
+                        history=None if history == "none" else history,
+                        baseline=None if baseline == "none" else baseline,
+                        pytest_args=tuple(a.pytest_args))
 
 
-def compare_history(run: dict[str, Any], args: argparse.Namespace,
+def compare_history(run: dict[str, Any], args: BenchOptions,
                     out_dir: Path) -> list[Comparison]:
     """This run against the previous stored run and the committed baseline; the tables are
     printed and written to `comparison.md` beside the summary."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from harness.figures.bench_metrics import (
 from harness.figures.facts import BlasLibrary, MachineFacts
 from harness.figures.serial import from_json
 from harness.figures.thresholds import BENCH_CPU_SHORTFALL, MB
-from harness.profiling.cpu import available_cores
+from plumbing.cores import usable_cores
 from reference.config import ModelConfig, preset
 
 FLOPS_FORMULA = (
@@ -113,31 +114,31 @@ def _tokenize_peak(extra: dict[str, Any]) -> float | None:
     return float(value) * MB if isinstance(value, int | float) else None
 
 
-def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> BenchSummary:
-    """The figures of one pytest-benchmark JSON (with our `extra_info`) and the verdicts."""
-    if torch_available is None:
-        torch_available = importlib.util.find_spec("torch") is not None
-    meta = bench.get("kissing_spheres", {})
-    settings = meta.get("settings", {})
-    cfg = preset(settings.get("preset", "seed"))
-    fpt = flops_per_token(cfg.model)
-    machine = from_json(MachineFacts, meta["machine"]) if meta.get("machine") else None
-    cores = (machine.cores if machine else 0) or available_cores()
-    metrics = BenchMetrics(torch_available=torch_available)
-    rows: list[BenchRow] = []
-    peaks: dict[str, float] = {}
-    tokenize = None
-    mpi_bytes: list[MpiStepBench] = []
+@dataclass
+class _Parsed:
+    """What `_parse_benchmarks` read from the benchmark list, before any figure is derived."""
+
+    rows: list[BenchRow] = field(default_factory=list)
+    peaks: dict[str, float] = field(default_factory=dict)
+    tokenize: TokenizeResult | None = None
+    mpi_bytes: list[MpiStepBench] = field(default_factory=list)
     kernel_extra: dict[str, Any] | None = None
+
+
+def _parse_benchmarks(bench: dict[str, Any], metrics: BenchMetrics, fpt: int,
+                      cores: int) -> _Parsed:
+    """Each benchmark by its `extra_info` kind: engine rows, matmul peaks, the kernel table,
+    tokenisation, MPI figures (the trace-overhead and MPI-ratio figures go into `metrics`)."""
+    got = _Parsed()
     for b in bench.get("benchmarks", []):
         extra, best = b.get("extra_info", {}), b["stats"]["min"]
         kind = extra.get("kind")
         if kind == "matmul_peak":
-            peaks[extra["cores"]] = extra["flops_per_round"] / best
+            got.peaks[extra["cores"]] = extra["flops_per_round"] / best
         elif kind == "kernel_table":
-            kernel_extra = extra
+            got.kernel_extra = extra
         elif kind in ("engine", "scaling", "seed_workload", "seed_at_cores"):
-            rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
+            got.rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
         elif kind == "trace_overhead":
             metrics.traced_tokens_per_s = extra["traced_tokens_per_s"]
             metrics.untraced_tokens_per_s = extra["untraced_tokens_per_s"]
@@ -145,11 +146,17 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
             metrics.mpi_tokens_per_s_R2T1 = extra["mpi"]["tokens_per_s"]
             metrics.single_tokens_per_s_T2 = extra["single"]["tokens_per_s"]
         elif kind == "mpi_bytes":
-            mpi_bytes.append(from_json(MpiStepBench,
-                                       {k: v for k, v in extra.items() if k != "kind"}))
+            got.mpi_bytes.append(from_json(MpiStepBench,
+                                           {k: v for k, v in extra.items() if k != "kind"}))
         elif "tokeni" in b.get("fullname", b["name"]):
             seconds = extra.get("seconds", best)  # its own clock around the measured work
-            tokenize = TokenizeResult(b["name"], seconds, _tokenize_peak(extra))
+            got.tokenize = TokenizeResult(b["name"], seconds, _tokenize_peak(extra))
+    return got
+
+
+def _peak_metrics(peaks: dict[str, float], metrics: BenchMetrics) -> list[str]:
+    """The matmul yardstick into `metrics`; a warning when the all-core peak fell below one
+    core's."""
     # The yardstick is the all-core figure; if other load pushed it below the one-core figure
     # the one-core figure is the better lower bound of what the machine can do.
     warnings = []
@@ -160,7 +167,12 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
     metrics.matmul_peak_flops = max(peaks.get("all") or 0.0, peaks.get("one") or 0.0) or None
     metrics.matmul_peak_flops_all_cores = peaks.get("all")
     metrics.matmul_peak_flops_one_core = peaks.get("one")
+    return warnings
 
+
+def _row_metrics(rows: list[BenchRow], metrics: BenchMetrics, cores: int) -> list[BenchRow]:
+    """Speedup, efficiency and peak fraction onto the rows, each engine's figures into
+    `metrics`; returns the scaling rows by thread count."""
     scaling = sorted((r for r in rows if r.kind == "scaling"), key=lambda r: r.threads)
     for r in scaling:
         metrics.fast_tokens_per_s[r.threads] = r.tokens_per_s
@@ -186,15 +198,52 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
             metrics.seed_tokens_per_s, metrics.seed_seconds = r.tokens_per_s, r.seconds
             metrics.seed_peak_rss_bytes = r.peak_rss_bytes
             metrics.seed_node_zero_share = r.node_zero_share
-    if tokenize:
-        metrics.tokenize_seconds = tokenize.seconds
-        metrics.tokenize_peak_bytes = tokenize.peak_bytes
+    return scaling
+
+
+def _cpu_warnings(rows: list[BenchRow], cores: int) -> list[str]:
+    """A warning for each row whose CPU use fell short of what its threads could use."""
+    warnings = []
     for r in rows:
         expected = min(r.threads, cores) / cores  # CPU use the workers alone could reach
         if r.cpu_use is not None and r.cpu_use < BENCH_CPU_SHORTFALL * expected:
             warnings.append(f"{r.name}: CPU use {r.cpu_use:.0%} of the machine, "
                             f"below the {expected:.0%} its {r.threads} thread(s) could use: "
                             "other processes competed for the cores, its tokens/s is understated")
+    return warnings
+
+
+def _kernel_table_source(kernel_extra: dict[str, Any] | None,
+                         t2: BenchRow | None) -> KernelTableSource:
+    """Where the kernel table's rows came from: the cycle benchmark, a run's phases, BLAS."""
+    return KernelTableSource(
+        kernels="fast.kernels.TIMING_GROUPS cycle counters, 1 thread, one batch, "
+                f"micro_batch {kernel_extra.get('micro_batch')}" if kernel_extra else None,
+        phases=f"worker phase seconds of the {t2.threads}-thread scaling run"
+               if t2 else None,
+        blas=[_blas_library(b) for b in kernel_extra.get("blas") or []]
+        if kernel_extra else None)
+
+
+def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> BenchSummary:
+    """The figures of one pytest-benchmark JSON (with our `extra_info`) and the verdicts."""
+    if torch_available is None:
+        torch_available = importlib.util.find_spec("torch") is not None
+    meta = bench.get("kissing_spheres", {})
+    settings = meta.get("settings", {})
+    cfg = preset(settings.get("preset", "seed"))
+    fpt = flops_per_token(cfg.model)
+    machine = from_json(MachineFacts, meta["machine"]) if meta.get("machine") else None
+    cores = (machine.cores if machine else 0) or usable_cores()
+    metrics = BenchMetrics(torch_available=torch_available)
+    got = _parse_benchmarks(bench, metrics, fpt, cores)
+    rows, tokenize, kernel_extra = got.rows, got.tokenize, got.kernel_extra
+    warnings = _peak_metrics(got.peaks, metrics)
+    scaling = _row_metrics(rows, metrics, cores)
+    if tokenize:
+        metrics.tokenize_seconds = tokenize.seconds
+        metrics.tokenize_peak_bytes = tokenize.peak_bytes
+    warnings += _cpu_warnings(rows, cores)
     if machine is not None and machine.blas is not None:
         warnings += machine.blas.warnings
     t2 = next((r for r in scaling if r.threads == 2), scaling[-1] if scaling else None)
@@ -209,15 +258,9 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
         flops_formula=FLOPS_FORMULA,
         engines=rows,
         tokenize=tokenize,
-        mpi_bytes=mpi_bytes,
+        mpi_bytes=got.mpi_bytes,
         kernel_table=kernels,
-        kernel_table_source=KernelTableSource(
-            kernels="fast.kernels.TIMING_GROUPS cycle counters, 1 thread, one batch, "
-                    f"micro_batch {kernel_extra.get('micro_batch')}" if kernel_extra else None,
-            phases=f"worker phase seconds of the {t2.threads}-thread scaling run"
-                   if t2 else None,
-            blas=[_blas_library(b) for b in kernel_extra.get("blas") or []]
-            if kernel_extra else None),
+        kernel_table_source=_kernel_table_source(kernel_extra, t2),
         metrics=metrics,
         targets=verdicts,
         warnings=warnings,

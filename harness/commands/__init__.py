@@ -1,3 +1,4 @@
-"""Command bodies behind `spheres`: option helpers, train/grads, verify, --mpi launch, exit
-codes.
+"""One module per `spheres` command (train, grads, verify, engines, analyze, compare, stress),
+each with its options and its body, plus what they share: option groups, preflight checks,
+the --mpi launch and the mapping of failures to exit codes. The table is harness/cli.py.
 """

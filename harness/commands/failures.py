@@ -1,6 +1,6 @@
 """From an exception to an exit code and one line (SPEC 12): never a bare traceback.
 
-The project's own errors carry their code (reference/errors.py). Outside them: an OSError is
+The project's own errors carry their code (plumbing/errors.py). Outside them: an OSError is
 the environment (a path that cannot be read or written, a full disk) -> 2 naming the path and
 the reason; a signal stop -> 130/143; anything else is a bug -> 5, one line on stderr and the
 traceback in a file whose path is printed, so the user can attach it to a report.
@@ -20,11 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.run.stop import Stopped
-from reference.errors import SpheresError, StallError
-
-EXIT_USAGE = 2
-EXIT_INTERNAL = 5
-EXIT_SIGINT = 130
+from plumbing.errors import ExitCode, SpheresError, StallError
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space or choose another folder",
@@ -66,7 +62,7 @@ def report_internal_error(exc: BaseException) -> int:
         where = "the traceback is above"
     print(f"spheres: internal error (a bug, please report it): {line}; {where}",
           file=sys.stderr, flush=True)
-    return EXIT_INTERNAL
+    return ExitCode.INTERNAL
 
 
 def run_guarded(command: Callable[[], int]) -> int:
@@ -83,10 +79,10 @@ def run_guarded(command: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("spheres: interrupted", file=sys.stderr, flush=True)
-        return EXIT_SIGINT
+        return ExitCode.SIGINT
     except OSError as exc:
         print(f"spheres: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Exception as exc:  # a bug: exit 5, never a bare traceback or exit 1
         return report_internal_error(exc)
 
@@ -96,7 +92,7 @@ def report_stall(exc: StallError, out_dir: Path | None) -> None:
     print(f"spheres: STALL: {exc}", file=sys.stderr, flush=True)
     diagnosis = dict(exc.diagnosis)
     try:
-        from harness.profiling.pyspy import pyspy_dump
+        from harness.measure.pyspy import pyspy_dump
         diagnosis["native_stacks"] = pyspy_dump(os.getpid())
     except Exception as err:  # the diagnosis must still be written
         diagnosis["native_stacks"] = f"unavailable: {err}"

@@ -1,7 +1,7 @@
 """`spheres train --mpi` / `spheres grads --mpi`: the command line across MPI ranks (SPEC 10).
 
-Rank 0 runs the ordinary command (`cmd_train`, `cmd_grads`) with the `mpi` engine
-(fast.mpi_engine.MpiEngine): it alone reads data, prints progress and writes checkpoints. The
+Rank 0 runs the ordinary command (commands/train.py, grads.py) with the `mpi` engine
+(fast.mpi_engine.MpiEngine): it alone reads data, prints the log and writes checkpoints. The
 other ranks wait for rank 0's setup (config, threads, dtype, stall timeout, faults) and then
 follow its commands. Any error ends the WHOLE job with the error's exit code through
 MPI_Abort, after the rank that saw it printed the diagnosis (rank, thread, phase); mpiexec exits
@@ -20,7 +20,7 @@ import sys
 from fast.mpi_topology import MAX_RANKS, launcher_world
 from harness.run.mpi_world import STARTUP_SECONDS, start_mpi
 from harness.run.mpi_world import channel as current_channel
-from reference.errors import InputError, SpheresError, StallError
+from plumbing.errors import ExitCode, InputError, SpheresError, StallError
 
 MPI_COMMANDS = ("train", "grads")
 
@@ -62,11 +62,11 @@ def mpi_entry(args: argparse.Namespace) -> int | None:
 
 def _root(args: argparse.Namespace) -> int:
     """Rank 0: the ordinary command with the mpi engine; any failure aborts the job."""
-    from harness.commands.train_grads import cmd_grads, cmd_train
+    from harness.commands import grads, train
 
     args.engine = "mpi"
     try:
-        return cmd_train(args) if args.command == "train" else cmd_grads(args)
+        return train.run(args) if args.command == "train" else grads.run(args)
     except StallError as exc:
         from harness.commands.failures import report_stall
 
@@ -77,12 +77,12 @@ def _root(args: argparse.Namespace) -> int:
         _abort(exc.exit_code)
     except KeyboardInterrupt:
         print("spheres: interrupted", file=sys.stderr, flush=True)
-        _abort(130)
+        _abort(ExitCode.SIGINT)
     except BaseException as exc:
         print(f"spheres: rank 0: internal error: {type(exc).__name__}: {exc}", file=sys.stderr,
               flush=True)
-        _abort(5)
-    return 5  # not reached: Abort ends the process
+        _abort(ExitCode.INTERNAL)
+    return ExitCode.INTERNAL  # not reached: Abort ends the process
 
 
 def _follower(args: argparse.Namespace, channel) -> int:
@@ -102,8 +102,8 @@ def _follower(args: argparse.Namespace, channel) -> int:
     except BaseException as exc:
         print(f"spheres: rank {channel.rank}: internal error: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
-        _abort(5)
-    return 5
+        _abort(ExitCode.INTERNAL)
+    return ExitCode.INTERNAL
 
 
 def _abort(code: int) -> None:

@@ -1,4 +1,4 @@
-"""Checks made before any work starts: output paths writable, numbers finite and in range.
+"""Checks made before any work starts: every output path the command will write is writable.
 
 SPEC 12: a run must not train for an hour and then fail to write its result. Each check raises
 InputError (exit 2) with a one-line message naming the path or option and the fix.
@@ -7,14 +7,10 @@ InputError (exit 2) with a one-line message naming the path or option and the fi
 from __future__ import annotations
 
 import argparse
-import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-from reference.errors import InputError
-
-MAX_SEED = 2**63 - 1  # numpy's SeedSequence takes any non-negative int; int64 keeps JSON exact
+from plumbing.errors import InputError
 
 
 def check_output_file(path: Path, option: str) -> None:
@@ -50,52 +46,23 @@ def check_output_dir(path: Path, option: str) -> None:
                          "write to")
 
 
-def finite_number(low: float, high: float = math.inf, *, low_inclusive: bool = False
-                  ) -> Callable[[str], float]:
-    """argparse type: a finite float in (low, high] (or [low, high] with low_inclusive)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        above = value >= low if low_inclusive else value > low
-        if not above:
-            what = ("positive" if low == 0 and not low_inclusive
-                    else f"{'at least' if low_inclusive else 'greater than'} {low:g}")
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value:g}")
-        if value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {value:g}")
-        return value
-    return parse
+def check_writable(path: Path) -> None:
+    """Fail before any work when the output cannot be written (exit 2, nothing half-written)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(
+            f"output folder {folder} does not exist; create it or choose another --out")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder {folder} is not writable; choose another --out")
 
 
-def int_in_range(low: int, high: int) -> Callable[[str], int]:
-    """argparse type: a whole number in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must lie in [{low}, {high}], got {value}")
-        return value
-    return parse
+# A command's output options: (option, argparse dest, is a folder). Checked before any work.
+Outputs = tuple[tuple[str, str, bool], ...]
 
 
-# Output options per command: (option, argparse dest, is a folder). Checked before any work.
-OUTPUTS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "train": (("--json", "json", False), ("--checkpoint-dir", "checkpoint_dir", True)),
-    "grads": (("--out", "out", False),),
-    "verify": (("--json", "json", False), ("--markdown", "markdown", False)),
-    "analyze": (("--out", "out", True),),
-}
-
-
-def check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
     """Every output path the command will write is writable now (SPEC 12), else exit 2."""
-    for option, dest, is_dir in OUTPUTS.get(getattr(args, "command", ""), ()):
+    for option, dest, is_dir in outputs:
         value = getattr(args, dest, None)
         if value is None:
             continue

@@ -1,4 +1,4 @@
-"""`spheres verify` as a command: options to gates, gates to files and an exit code.
+"""`spheres verify`: its options; options to gates, gates to files and an exit code.
 
 Kept apart from `harness.verify.gates` (the gates) so that the renderers of a finished report
 (`harness.verify.junit`, markdown) can import the report types without an import cycle.
@@ -10,14 +10,46 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
+from harness.commands import options as o
+from harness.commands.preflight import Outputs, check_writable
 from harness.figures.thresholds import GRAD_TOL
-from harness.run.export import check_writable
 from harness.verify.gates import markdown_summary, run_verify
 from harness.verify.junit import junit_xml
-from reference.atomic import atomic_write_text
+from plumbing.atomic import atomic_write_text
+from plumbing.errors import ExitCode, InputError
 from reference.config import PRESETS, preset
-from reference.errors import InputError
+
+DESCRIPTION = ("Fast vs reference within tolerance, bitwise identity across thread counts, a "
+               "multi-step trajectory, per-thread work.")
+OUTPUTS: Outputs = (("--json", "json", False), ("--markdown", "markdown", False))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", default="1-63", help="thread counts: 1-63, 1,2,4 or 1-4,8")
+    p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
+    p.add_argument("--dtypes", default="float64,float32", help="comma-separated dtypes")
+    p.add_argument("--seed", type=o.int_in_range(0, o.MAX_SEED), default=0,
+                   help="initialisation and corpus seed")
+    p.add_argument("--trajectory-steps", type=o.positive_int, default=3,
+                   help="steps of the trajectory check (default: 3)")
+    p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
+    p.add_argument("--markdown", type=Path, default=None, help="write a markdown summary")
+    p.add_argument("--junit", type=Path, default=None,
+                   help="write JUnit XML for CI: one test case per preset, dtype and threads")
+    o.add_progress(p)
+    o.add_trace(p)
+    p.add_argument("--ranks", default=None,
+                   help="also gate across MPI ranks, e.g. 1,2,3,5,12: one mpiexec launch per R "
+                        "(needs the [mpi] extra)")
+    p.add_argument("--engine", default="fast", metavar="ENGINE",
+                   help="engine under test: a name from `spheres engines`, exec:COMMAND or "
+                        "module:factory (default: fast)")
+    p.add_argument("--require-bitwise", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail when thread counts differ in any bit (default: on for fast; "
+                        "measured and reported for every engine)")
+    o.add_faults(p)
 
 
 def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
@@ -28,35 +60,34 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
     return items
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from harness.commands.train_grads import parse_faults
-    from harness.run.thread_counts import parse_threads
+def run(args: argparse.Namespace) -> int:
+    from harness.run.engines import parse_faults, parse_threads
 
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
-    trace = getattr(args, "trace", None)
-    for path in (args.json, args.markdown, getattr(args, "junit", None), trace):
+    trace = args.trace
+    for path in (args.json, args.markdown, args.junit, trace):
         if path is not None:
             check_writable(path)
     traces: list | None = [] if trace is not None else None
     configs = [preset(name, seed=args.seed) for name in presets]
-    from harness.run.progress import from_args
+    from harness.run.progress import open_progress
 
-    with from_args(args, "verify", len(configs) * len(dtypes) * len(threads),
-                   unit_name="case") as live:
+    with open_progress("verify", len(configs) * len(dtypes) * len(threads), quiet=args.quiet,
+                       seconds=args.progress_seconds, unit_name="case") as live:
         report = run_verify(configs, dtypes, threads,
                             trajectory_steps=args.trajectory_steps,
                             stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
                             out=live.write_out, live=live, traces=traces,
                             engine=args.engine, require_bitwise=args.require_bitwise)
     if trace is not None:
-        from harness.record.trace import write_traces
+        from harness.measure.trace import write_traces
 
         write_traces(traces, trace)
     ranks, extra_json, extra_md = [], {}, ""
-    if getattr(args, "ranks", None):  # SPEC 10: the same gates across MPI ranks
-        from harness.mpi.verify_ranks import rank_markdown, to_dicts, verify_across_ranks
+    if args.ranks:  # SPEC 10: the same gates across MPI ranks
+        from harness.verify.ranks import rank_markdown, to_dicts, verify_across_ranks
 
         ranks = verify_across_ranks(args.ranks, configs, dtypes, threads, report.records,
                                     steps=args.trajectory_steps,
@@ -68,13 +99,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(report.to_dict() | extra_json, indent=2))
     if args.markdown is not None:
         atomic_write_text(args.markdown, markdown_summary(report) + extra_md)
-    if getattr(args, "junit", None) is not None:
+    if args.junit is not None:
         atomic_write_text(args.junit, junit_xml(report))
     if failures:
         print(f"verify: FAIL: {len(failures)} gate(s) failed:", file=sys.stderr)
         for f in failures:
             print(f"  {f}", file=sys.stderr)
-        return 1
+        return ExitCode.VERIFY_FAILED
     print(f"verify: PASS: {len(report.records) + len(ranks)} runs in {report.seconds:.1f}s",
           flush=True)
-    return 0
+    return ExitCode.OK

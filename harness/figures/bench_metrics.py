@@ -85,7 +85,7 @@ class MpiRankTimes:
 
 @dataclass
 class MpiStepBench:
-    """`python -m harness.mpi.bench`: step times of R ranks x T threads (R=0: one process)."""
+    """`python -m harness.bench.mpi_steps`: step times of R ranks x T threads (R=0: one process)."""
 
     preset: str
     group: int
@@ -102,7 +102,7 @@ class MpiStepBench:
 
 @dataclass
 class MpiBytesRow:
-    """`harness.mpi.bench --loopback-mb`: the step's two collectives at one segment per rank."""
+    """`harness.bench.mpi_steps --loopback-mb`: the step's two collectives, one segment per rank."""
 
     ranks: int
     segment_bytes: int

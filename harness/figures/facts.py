@@ -1,5 +1,5 @@
 """Typed facts shared by every results file: the machine, its BLAS, per-thread statistics and
-record findings. Producers live above (`harness.profiling.machine`, `harness.record.evidence`);
+record findings. Producers live above (`harness.measure.machine`, `harness.measure.evidence`);
 these types sit in the lowest tier so that analysis and bench results can both hold them.
 """
 
@@ -39,7 +39,7 @@ class GitCommit:
 
 @dataclass
 class MachineFacts:
-    """The machine and software behind a measurement (`harness.profiling.machine`)."""
+    """The machine and software behind a measurement (`harness.measure.machine`)."""
 
     cores: int = 0  # available to this process (affinity): the one definition of cores
     logical_cpus: int | None = None
@@ -98,7 +98,7 @@ class ThreadTable:
 
 @dataclass
 class SamplerSummary:
-    """What `harness.profiling.sampler.ThreadCpuSampler` saw: per-thread CPU, use of all cores
+    """What `harness.measure.sampler.ThreadCpuSampler` saw: per-thread CPU, use of all cores
     over time, and RSS over time (seconds since the sampler started)."""
 
     wall_seconds: float

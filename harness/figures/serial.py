@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 T = TypeVar("T")
 

@@ -1,3 +1,3 @@
-"""Building engines and driving them on data: corpus, engines, the training loop, stop and rescue,
-progress.
+"""Building engines and driving them on data: corpus, engines, the training plan and loop, stop
+and rescue, the live progress display.
 """

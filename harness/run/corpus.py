@@ -6,15 +6,44 @@ One place turns a path (or the built-in synthetic corpus) into a vocabulary, a t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from plumbing.sources import open_source, read_documents
+from plumbing.text_files import SkipReport, TextFile
 from reference.batches import BatchGroups
 from reference.config import Config
-from reference.data import Vocab, encode_documents, open_documents, stream_dtype
-from reference.text_files import SkipReport
+from reference.data import (
+    DEFAULT_SYNTHETIC_TOKENS,
+    Vocab,
+    encode_documents,
+    stream_dtype,
+    synthetic_documents,
+)
+
+
+def load_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_SYNTHETIC_TOKENS,
+                   seed: int = 0) -> list[str]:
+    """The documents of a data source (SPEC 2); None means the synthetic corpus.
+
+    The synthetic corpus is one document of `synthetic_tokens - 1` tokens, so its encoded
+    stream, with the <eos> that closes every document, is exactly `synthetic_tokens` long.
+    """
+    if path is None:
+        return synthetic_documents(synthetic_tokens, seed)
+    return read_documents(path)
+
+
+def open_documents(path: str | Path | None, *, synthetic_tokens: int = DEFAULT_SYNTHETIC_TOKENS,
+                   seed: int = 0) -> tuple[Iterable[str | TextFile], SkipReport]:
+    """Like load_documents, but files are streamed when read (never held whole) and the
+    skipped entries of a folder come back as a report instead of a warning."""
+    if path is None:
+        return synthetic_documents(synthetic_tokens, seed), SkipReport()
+    return open_source(path)
 
 
 @dataclass

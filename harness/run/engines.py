@@ -1,20 +1,24 @@
-"""The one place that knows both engines: build either behind the `Engine` interface."""
+"""The one place that knows both engines: build either behind the `Engine` interface, from
+the spellings of the command line (`--engine`, `--dtype`, `--inject`, `--threads 1-63`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from plumbing.errors import InputError
 from reference.config import Config
-from reference.engine import Engine, ReferenceEngine
-from reference.errors import InputError
+from reference.engine import Engine, InjectsFaults, ReferenceEngine
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-def default_threads() -> int:
-    """Threads = cores this process may use (affinity; the one definition of cores)."""
-    from harness.profiling.cpu import available_cores
-    return available_cores()
+def parse_faults(specs: list[str]):
+    """`--inject` strings -> fault objects (the fast engine's parser says what is wrong)."""
+    if not specs:
+        return None
+    from fast.faults import parse_inject
+
+    return [parse_inject(s) for s in specs]
 
 
 def parse_dtype(name: str) -> type[np.floating]:
@@ -73,5 +77,25 @@ def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float
 
 def unfired_faults(engine: Engine) -> list[str]:
     """Injected faults that never fired (the reference engine takes none)."""
-    unfired = getattr(engine, "unfired_faults", None)
-    return [str(f) for f in unfired()] if callable(unfired) else []
+    return [str(f) for f in engine.unfired_faults()] if isinstance(engine, InjectsFaults) else []
+
+
+def parse_threads(text: str) -> list[int]:
+    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise InputError(
+            f"--threads {text!r}: expected counts like 1-63 or 1,2,4 or 1-4,8") from None
+    if not out or min(out) < 1:
+        raise InputError(f"--threads {text!r}: thread counts must be >= 1")
+    return sorted(out)

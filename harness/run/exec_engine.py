@@ -25,9 +25,9 @@ import weakref
 
 import numpy as np
 
+from plumbing.errors import FaultError, InputError, StallError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
-from reference.errors import FaultError, InputError, StallError
 from reference.params import init_params, param_specs
 
 MAGIC = b"KSE1"

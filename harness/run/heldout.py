@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.run.corpus import Corpus
+from plumbing.errors import InputError
 from reference.batches import BatchGroups
 from reference.config import Config
-from reference.errors import InputError
+from reference.engine import Engine, Evaluates
 from reference.evaluate import EvalResult
 
 MIN_TOKENS = 2  # one input and its target: the smallest stream either side can batch
@@ -61,22 +62,21 @@ def split_heldout(corpus: Corpus, cfg: Config, fraction: float) -> tuple[Corpus,
                           targets=group.targets, n_batches=group.n_batches)
 
 
-def evaluate(engine, heldout: HeldOut) -> EvalResult:
+def evaluate(engine: Engine, heldout: HeldOut) -> EvalResult:
     """The engine's held-out loss (forward only); engines without one are bad input."""
-    fn = getattr(engine, "eval_loss", None)
-    if fn is None:
+    if not isinstance(engine, Evaluates):
         raise InputError(f"engine {type(engine).__name__} has no eval_loss(tokens, targets); "
                          "drop --eval-every or use the reference or fast engine")
-    return fn(heldout.tokens, heldout.targets)
+    return engine.eval_loss(heldout.tokens, heldout.targets)
 
 
 DEFAULT_FRACTION = 0.1  # a tenth: enough batches for a stable mean on the presets' corpora
 
 
-def heldout_from_args(args, corpus: Corpus, cfg: Config) -> tuple[Corpus, HeldOut | None]:
+def plan_heldout(corpus: Corpus, cfg: Config, *, eval_every: int, eval_fraction: float | None
+                 ) -> tuple[Corpus, HeldOut | None]:
     """`--eval-every N` / `--eval-fraction F` -> (training corpus, held-out tail or None)."""
-    every = getattr(args, "eval_every", 0) or 0
-    fraction = getattr(args, "eval_fraction", None)
+    every, fraction = eval_every or 0, eval_fraction
     if every < 0:
         raise InputError(f"--eval-every {every}: must be >= 0 (0: only at the end)")
     if not every and fraction is None:

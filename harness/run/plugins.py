@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from reference.errors import InputError
+from plumbing.errors import InputError
 
 GROUP = "kissing_spheres.engines"
 EXEC_PREFIX = "exec:"

@@ -2,10 +2,11 @@
 
 A run is a sequence of units (training steps, verify cases, analyze phases); a unit may have
 inner work it reports as it goes (a step's G batches). The engine never imports this: it
-exposes `progress() -> (batches done, batches)` for the group in flight (fast/trainer.py), and
-a thread started here polls it. Whoever drives the units calls `begin`/`end`; the poller
-fills in the inner counts, and the renderer shows batches done of G, tokens/s, the unit's
-and the run's ETA, the last loss and held-out loss.
+exposes `batches_done() -> (batches done, batches)` for the group in flight (fast/trainer.py;
+the `CountsBatches` protocol of reference/engine.py), and a thread started here polls it.
+Whoever drives the units calls `begin`/`end`; the poller fills in the inner counts, and the
+renderer shows batches done of G, tokens/s, the unit's and the run's ETA, the last loss and
+held-out loss.
 Modes: "bar" when the stream is a terminal, "lines" when it is not (one flushed line every
 `line_seconds`, plus one as each unit ends), "off" for `--quiet`.
 """
@@ -19,6 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
+
+from reference.config import Config
+from reference.engine import CountsBatches, Engine
 
 LINE_SECONDS = 5.0  # CI logs: often enough to see a 40 s step move, rare enough not to flood
 POLL_SECONDS = 0.25  # the bar's refresh; reading the engine's counter costs microseconds
@@ -294,18 +298,21 @@ class LiveProgress:
             self._last_line = self.clock()
 
 
-def from_args(args, label: str, units: int, **kwargs) -> LiveProgress:
-    """The command line's --quiet and --progress-seconds applied; output on stderr."""
-    stream = kwargs.pop("stream", sys.stderr)
-    seconds = getattr(args, "progress_seconds", None) or LINE_SECONDS
-    return LiveProgress(label, units, mode=choose_mode(getattr(args, "quiet", False), stream),
-                        stream=stream, line_seconds=seconds, **kwargs)
+def open_progress(label: str, units: int, *, quiet: bool = False,
+                  seconds: float | None = None, stream: TextIO | None = None,
+                  **kwargs) -> LiveProgress:
+    """The command line's --quiet and --progress-seconds (`seconds`) applied; on stderr."""
+    stream = stream if stream is not None else sys.stderr
+    return LiveProgress(label, units, mode=choose_mode(quiet, stream), stream=stream,
+                        line_seconds=seconds or LINE_SECONDS, **kwargs)
 
 
-def train_progress(args, engine, corpus, cfg) -> LiveProgress:
+def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
+                   seconds: float | None = None) -> LiveProgress:
     """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
-    return from_args(args, "train", 0, poll=getattr(engine, "progress", None),
-                     tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
+    poll = engine.batches_done if isinstance(engine, CountsBatches) else None
+    return open_progress("train", 0, quiet=quiet, seconds=seconds, poll=poll,
+                         tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
 
 
 ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "memory")

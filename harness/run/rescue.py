@@ -11,22 +11,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.run.corpus import Corpus
+from harness.run.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
 from harness.run.stop import Stopped
-from reference.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
-from reference.config import Config
+from harness.run.train_plan import TrainPlan
+from plumbing.errors import SpheresError
 from reference.engine import Engine
-from reference.errors import SpheresError
 
 
 def _say(line: str) -> None:
     print(f"spheres: {line}", file=sys.stderr, flush=True)
 
 
-def rescue_checkpoint(engine: Engine, cfg: Config, corpus: Corpus, checkpoint_dir: Path,
-                      cause: BaseException, start_step: int, keep_checkpoints: int = 0
-                      ) -> Path | None:
-    """Checkpoint the weights after the last completed step; the path, or None if none."""
+def rescue_checkpoint(engine: Engine, plan: TrainPlan, cause: BaseException) -> Path | None:
+    """Checkpoint the weights after the last completed step of `plan` (into its
+    --checkpoint-dir); the path, or None if none."""
+    assert plan.checkpoint_dir is not None
+    cfg, corpus, checkpoint_dir = plan.cfg, plan.corpus, plan.checkpoint_dir
+    start_step, keep_checkpoints = plan.start_step, plan.keep_checkpoints
     if isinstance(cause, Stopped) and not cause.consistent:
         _say("stopped mid-step: no checkpoint written (the newest one on disk is intact)")
         return None

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from reference.errors import SpheresError
+from plumbing.errors import ExitCode, SpheresError
 
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number (POSIX shells)
+SIGNAL_EXIT = {signal.SIGINT: ExitCode.SIGINT, signal.SIGTERM: ExitCode.SIGTERM}  # 128 + N
 
 
 class Stopped(SpheresError):

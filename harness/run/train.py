@@ -1,4 +1,4 @@
-"""The training loop behind `spheres train`: steps over batch groups, progress, checkpoints.
+"""The training loop behind `spheres train`: a `TrainPlan` run step by step, with checkpoints.
 
 Step s trains position `s % groups_per_epoch` of epoch `s // groups_per_epoch`; the group at
 that position is given by reference/epoch_order.py (corpus order, or shuffled from the seed and
@@ -13,27 +13,22 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from fast.record import CHECKPOINT
-from harness.profiling.rss import current_rss_bytes, peak_rss_bytes
-from harness.run.corpus import Corpus
-from harness.run.heldout import HeldOut, evaluate
-from harness.run.progress import LiveProgress
-from harness.run.run_plan import planned_steps
-from harness.run.stop import Stopped
-from reference.checkpoint import (
-    checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from reference.config import Config
-from reference.engine import Engine
+from harness.measure.process import current_rss_bytes, peak_rss_bytes
+from harness.run.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
+from harness.run.engines import make_engine, unfired_faults
+from harness.run.heldout import evaluate
+from harness.run.progress import LiveProgress, train_progress
+from harness.run.rescue import rescue_checkpoint
+from harness.run.stop import Stopped, active
+from harness.run.train_plan import TrainPlan
+from plumbing.errors import FaultError, StallError
+from reference.batches import BatchGroups
+from reference.engine import Engine, Recorded, StepResult
 from reference.epoch_order import EpochOrder
-from reference.errors import InputError
 
 
 @dataclass
@@ -70,136 +65,194 @@ class TrainSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def resolve_resume(path: str | Path) -> Path:
-    """A checkpoint file, or the newest checkpoint inside a folder."""
-    p = Path(path)
-    if p.is_dir():
-        found = latest_checkpoint(p)
-        if found is None:
-            raise InputError(f"--resume {p}: the folder holds no checkpoint (step-*.npz)")
-        return found
-    if not p.exists():
-        raise InputError(f"--resume {p}: no such checkpoint file")
-    return p
+Say = Callable[[str], None]  # prints one line of the run's log
+StopPoll = Callable[[], "int | None"]  # the signal a graceful stop received, or None
 
 
-def load_resume(path: str | Path):
-    """The checkpoint to continue from (state, config, vocabulary)."""
-    return load_checkpoint(resolve_resume(path))
-
-
-ProgressFn = Callable[[str], None]
-
-
-def stderr_progress(line: str) -> None:
+def stderr_say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | None = None,
-                 epochs: int | None = None, start_step: int = 0,
-                 checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
-                 compile_seconds: float = 0.0,
-                 progress: ProgressFn = stderr_progress,
-                 heldout: HeldOut | None = None, eval_every: int = 0,
-                 live: LiveProgress | None = None,
-                 should_stop: Callable[[], int | None] | None = None,
-                 keep_checkpoints: int = 0) -> TrainSummary:
-    """Train `steps` more steps (or `epochs` more epochs) from global step `start_step`.
+def train(plan: TrainPlan) -> TrainSummary:
+    """The one call behind `spheres train`: build the plan's engine, train, close it.
+
+    A fault, a stall or a graceful stop first checkpoints the last consistent state when the
+    plan has a --checkpoint-dir (SPEC 12, harness/run/rescue.py), then propagates.
+    """
+    t0 = time.perf_counter()
+    engine = make_engine(plan.engine, plan.cfg, threads=plan.threads, dtype=plan.dtype,
+                         stall_timeout=plan.stall_timeout, faults=plan.faults)
+    try:
+        compile_seconds = time.perf_counter() - t0
+        if plan.resume_state is not None:
+            engine.load_state(plan.resume_state)
+        stop = active()
+        live = train_progress(engine, plan.cfg, quiet=plan.quiet, seconds=plan.progress_seconds)
+        try:
+            with live, stop.deferred() if stop is not None else nullcontext():
+                summary = run_training(plan, engine, say=live.write, live=live,
+                                       should_stop=stop.requested if stop else None,
+                                       compile_seconds=compile_seconds)
+        except (FaultError, StallError, Stopped) as exc:  # SPEC 12: save what is consistent
+            if plan.checkpoint_dir is not None:
+                rescue_checkpoint(engine, plan, exc)
+            raise
+        warn_unfired(engine)
+    finally:
+        engine.close()
+        if plan.trace is not None:  # also after a failure: see where it stopped
+            from harness.measure.trace import write_trace
+
+            write_trace(engine.record.snapshot(), plan.trace)
+            print(f"trace written: {plan.trace}", file=sys.stderr, flush=True)
+    return summary
+
+
+def warn_unfired(engine: Engine) -> None:
+    """A drill that never fired is reported, never silently dropped (SPEC 5)."""
+    for fault in unfired_faults(engine):
+        print(f"spheres: warning: injected fault never fired: {fault}", file=sys.stderr,
+              flush=True)
+
+
+def run_training(plan: TrainPlan, engine: Engine, *, say: Say = stderr_say,
+                 live: LiveProgress | None = None, should_stop: StopPoll | None = None,
+                 compile_seconds: float = 0.0) -> TrainSummary:
+    """Train `plan.steps` more steps from global step `plan.start_step`.
 
     `should_stop()` is polled between steps: a signal number ends the run there by raising
-    `Stopped` (the caller checkpoints, harness/run/rescue.py). `keep_checkpoints` > 0 keeps only
-    that many newest step-*.npz files.
+    `Stopped` (the caller checkpoints, harness/run/rescue.py). `plan.keep_checkpoints` > 0
+    keeps only that many newest step-*.npz files.
     """
-    groups = corpus.groups(cfg)
+    cfg, start, steps = plan.cfg, plan.start_step, plan.steps
+    groups = plan.corpus.groups(cfg)
     per_epoch = len(groups)
-    steps = planned_steps(steps, epochs, per_epoch)
     t = cfg.train
     order = EpochOrder(per_epoch, t.seed, t.shuffle)
-    if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    summary = TrainSummary(steps=0, tokens=0, seconds=0.0, tokens_per_s=0.0,
-                           compile_seconds=compile_seconds, peak_rss_bytes=0,
-                           final_loss=float("nan"), start_step=start_step, end_step=start_step,
-                           last_group=t.last_group, groups_per_epoch=per_epoch,
-                           dropped_targets_per_epoch=groups.dropped_targets,
-                           horizon=t.total_steps, warmup_steps=t.warmup_steps,
-                           shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
-    progress(f"training {steps} steps from step {start_step}: {per_epoch} groups per epoch, "
-             f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
-    progress(f"last group: {_describe_tail(groups)}; order: "
-             f"{f'shuffled per epoch (seed {t.seed})' if t.shuffle else 'corpus order'}; "
-             f"lr horizon {t.total_steps} steps, warm-up {summary.warmup_steps}")
-    if start_step + steps > t.total_steps:
-        progress(f"note: steps {t.total_steps + 1}..{start_step + steps} lie past the lr horizon "
-                 f"({t.total_steps}) and run at the floor lr; to plan a longer run, give its "
-                 "first part --total-steps")
+    if plan.checkpoint_dir is not None:
+        plan.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    summary = _new_summary(plan, groups, compile_seconds)
+    _announce(plan, groups, summary, say)
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
     if live is not None:
         live.set_units(steps)
-    if heldout is not None:
-        progress(f"held out: the last {heldout.n_tokens:,} tokens of the stream (from token "
-                 f"{heldout.start:,}), {heldout.n_batches} batches, never trained on")
-    for s in range(start_step, start_step + steps):
-        if should_stop is not None and (signum := should_stop()) is not None:
-            raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after step {s}",
-                          consistent=True)
+    if plan.heldout is not None:
+        h = plan.heldout
+        say(f"held out: the last {h.n_tokens:,} tokens of the stream (from token "
+            f"{h.start:,}), {h.n_batches} batches, never trained on")
+    record = engine.record if isinstance(engine, Recorded) else None
+    for s in range(start, start + steps):
+        _stop_if_asked(should_stop, f"stopped after step {s}")
         epoch, position, gi = order.at(s)
         group = groups.group(gi)
         t0 = time.perf_counter()
         if live is not None:
-            live.begin_step(s + 1 - start_step, group.n_batches)
+            live.begin_step(s + 1 - start, group.n_batches)
         result = engine.step(group.tokens, group.targets)
         dt = time.perf_counter() - t0
         if live is not None:
             live.end_step(result.n_targets, result.loss)
-        summary.steps += 1
-        summary.seconds += dt
-        summary.tokens += result.n_targets
-        summary.losses.append(result.loss)
-        summary.groups.append(gi)
-        summary.lrs.append(result.lr)
-        summary.grad_norms.append(result.grad_norm)
+        _count_step(summary, result, dt, gi, s)
         token_counts.append(result.n_targets)
-        summary.final_loss = result.loss
-        summary.end_step = s + 1
         rate = summary.tokens / summary.seconds if summary.seconds > 0 else 0.0
-        record = getattr(engine, "record", None)  # the fast engine's run record (fast.record)
-        if record is not None:
+        if record is not None:  # the fast engine's run record (fast.record)
             record.counter("tokens/s", result.n_targets / dt)
             record.counter("RSS MB", current_rss_bytes() / 1e6)
-        progress(f"[step {s + 1 - start_step}/{steps}] epoch {epoch} step {position + 1}/"
-                 f"{per_epoch} (group {gi + 1}) loss {result.loss:.4f} | norm "
-                 f"{result.grad_norm:.3f} | lr {result.lr:.2e} | {rate:,.0f} tok/s over the run "
-                 f"({result.n_targets:,} tokens this step) | {dt:.2f}s")
-        last = s + 1 == start_step + steps
-        if heldout is not None and (last or (eval_every and (s + 1) % eval_every == 0)):
-            ev = evaluate(engine, heldout)
-            summary.eval_losses.append([s + 1, ev.loss])
-            summary.final_eval_loss = ev.loss
-            if live is not None:
-                live.set_eval(ev.loss)
-            progress(f"  eval loss {ev.loss:.4f} over {ev.n_targets:,} held-out targets "
-                     f"({ev.batches} batches)")
-        if checkpoint_dir is not None and (last or (checkpoint_every and
-                                                    (s + 1) % checkpoint_every == 0)):
-            path = checkpoint_path(checkpoint_dir, s + 1)
-            t_ckpt = record.now() if record is not None else 0.0
-            save_checkpoint(path, engine.state(), cfg, corpus.vocab,
-                            extra={"data": corpus.source, "epoch": epoch,
-                                   "epoch_position": position + 1,
-                                   "groups_per_epoch": per_epoch,
-                                   **({"eval_loss": summary.final_eval_loss,
-                                       "eval_step": summary.eval_losses[-1][0]}
-                                      if summary.eval_losses else {})})
-            if record is not None:
-                record.here().span(CHECKPOINT, -1, t_ckpt, record.now())
-            summary.checkpoints.append(str(path))
-            progress(f"  checkpoint written: {path}")
-            if keep_checkpoints:
-                prune_checkpoints(checkpoint_dir, keep_checkpoints)
+        say(f"[step {s + 1 - start}/{steps}] epoch {epoch} step {position + 1}/"
+            f"{per_epoch} (group {gi + 1}) loss {result.loss:.4f} | norm "
+            f"{result.grad_norm:.3f} | lr {result.lr:.2e} | {rate:,.0f} tok/s over the run "
+            f"({result.n_targets:,} tokens this step) | {dt:.2f}s")
+        last = s + 1 == start + steps
+        if plan.heldout is not None and (last or (plan.eval_every and
+                                                  (s + 1) % plan.eval_every == 0)):
+            _evaluate(plan, engine, summary, live, say)
+        if plan.checkpoint_dir is not None and (last or (plan.checkpoint_every and
+                                                         (s + 1) % plan.checkpoint_every == 0)):
+            _checkpoint(plan, engine, summary, record, (s + 1, epoch, position + 1), say)
+    _stop_if_asked(should_stop, f"stopped after the last step {start + steps}")
+    return _finish(summary, token_counts, per_epoch)
+
+
+def _new_summary(plan: TrainPlan, groups: BatchGroups, compile_seconds: float) -> TrainSummary:
+    t = plan.cfg.train
+    return TrainSummary(steps=0, tokens=0, seconds=0.0, tokens_per_s=0.0,
+                        compile_seconds=compile_seconds, peak_rss_bytes=0,
+                        final_loss=float("nan"), start_step=plan.start_step,
+                        end_step=plan.start_step, last_group=t.last_group,
+                        groups_per_epoch=len(groups),
+                        dropped_targets_per_epoch=groups.dropped_targets,
+                        horizon=t.total_steps, warmup_steps=t.warmup_steps,
+                        shuffle=t.shuffle, shuffle_seed=t.seed if t.shuffle else None)
+
+
+def _announce(plan: TrainPlan, groups: BatchGroups, summary: TrainSummary, say: Say) -> None:
+    """The run's first lines: its length, its groups, its order and its lr horizon."""
+    cfg, start, steps = plan.cfg, plan.start_step, plan.steps
+    t = cfg.train
+    say(f"training {steps} steps from step {start}: {len(groups)} groups per epoch, "
+        f"G={cfg.train.group_size} batches of {cfg.train.batch_size}x{cfg.model.seq_len}")
+    say(f"last group: {_describe_tail(groups)}; order: "
+        f"{f'shuffled per epoch (seed {t.seed})' if t.shuffle else 'corpus order'}; "
+        f"lr horizon {t.total_steps} steps, warm-up {summary.warmup_steps}")
+    if start + steps > t.total_steps:
+        say(f"note: steps {t.total_steps + 1}..{start + steps} lie past the lr horizon "
+            f"({t.total_steps}) and run at the floor lr; to plan a longer run, give its "
+            "first part --total-steps")
+
+
+def _stop_if_asked(should_stop: StopPoll | None, where: str) -> None:
+    """Raise `Stopped` (between steps: the weights are whole) when a signal asked for it."""
     if should_stop is not None and (signum := should_stop()) is not None:
-        raise Stopped(signum, f"{signal.Signals(signum).name}: stopped after the last step "
-                              f"{start_step + steps}", consistent=True)
+        raise Stopped(signum, f"{signal.Signals(signum).name}: {where}", consistent=True)
+
+
+def _count_step(summary: TrainSummary, result: StepResult, dt: float, gi: int, s: int) -> None:
+    summary.steps += 1
+    summary.seconds += dt
+    summary.tokens += result.n_targets
+    summary.losses.append(result.loss)
+    summary.groups.append(gi)
+    summary.lrs.append(result.lr)
+    summary.grad_norms.append(result.grad_norm)
+    summary.final_loss = result.loss
+    summary.end_step = s + 1
+
+
+def _evaluate(plan: TrainPlan, engine: Engine, summary: TrainSummary,
+              live: LiveProgress | None, say: Say) -> None:
+    assert plan.heldout is not None
+    ev = evaluate(engine, plan.heldout)
+    summary.eval_losses.append([summary.end_step, ev.loss])
+    summary.final_eval_loss = ev.loss
+    if live is not None:
+        live.set_eval(ev.loss)
+    say(f"  eval loss {ev.loss:.4f} over {ev.n_targets:,} held-out targets "
+        f"({ev.batches} batches)")
+
+
+def _checkpoint(plan: TrainPlan, engine: Engine, summary: TrainSummary, record,
+                where: tuple[int, int, int], say: Say) -> None:
+    """step-N.npz after global step N (`where`: N, epoch, position in the epoch)."""
+    assert plan.checkpoint_dir is not None
+    step, epoch, position = where
+    path = checkpoint_path(plan.checkpoint_dir, step)
+    t_ckpt = record.now() if record is not None else 0.0
+    save_checkpoint(path, engine.state(), plan.cfg, plan.corpus.vocab,
+                    extra={"data": plan.corpus.source, "epoch": epoch,
+                           "epoch_position": position,
+                           "groups_per_epoch": summary.groups_per_epoch,
+                           **({"eval_loss": summary.final_eval_loss,
+                               "eval_step": summary.eval_losses[-1][0]}
+                              if summary.eval_losses else {})})
+    if record is not None:
+        record.here().span(CHECKPOINT, -1, t_ckpt, record.now())
+    summary.checkpoints.append(str(path))
+    say(f"  checkpoint written: {path}")
+    if plan.keep_checkpoints:
+        prune_checkpoints(plan.checkpoint_dir, plan.keep_checkpoints)
+
+
+def _finish(summary: TrainSummary, token_counts: list[int], per_epoch: int) -> TrainSummary:
     summary.step_targets = token_counts
     loss_sum = sum(loss * n for loss, n in zip(summary.losses, token_counts, strict=True))
     summary.mean_loss = loss_sum / summary.tokens if summary.tokens else float("nan")
@@ -209,7 +262,7 @@ def run_training(engine: Engine, corpus: Corpus, cfg: Config, *, steps: int | No
     return summary
 
 
-def _describe_tail(groups) -> str:
+def _describe_tail(groups: BatchGroups) -> str:
     """One phrase on what the last-group policy did to this corpus."""
     if groups.merged:
         return "a short tail merged into the epoch's last group (--last-group merge)"

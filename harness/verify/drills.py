@@ -15,11 +15,11 @@ import numpy as np
 
 from harness.figures.results import DrillResult
 from harness.figures.thresholds import DETECT_SLACK
-from harness.record.threadstats import live_ks_threads
+from harness.measure.process import live_ks_threads
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
+from plumbing.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 from reference.config import preset
-from reference.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 
 STALL_TIMEOUT = 2.0  # short, so drills are quick; detection must come within it + a few seconds
 

@@ -25,16 +25,16 @@ import numpy as np
 from fast.record import BATCH
 from harness.figures.results import RunRecord
 from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # relative L2, with reasons
-from harness.profiling.machine import blas_facts, blas_line
-from harness.record.evidence import RECORD_FINDINGS, handed_out
+from harness.measure.evidence import RECORD_FINDINGS, handed_out
+from harness.measure.machine import blas_facts, blas_line
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine
+from plumbing.errors import InputError
 from reference.config import Config
-from reference.engine import ReferenceEngine
-from reference.errors import InputError
+from reference.engine import Recorded, ReferenceEngine
 from reference.params import param_specs
 
-# gates read from the run record (harness.record.evidence), by the finding each one needs
+# gates read from the run record (harness.measure.evidence), by the finding each one needs
 RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
                 "barrier-record": ("barriers", "update-after-batches")}
 # every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)
@@ -152,7 +152,7 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
     finally:
         engine.close()
     # an engine with a run record (fast): complete now that every thread has been joined
-    recorder = getattr(engine, "record", None)
+    recorder = engine.record if isinstance(engine, Recorded) else None
     record = recorder.snapshot() if recorder is not None else None
     if traces is not None and record is not None:
         traces.append((f"{cfg.preset} {dtype} T={threads}", record))

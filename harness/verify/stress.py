@@ -18,7 +18,6 @@ A failed case is printed with the batch seed that replays it (`--replay SEED`); 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import tempfile
@@ -30,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from fast import perturb
+from harness.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from harness.run.corpus import load_corpus
-from reference.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from plumbing.errors import FaultError, InputError, StallError
 from reference.config import preset
-from reference.errors import FaultError, InputError, StallError
 
 PRESET = "tiny"  # small enough for a case to take well under a second without faults
 STALL_SECONDS = 1.5  # stall timeout of every case: far above any perturbation (<= 2 ms per
@@ -273,10 +272,10 @@ def stress(seconds: float, seed: int, replay: int | None = None, say=print) -> S
         import hypothesis  # noqa: F401
     except ImportError:
         raise InputError("spheres stress needs hypothesis: pip install -e '.[dev]'") from None
-    from fast.trainer import warm_up
+    from fast.trainer import warmup
 
     for dt in (np.float32, np.float64):
-        warm_up(dt)  # compile once, before the clock starts
+        warmup(dt)  # compile once, before the clock starts
     totals = StressTotals()
     engine_log = logging.getLogger("fast")  # each drilled fault logs its diagnosis: expected
     level = engine_log.level
@@ -305,15 +304,3 @@ def _run(totals: StressTotals, seconds: float, seed: int, replay: int | None, sa
                 say(f"FAILED: {f}")
             say(f"batch {batch}: {totals.cases} cases, {totals.faults_fired} faults fired, "
                 f"{totals.invariants} invariants checked, {len(totals.failures)} failures")
-
-
-def cmd_stress(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    totals = stress(args.seconds, args.seed, args.replay)
-    print(f"stress: {totals.cases} cases in {time.monotonic() - t0:.0f} s, "
-          f"{totals.faults_fired} faults fired ({totals.faults_unfired} never due), "
-          f"{totals.invariants} invariants checked, {totals.sync_points:,} perturbed sync "
-          f"points, {len(totals.failures)} failures", flush=True)
-    for failure in totals.failures:
-        print(f"  FAILED: {failure}", flush=True)
-    return 1 if totals.failures else 0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.profiling.machine import REPO_ROOT
+from harness.measure.machine import REPO_ROOT
 
 
 def _site_frame(stack: list[tuple[str, str, int]]) -> tuple[str, str, int]:

@@ -1,6 +1,6 @@
 """`spheres verify --ranks`: the bitwise and reference gates across MPI ranks (SPEC 10).
 
-For every rank count R it launches ONE `mpiexec -n R python -m harness.mpi.digest` run that
+For every rank count R it launches ONE `mpiexec -n R python -m harness.verify.digest` run that
 fingerprints every (dtype, T) of the sweep on the verify gate's own trajectory, then checks each
 fingerprint against what the single-process engine did in the same `spheres verify` run:
 the SHA-256 of the gradient, of the weights after one update and after the trajectory must be
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from fast.mpi_topology import MAX_RANKS
 from harness.figures.serial import from_json
-from harness.mpi.digest import Fingerprint
+from harness.verify.digest import Fingerprint
+from plumbing.errors import InputError
 from reference.config import Config
-from reference.errors import InputError
 
 LAUNCH_TIMEOUT_S = 1800.0  # one mpiexec launch: its own stall timeouts end a stuck run first
 
@@ -47,7 +47,7 @@ class RankRecord:
 
 def parse_ranks(text: str) -> list[int]:
     """`1,2,3,5,12` or `1-12` -> sorted rank counts, each 1..12."""
-    from harness.run.thread_counts import parse_threads
+    from harness.run.engines import parse_threads
 
     try:
         ranks = parse_threads(text)
@@ -75,7 +75,7 @@ def mpiexec_path() -> str:
 def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int], *,
                   steps: int, stall_timeout: float) -> list[Fingerprint]:
     """One mpiexec launch; the fingerprints rank 0 printed (one JSON line per configuration)."""
-    argv = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.mpi.digest",
+    argv = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.verify.digest",
             "--preset", cfg.preset, "--seed", str(cfg.train.seed), "--group-size",
             str(cfg.train.group_size), "--threads", ",".join(map(str, threads)), "--dtypes",
             ",".join(dtypes), "--steps", str(steps), "--stall-timeout", str(stall_timeout),

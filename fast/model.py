@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from fast import kernels as K
+from plumbing.errors import InputError
 from reference.config import ConfigError, ModelConfig
-from reference.errors import InputError
 from reference.params import flat_offsets, param_specs
 
 _ALIGN_BYTES = 64  # every region starts on a cache line: same alignment in every workspace
@@ -121,13 +121,13 @@ def _as_ids(a: np.ndarray, what: str) -> np.ndarray:
 
 def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segment: np.ndarray,
                            tokens: np.ndarray, targets: np.ndarray, workspace: Workspace,
-                           progress: np.ndarray, slot: int,
+                           ticks: np.ndarray, slot: int,
                            timing: np.ndarray | None = None,
                            marks: np.ndarray | None = None) -> tuple[float, int]:
     """Adds d(loss SUM of this batch)/d(params) into grad_segment (+=, fixed op order).
 
     tokens/targets (B, T) int64, T <= S. Returns (loss_sum, non-pad target count). Micro-batches
-    of `model.micro_batch` rows run in row order; progress[slot] += 1 after every layer.
+    of `model.micro_batch` rows run in row order; ticks[slot] += 1 after every layer.
     timing: None, or an int64 array of len(fast.kernels.TIMING_GROUPS) to which every kernel
     group's CPU cycles are added (the per-kernel table of `make bench`).
     marks: None, or an int64 array of `n_marks(model, B)` cycle-counter readings the kernel
@@ -156,8 +156,8 @@ def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segme
             or workspace.micro_batch != model.micro_batch):
         raise ValueError("workspace was made for another model, dtype or micro_batch; "
                          "use model.new_workspace()")
-    if progress.dtype != np.int64 or not 0 <= slot < progress.shape[0]:
-        raise ValueError(f"progress must be an int64 array with slot {slot} in range")
+    if ticks.dtype != np.int64 or not 0 <= slot < ticks.shape[0]:
+        raise ValueError(f"ticks must be an int64 array with slot {slot} in range")
     if timing is None:
         timing = _NO_TIMING
     elif timing.dtype != np.int64 or timing.shape != (len(K.TIMING_GROUPS),):
@@ -171,7 +171,7 @@ def batch_forward_backward(model: FastModel, params_flat: np.ndarray, grad_segme
     dims = np.array([m.vocab_size, m.seq_len, m.d_model, m.n_layers, m.n_heads, m.d_ff,
                      model.micro_batch], dtype=np.int64)
     loss, n = K.model_forward_backward(params_flat, grad_segment, model.param_offsets, tokens,
-                                targets, workspace.buffer, workspace.offsets, dims, progress,
+                                targets, workspace.buffer, workspace.offsets, dims, ticks,
                                 int(slot), timing, marks)
     return float(loss), int(n)
 

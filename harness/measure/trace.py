@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fast.record import BATCH, STEP, RecordSnapshot
-from reference.atomic import atomic_write_text
+from plumbing.atomic import atomic_write_text
 
 US = 1e6  # trace timestamps are microseconds
 

@@ -1,6 +1,6 @@
 """SHA-256 fingerprints of one group's gradient, the first update and a short trajectory.
 
-`python -m harness.mpi.digest` runs under `mpiexec -n R` and fingerprints several (dtype, T)
+`python -m harness.verify.digest` runs under `mpiexec -n R` and fingerprints several (dtype, T)
 configurations in ONE launch (MPI start-up costs about a second); `fingerprint()` computes the
 same fingerprints for any in-process engine, so `spheres verify --ranks`, the tests and the
 single-process engine are compared by the very same code. Rank 0 prints one JSON line per
@@ -84,7 +84,7 @@ def reference_answers(cfg: Config, groups) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.mpi.digest")
+    parser = argparse.ArgumentParser(prog="python -m harness.verify.digest")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--group-size", type=int, default=None)

@@ -1,6 +1,6 @@
 """Step time and bytes across MPI ranks, for `make bench` and docs/SCALE.md.
 
-`mpiexec -n R python -m harness.mpi.bench --preset seed --group 24 --threads 1` times `rounds`
+`mpiexec -n R python -m harness.bench.mpi_steps --preset seed --group 24 --threads 1` times `rounds`
 full steps after a one-batch warm-up step, on rank 0's clock, and prints one JSON line: best
 step seconds, tokens per second, and per rank its bytes sent and received in the last step and
 its compute / waiting / communication seconds. `--single` times the single-process engine with
@@ -62,7 +62,7 @@ def loopback(mb: float, rounds: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.mpi.bench")
+    p = argparse.ArgumentParser(prog="python -m harness.bench.mpi_steps")
     p.add_argument("--preset", default="seed")
     p.add_argument("--group", type=int, default=24, help="batches per step G")
     p.add_argument("--threads", type=int, default=1, help="worker threads per rank")

@@ -14,7 +14,7 @@ import psutil
 
 from harness.figures.facts import BlasFacts, BlasLibrary, GitCommit, MachineFacts
 from harness.figures.serial import to_json
-from harness.profiling.cpu import available_cores
+from plumbing.cores import usable_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (git commit, "our" frames)
 
@@ -137,7 +137,7 @@ def machine_facts() -> MachineFacts:
     import numpy as np
 
     return MachineFacts(
-        cores=available_cores(), logical_cpus=os.cpu_count(),
+        cores=usable_cores(), logical_cpus=os.cpu_count(),
         physical_cores=psutil.cpu_count(logical=False), cpu_model=_cpu_model(),
         memory_total_bytes=psutil.virtual_memory().total, platform=platform.platform(),
         python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,

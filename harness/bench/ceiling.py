@@ -13,9 +13,9 @@
    is split into GEMMs, so two thread counts with two micro-batches would not give the same
    bits.
 
-`make bench-ceiling` runs it and writes `reports/bench/ceiling.md` and `ceiling.json`; the
-numbers it prints are the evidence behind the micro-batch of each preset in
-`reference.config`.
+`make bench-ceiling` (`python -m harness.bench.ceiling`) runs it and writes
+`reports/bench/ceiling.md` and `ceiling.json`; the numbers it prints are the evidence behind the
+micro-batch of each preset in `reference.config`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from harness.bench.summary import flops_per_token
-from harness.profiling.machine import REPO_ROOT, machine_info
-from harness.profiling.rss import peak_rss_bytes, release_free_memory, reset_peak_rss
+from harness.measure.machine import REPO_ROOT, machine_info
+from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
+from plumbing.errors import InputError
 from reference.config import ModelConfig, preset
-from reference.errors import InputError
 
 
 def best_seconds(fn, rounds: int) -> float:
@@ -147,7 +147,8 @@ def render(preset_name: str, ceiling: dict, table: list[dict], blas: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.ceiling",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--micro", default="2,4,8,16", help="micro-batch sizes, comma separated")
     parser.add_argument("--threads", default="1,2,63", help="thread counts, comma separated")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = [int(x) for x in args.threads.split(",")]
         cfg = preset(args.preset)
     except (ValueError, InputError) as exc:
-        print(f"perf_ceiling: {exc}", file=sys.stderr)
+        print(f"harness.bench.ceiling: {exc}", file=sys.stderr)
         return 2
     blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
             for p in threadpool_info() if p.get("user_api") == "blas"]

@@ -1,11 +1,13 @@
 """Side-by-side A/B of two checkouts' fast engines: the same trainer workload, alternating.
 
-Usage: python ab_trainer.py OLD_TREE NEW_TREE [rounds]. Each measurement is a fresh process
-with PYTHONPATH set to one tree (its own fast/ kernels and its preset micro-batch), timing one
-step of G=8 seed batches at T=1 and T=2 after a warm-up step, beside a 2048^3 sgemm on the same
-cores; trees alternate every round so host noise hits both alike. Best round counts.
+Usage: python benchmarks/ab_trainer.py OLD_TREE NEW_TREE [rounds] (issue 12's run of it:
+reports/bench/issue-12/ab_trainer.txt). Each measurement is a fresh process with PYTHONPATH set
+to one tree (its own fast/ kernels and its preset micro-batch), timing one step of G=8 seed
+batches at T=1 and T=2 after a warm-up step, beside a 2048^3 sgemm on the same cores; trees
+alternate every round so host noise hits both alike. Best round counts.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -47,7 +49,12 @@ def run(tree: str, threads: int) -> dict:
 
 
 def main() -> None:
-    old, new, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("old", metavar="OLD_TREE", help="checkout measured as 'before'")
+    ap.add_argument("new", metavar="NEW_TREE", help="checkout measured as 'after'")
+    ap.add_argument("rounds", type=int, nargs="?", default=3, help="alternating rounds")
+    args = ap.parse_args()
+    old, new, rounds = args.old, args.new, args.rounds
     best: dict[tuple[str, int], dict] = {}
     for r in range(rounds):
         for name, tree in (("before", old), ("after", new)):

@@ -1,10 +1,11 @@
-"""Before/after loss curves for issue 14 on one corpus (run: python <this file>).
+"""Before/after loss curves for issue 14 on one corpus (python benchmarks/training_quality.py).
 
 "before" is main's behaviour (`--last-group keep --no-shuffle --total-steps 1000`), "after" the
 new defaults (merge, shuffled epochs, lr horizon = the planned run). Both train the same preset,
 seed, corpus and epochs through the real `spheres train`; then each final checkpoint is scored
 on the whole training corpus and on a held-out corpus (every target, no update, the fast engine
-at float32). Writes results-<N>ep.json and loss-curves-<N>ep.png next to this file.
+at float32). Writes results-<N>ep.json and loss-curves-<N>ep.png into --out (default
+reports/training-quality/, whose README shows them).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "training-quality"  # where the figures and the README live
+sys.path.insert(0, str(ROOT))  # this tree's code, also when another checkout is installed
 
 from fast.trainer import FastTrainer  # noqa: E402
-from harness.corpus import load_corpus  # noqa: E402
-from reference.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from harness.run.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from harness.run.corpus import load_corpus  # noqa: E402
 
 PRESET, THREADS, SEED = "small", 2, 0
 EPOCHS = 10  # set by --epochs
@@ -123,6 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder of the results and plots")
     args = ap.parse_args()
     EPOCHS = args.epochs
     tag = f"{EPOCHS}ep"
@@ -136,8 +138,9 @@ def main() -> None:
             s["held_out_loss"] = corpus_loss(s["checkpoint"], held_out)
             del s["checkpoint"]
             results[name] = s
-    (HERE / f"results-{tag}.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    plot(results, HERE / f"loss-curves-{tag}.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"results-{tag}.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    plot(results, args.out / f"loss-curves-{tag}.png")
     print(json.dumps({k: {m: v[m] for m in ("corpus_loss", "held_out_loss", "steps")}
                       for k, v in results.items()}, indent=1))
 

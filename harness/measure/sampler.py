@@ -13,7 +13,8 @@ import psutil
 
 from harness.figures.facts import SamplerSummary
 from harness.figures.serial import to_json
-from harness.profiling.cpu import available_cores, cpu_use
+from harness.measure.process import cpu_use
+from plumbing.cores import usable_cores
 
 
 @dataclass
@@ -131,7 +132,7 @@ class ThreadCpuSampler:
     def utilisation(self, cores: int | None = None) -> list[tuple[float, float]]:
         """(time, CPU use) per interval: process CPU seconds / wall seconds / cores."""
         samples, _ = self._snapshot()
-        cores = cores or available_cores()
+        cores = cores or usable_cores()
         out = []
         for prev, cur in zip(samples, samples[1:], strict=False):
             dt = cur.t - prev.t
@@ -154,7 +155,7 @@ class ThreadCpuSampler:
 
     def result(self, cores: int | None = None) -> SamplerSummary:
         """Everything above, typed, for reports."""
-        cores = cores or available_cores()
+        cores = cores or usable_cores()
         per_thread = self.thread_cpu_seconds()
         wall = self.wall_seconds
         total = sum(per_thread.values())

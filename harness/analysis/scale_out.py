@@ -1,7 +1,7 @@
 """`spheres analyze --ranks R`: the report's "Scale-out" section, measured with real mpiexec runs.
 
-Two launches: `harness.mpi.bench` (step time; per rank its compute, waiting and communication
-seconds and the bytes it sent and received in one step) and `harness.mpi.digest` (SHA-256 of
+Two launches: `harness.bench.mpi_steps` (step time; per rank its compute, waiting and communication
+seconds and the bytes it sent and received in one step) and `harness.verify.digest` (SHA-256 of
 the gradient, the first update and a 3-step trajectory), whose hashes are compared with the
 single-process engine's, computed here in-process by the same `fingerprint` code.
 """
@@ -17,9 +17,9 @@ import numpy as np
 from harness.figures.bench_metrics import MpiStepBench
 from harness.figures.results import AnalysisResults, Check, ScaleOut
 from harness.figures.serial import from_json
-from harness.mpi.verify_ranks import mpiexec_path
+from harness.verify.ranks import mpiexec_path
+from plumbing.errors import InputError
 from reference.config import preset
-from reference.errors import InputError
 
 SCALE_GROUP = 12  # batches per step: one per symmetry position, so every rank has work
 LAUNCH_TIMEOUT_S = 3600.0
@@ -37,15 +37,15 @@ def _launch(ranks: int, module: str, argv: list[str]) -> list[dict]:
 def phase_scale_out(preset_name: str, ranks: int, threads: int, seed: int, say) -> ScaleOut:
     """Measure R ranks x T threads: timing, bytes, and the bitwise comparison."""
     from fast.trainer import FastTrainer
-    from harness.mpi.digest import Fingerprint, fingerprint, trajectory_groups
+    from harness.verify.digest import Fingerprint, fingerprint, trajectory_groups
 
     out = ScaleOut(ranks=ranks, threads=threads, preset=preset_name, group=SCALE_GROUP)
     try:
         say(f"scale-out: {ranks} ranks x {threads} threads, {preset_name}, G={SCALE_GROUP}")
-        out.bench = from_json(MpiStepBench, _launch(ranks, "harness.mpi.bench", [
+        out.bench = from_json(MpiStepBench, _launch(ranks, "harness.bench.mpi_steps", [
             "--preset", preset_name, "--group", str(SCALE_GROUP), "--threads", str(threads),
             "--rounds", "2"])[0])
-        fp = from_json(Fingerprint, _launch(ranks, "harness.mpi.digest", [
+        fp = from_json(Fingerprint, _launch(ranks, "harness.verify.digest", [
             "--preset", preset_name, "--seed", str(seed), "--group-size", str(SCALE_GROUP),
             "--threads", str(threads), "--dtypes", "float32", "--steps", "3"])[0])
         cfg = preset(preset_name, seed=seed, group_size=SCALE_GROUP)

@@ -1,0 +1,66 @@
+"""`spheres engines`: the installed engines, and with --measure every engine side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.commands import options as o
+from harness.commands.preflight import Outputs
+from plumbing.atomic import atomic_write_text
+from plumbing.cores import usable_cores
+from plumbing.errors import ExitCode, InputError
+from reference.config import PRESETS, preset
+
+DESCRIPTION = ("Every engine of the entry-point group kissing_spheres.engines: name, factory, "
+               "distribution, and whether it loads here.")
+OUTPUTS: Outputs = ()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--measure", action="store_true",
+                   help="also measure every available engine side by side on one workload: "
+                        "tokens/s, share of the sgemm limit, error vs reference, bitwise, memory")
+    p.add_argument("--engine", action="append", default=None, metavar="ENGINE",
+                   help="with --measure: only these engines (repeatable; default: all available "
+                        "plus the example exec engine)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="with --measure: workload preset (default: tiny)")
+    p.add_argument("--group-size", type=o.positive_int, default=None,
+                   help="with --measure: batches per step (default: min(G, 2))")
+    p.add_argument("--threads", type=o.positive_int, default=None,
+                   help="with --measure: threads (default: cores); bitwise compares 1 vs this")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="with --measure: precision of the engines under test (default: float32)")
+    p.add_argument("--rounds", type=o.positive_int, default=3,
+                   help="with --measure: timed steps per engine, best counts (default: 3)")
+    p.add_argument("--json", type=Path, default=None, help="with --measure: write the figures")
+    p.add_argument("--markdown", type=Path, default=None, help="with --measure: write a table")
+    p.add_argument("--stall-timeout", type=o.positive_float, default=600.0,
+                   help="seconds an engine may take to answer one request (default: 600)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The registry; with --measure, every engine side by side."""
+    from harness.bench.engine_compare import available_specs, compare, markdown
+    from harness.figures.bench_metrics import Workload
+    from harness.run.plugins import format_engines, list_engines
+
+    print(format_engines(list_engines()), flush=True)
+    if not args.measure:
+        return ExitCode.OK
+    for path in (args.json, args.markdown):
+        if path is not None and not path.parent.is_dir():
+            raise InputError(f"output folder {path.parent} does not exist; create it first")
+    cfg = preset(args.preset)
+    work = Workload(args.preset, args.group_size or min(cfg.train.group_size, 2), args.dtype,
+                    args.threads or usable_cores(), args.rounds)
+    specs = args.engine or available_specs()
+    result = compare(specs, work, stall_timeout=args.stall_timeout,
+                     say=lambda line: print(line, flush=True))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(result.to_json(), indent=2))
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, "# Engines side by side\n\n" + markdown(result))
+    return ExitCode.OK

@@ -1,0 +1,38 @@
+"""`spheres stress`: a seeded chaos run of perturbed schedules, faults and invariants."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from harness.commands import options as o
+from harness.commands.preflight import Outputs
+from plumbing.errors import ExitCode
+
+DESCRIPTION = ("Hypothesis-drawn cases (threads, group sizes, short groups, fault combinations) "
+               "under perturbed timing at every synchronisation point; exit 1 on any failed "
+               "invariant.")
+OUTPUTS: Outputs = ()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=o.finite_number(0, 7 * 86400.0), default=60.0,
+                   help="how long to run (default: 60)")
+    p.add_argument("--seed", type=o.int_in_range(0, o.MAX_SEED), default=0,
+                   help="seed of the whole run (default: 0)")
+    p.add_argument("--replay", type=o.int_in_range(0, 2**32 - 1), default=None,
+                   help="rerun the one batch of cases a failure named")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.verify.stress import stress
+
+    t0 = time.monotonic()
+    totals = stress(args.seconds, args.seed, args.replay)
+    print(f"stress: {totals.cases} cases in {time.monotonic() - t0:.0f} s, "
+          f"{totals.faults_fired} faults fired ({totals.faults_unfired} never due), "
+          f"{totals.invariants} invariants checked, {totals.sync_points:,} perturbed sync "
+          f"points, {len(totals.failures)} failures", flush=True)
+    for failure in totals.failures:
+        print(f"  FAILED: {failure}", flush=True)
+    return ExitCode.VERIFY_FAILED if totals.failures else ExitCode.OK
