@@ -73,6 +73,40 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = finite_number(0, 1)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.1), got {value:g}")
+    return value
+
+
+def checked_text(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """argparse type: `text` unchanged once `parse(text)` accepts it (its InputError becomes a
+    usage error, exit 2, at parse time: before any work). For lists parsed again where used."""
+    def check(text: str) -> str:
+        from plumbing.errors import InputError
+
+        try:
+            parse(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return check
+
+
+def thread_counts(text: str) -> str:
+    from harness.run.engines import parse_threads
+
+    return checked_text(parse_threads)(text)
+
+
+def rank_counts(text: str) -> str:
+    from harness.verify.ranks import parse_ranks
+
+    return checked_text(parse_ranks)(text)
+
+
 def ranks_count(text: str) -> int:
     value = positive_int(text)
     if value > 12:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from plumbing.atomic import atomic_write
 from plumbing.errors import InputError
+from plumbing.outputs import write_output
 from reference.config import Config
 from reference.data import Vocab
 from reference.engine import TrainState
@@ -81,7 +81,7 @@ def save_checkpoint(path: str | Path, state: TrainState, config: Config, vocab: 
             arrays[f"{group}/{name}"] = np.ascontiguousarray(a)
     arrays["checksum"] = np.array(_checksum(arrays))
 
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return write_output(path, lambda fh: np.savez(fh, **arrays), "checkpoint")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
