@@ -93,11 +93,22 @@ def check_output_dir(path: Path, option: str) -> None:
                          else f"{option} {path}: {problem}")
 
 
-def write_error(path: Path, exc: OSError, what: str = "") -> InputError:
+class OutputError(InputError, OSError):
+    """A write that failed (exit 2): still an OSError, with the errno and the output's path."""
+
+    def __init__(self, message: str, cause: OSError, path: Path) -> None:
+        OSError.__init__(self, cause.errno, cause.strerror or str(cause), str(path))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def write_error(path: Path, exc: OSError, what: str = "") -> OutputError:
     """A write error as one line naming the file, the system's reason and the fix."""
     fix = _WRITE_FIXES.get(exc.errno or 0, "check the path and the disk")
     label = f"{what} {path}" if what else str(path)
-    return InputError(f"could not write {label}: {exc.strerror or exc} ({fix})")
+    return OutputError(f"could not write {label}: {exc.strerror or exc} ({fix})", exc, path)
 
 
 Content = bytes | str | Callable[[BinaryIO], object]
@@ -119,6 +130,8 @@ def write_output(path: str | Path, content: Content, what: str = "") -> Path:
         writer = content
     try:
         return atomic_write(path, writer)
+    except OutputError:
+        raise
     except OSError as exc:
         raise write_error(path, exc, what) from exc
 

@@ -71,6 +71,11 @@ def foreign_entries(folder: Path) -> list[str] | None:
     return foreign
 
 
+def _few(names: list[str], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most
+                                      else "")
+
+
 def report_folder_problem(out: Path) -> str | None:
     """Why `out` cannot become (or be replaced by) a report folder, or None."""
     out = Path(out)
@@ -88,11 +93,11 @@ def report_folder_problem(out: Path) -> str | None:
         return None
     foreign = foreign_entries(out)
     if foreign is None:
-        shown = ", ".join(sorted(p.name for p in out.iterdir())[:4])
-        return (f"is a folder that is not a spheres report (it holds {shown}, ...); spheres "
-                "deletes nothing it did not write: choose a new or empty folder")
+        return (f"is a folder that is not a spheres report (it holds "
+                f"{_few(sorted(p.name for p in out.iterdir()))}); spheres deletes nothing it "
+                "did not write: choose a new or empty folder")
     if foreign:
-        return (f"is a spheres report but also holds {', '.join(foreign[:4])}, which spheres "
+        return (f"is a spheres report but also holds {_few(foreign)}, which spheres "
                 "did not write (or which changed since); move them out or choose another "
                 "folder")
     return None

@@ -380,3 +380,16 @@ def test_a_report_lock_beside_a_folder_not_yet_made(tmp_path):
     with lock_beside(out, "--out x") as lock:
         assert lock.path.parent == out.parent and lock.path.exists()
     assert not lock.path.exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["verify", "--threads", "1", "--engine", "nope"], "unknown engine 'nope'"),
+    (["verify", "--threads", "1", "--engine", "exec:python 'unbalanced"], "cannot be split"),
+    (["analyze", "--quick", "--engine", "nope"], "unknown engine 'nope'"),
+    (["engines", "--measure", "--engine", "exec:"], "no command after exec:"),
+])
+def test_engine_specs_are_checked_before_the_work(argv, needle, capsys, no_work, monkeypatch,
+                                                  tmp_path):
+    monkeypatch.chdir(tmp_path)  # analyze's default report folder lands here if it gets that far
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and needle in err, err

@@ -89,8 +89,11 @@ def checked_text(parse: Callable[[str], object]) -> Callable[[str], str]:
 
         try:
             parse(text)
-        except InputError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        except InputError as exc:  # argparse names the option: drop the message's own
+            message = str(exc)
+            if message.startswith("--") and f" {text!r}: " in message:
+                message = message.split(" ", 1)[1]
+            raise argparse.ArgumentTypeError(message) from None
         return text
     return check
 

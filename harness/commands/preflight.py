@@ -6,6 +6,9 @@ missing); `check_outputs` runs before the command's body and raises InputError (
 one-line message naming the option and the fix: a missing or read-only folder, a folder where
 a file is expected, a device or FIFO, a report folder holding files spheres did not write
 (plumbing/report_folder.py), two outputs naming the same file, or an output naming an input.
+A Path-typed option is an output (inputs such as --data and --resume are str). The engines the
+command names (`--engine`) are checked too: a registered name or module:factory that loads, an
+exec: command line that splits, so a typo never surfaces after the work.
 """
 
 from __future__ import annotations
@@ -59,6 +62,33 @@ def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
         value = getattr(args, dest, None)
         if isinstance(value, str | Path) and Path(value).resolve() in files:
             raise _input_clash(files[Path(value).resolve()], option, value)
+    check_engine_specs(getattr(args, "engine", None))
+
+
+BUILT_IN = ("fast", "mpi")  # built by harness/run/engines.py itself, not by a factory
+
+
+def check_engine_specs(specs: str | list[str] | None) -> None:
+    """Every `--engine` spec can be built: InputError (exit 2) naming the first that cannot."""
+    import shlex
+
+    from harness.run.plugins import EXEC_PREFIX, resolve_factory
+
+    for spec in [specs] if isinstance(specs, str) else specs or []:
+        if spec in BUILT_IN:
+            continue
+        if spec.startswith(EXEC_PREFIX):
+            command = spec[len(EXEC_PREFIX):]
+            try:
+                argv = shlex.split(command)
+            except ValueError as exc:
+                raise InputError(f"--engine {spec!r}: the command line cannot be split ({exc});"
+                                 " check its quotes") from None
+            if not argv:
+                raise InputError(f"--engine {spec!r}: no command after exec:; give one, e.g. "
+                                 "exec:'python my_engine.py'")
+            continue
+        resolve_factory(spec)
 
 
 def _refuse_collision(path: Path, option: str, seen: dict[Path, str]) -> None:
