@@ -84,7 +84,9 @@ def report_folder_problem(out: Path) -> str | None:
     if resolved == here or resolved in here.parents:
         return ("is the current folder (or holds it); a report replaces its folder whole: "
                 "give a new folder name such as ./report")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        return f"is a symbolic link; give the folder itself ({resolved}) or a new one"
+    if out.exists() and not out.is_dir():
         return "exists and is not a folder; choose another folder"
     problem = output_dir_problem(out.parent if out.exists() else out)
     if problem is not None:

@@ -393,3 +393,13 @@ def test_engine_specs_are_checked_before_the_work(argv, needle, capsys, no_work,
     monkeypatch.chdir(tmp_path)  # analyze's default report folder lands here if it gets that far
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and needle in err, err
+
+
+def test_a_fifo_output_is_refused_before_work_and_stays(tmp_path, capsys, no_work):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(["verify", "--threads", "1", "--json", str(fifo)], capsys)
+    assert code == 2 and "FIFO" in err
+    with pytest.raises(InputError, match="FIFO"):
+        write_output(fifo, "{}")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -102,7 +102,7 @@ def trace_events(rec: RecordSnapshot, *, pid: int = 0, rank_name: str = "spheres
 def write_trace(rec: RecordSnapshot, path: str | Path, **kwargs) -> Path:
     """Write the trace atomically; returns the path."""
     path = Path(path)
-    write_output(path, json_text(trace_events(rec, **kwargs)), "--trace")
+    write_output(path, json_text(trace_events(rec, **kwargs)))
     return path
 
 
@@ -122,7 +122,7 @@ def write_traces(runs: list[tuple[str, RecordSnapshot]], path: str | Path,
     path = Path(path)
     write_output(path, json_text({"traceEvents": events, "displayTimeUnit": "ms",
                                   "otherData": {"runs": len(runs),
-                                                "runs_left_out_for_size": skipped}}), "--trace")
+                                                "runs_left_out_for_size": skipped}}))
     return path
 
 
