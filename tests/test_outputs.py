@@ -403,3 +403,15 @@ def test_a_fifo_output_is_refused_before_work_and_stays(tmp_path, capsys, no_wor
     with pytest.raises(InputError, match="FIFO"):
         write_output(fifo, "{}")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_pruning_deletes_only_checkpoints_never_a_users_file_of_the_same_name(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    mine = ckpt / "step-000000.npz"
+    mine.write_text("the user's own file that happens to share the name")
+    code, _, err = run_cli(["train", *TINY, "--steps", "2", "--checkpoint-every", "1",
+                            "--keep-checkpoints", "1", "--checkpoint-dir", str(ckpt)], capsys)
+    assert code == 0, err
+    assert mine.read_text().startswith("the user's own file")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-000000.npz", "step-000002.npz"]
