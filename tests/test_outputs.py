@@ -217,6 +217,26 @@ def test_every_number_option_has_a_range_checked_at_parse_time(name):
     assert not bare, f"spheres {name}: {bare} take any number; give them a ranged type"
 
 
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_no_number_option_takes_a_negative_or_non_finite_value(name):
+    accepted = []
+    for action in _parser(name)._actions:  # noqa: SLF001
+        if not action.option_strings or action.type in (None, str, Path):
+            continue
+        try:
+            if not isinstance(action.type("1"), int | float):
+                continue
+        except (argparse.ArgumentTypeError, ValueError):
+            continue
+        for bad in ("-1", "nan", "inf", "1e400"):
+            try:
+                action.type(bad)
+            except (argparse.ArgumentTypeError, ValueError):
+                continue
+            accepted.append(f"{action.option_strings[0]} {bad}")
+    assert not accepted, f"spheres {name} accepts {accepted}"
+
+
 @pytest.mark.parametrize("ranks", ["0", "13", "200", "two"])
 def test_verify_ranks_out_of_range_is_refused_before_the_sweep(ranks, capsys, no_work):
     code, _, err = run_cli(["verify", "--threads", "1", "--presets", "tiny", "--dtypes",
