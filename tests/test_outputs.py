@@ -435,3 +435,29 @@ def test_pruning_deletes_only_checkpoints_never_a_users_file_of_the_same_name(tm
     assert code == 0, err
     assert mine.read_text().startswith("the user's own file")
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-000000.npz", "step-000002.npz"]
+
+
+def test_two_real_trains_on_one_checkpoint_dir_the_second_is_refused(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = tmp_path / "ckpt"
+    first = subprocess.Popen([sys.executable, "-m", "harness", "train", *TINY, "--steps",
+                              "1000000", "--quiet", "--checkpoint-dir", str(ckpt)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (ckpt / LOCK_NAME).exists() and first.poll() is None:
+            assert time.monotonic() < deadline, "the first run never took its lock"
+            time.sleep(0.05)
+        code, _, err = run_cli(["train", *TINY, "--steps", "1", "--checkpoint-dir", str(ckpt)],
+                               capsys)
+        assert code == 2 and f"pid {first.pid} on host" in err, err
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=60)
+    assert first.returncode == 143, first_err
+    assert not (ckpt / LOCK_NAME).exists(), "a stopped run releases its lock"
