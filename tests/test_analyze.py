@@ -161,3 +161,18 @@ def test_results_json_of_another_schema_version_is_refused(quick_report: Path):
         AnalysisResults.from_json(dict(data, surprise=1))
     results = AnalysisResults.from_json(data)
     assert dataclasses.replace(results, verdict="FAIL") != results  # equality sees a change
+
+
+def test_report_is_sealed_with_a_manifest_of_every_file_and_leaves_nothing_beside(
+        quick_report: Path):
+    from plumbing.report_folder import MANIFEST, foreign_entries, report_folder_problem
+
+    manifest = json.loads((quick_report / MANIFEST).read_text())
+    assert {"analysis.md", "results.json"} <= set(manifest["files"])
+    assert foreign_entries(quick_report) == []  # every file listed, byte for byte
+    assert report_folder_problem(quick_report) is None  # a rerun may replace it
+    assert os.listdir(quick_report.parent) == ["report"]  # no partial folder, no lock file
+
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+    json.loads((quick_report / "results.json").read_text(), parse_constant=refuse)

@@ -6,15 +6,16 @@ sampling and a py-spy flame graph), throughput against threads, equivalence gate
 fault drills, memory (memray). Every figure lands in `results.json`;
 `harness.analysis.checks` turns figures into verdicts and `harness.analysis.report` renders the
 markdown from those typed results (`harness.figures.results.AnalysisResults`). The report
-folder is built under a temporary name and renamed at the end: no half-written report.
+folder is built under a temporary name, sealed with a manifest of every file in it and renamed
+at the end: no half-written report, and an existing --out is replaced only when it is one of
+our reports and holds nothing else (plumbing/report_folder.py); the folder is locked for the
+run (plumbing/folder_lock.py), so a second analyze into it is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from harness.figures.results import (
 from harness.measure.machine import machine_facts
 from harness.measure.process import cpu_use
 from plumbing.errors import InputError
+from plumbing.folder_lock import lock_beside
+from plumbing.outputs import json_text, write_output
+from plumbing.report_folder import build_folder, check_report_folder, install, seal
 from reference.config import preset
 from reference.params import param_count
 
@@ -109,24 +113,18 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
 
 def write_results(results: AnalysisResults, path: Path) -> None:
     """`results.json`: the typed results' JSON under their schema version."""
-    path.write_text(json.dumps(results.to_json(), indent=2))
+    write_output(path, json_text(results.to_json(), indent=2))
 
 
 def prepare_out(out: Path) -> Path:
     """Check the report folder can be written before any work; returns the temp build folder."""
-    parent = out.parent if str(out.parent) else Path(".")
+    check_report_folder(out, "--out")
+    parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out}: cannot create {parent}: {exc.strerror}") from None
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder; choose another --out")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"--out {out}: {parent} is not writable; choose another --out")
-    tmp = parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
+    return build_folder(out)
 
 
 def analyze_into(plan: Plan, out: Path, *, ranks: int | None = None,
@@ -135,6 +133,14 @@ def analyze_into(plan: Plan, out: Path, *, ranks: int | None = None,
     """Run the analysis with live progress and write its report folder `out` whole (built under
     a temporary name, renamed at the end); `ranks` adds the Scale-out section (SPEC 10) and
     `trace` gets a copy of the report's trace.json."""
+    check_report_folder(out, "--out")
+    with lock_beside(out, f"--out {out}"):
+        return _analyze_locked(plan, out, ranks=ranks, trace=trace, quiet=quiet,
+                               progress_seconds=progress_seconds)
+
+
+def _analyze_locked(plan: Plan, out: Path, *, ranks: int | None, trace: Path | None,
+                    quiet: bool, progress_seconds: float | None) -> AnalysisResults:
     tmp = prepare_out(out)
     say(f"analyze: preset {plan.preset}, {plan.threads} threads, {plan.steps} steps -> {out}")
     try:
@@ -150,13 +156,23 @@ def analyze_into(plan: Plan, out: Path, *, ranks: int | None = None,
 
                 add_scale_out(results, plan.preset, ranks, plan.threads, plan.seed, phases)
         write_results(results, tmp / "results.json")
-        (tmp / "analysis.md").write_text(render(results))
+        write_output(tmp / "analysis.md", render(results))
+        seal(tmp)
         if trace is not None and (tmp / "trace.json").exists():
-            shutil.copyfile(tmp / "trace.json", trace)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            write_output(trace, (tmp / "trace.json").read_bytes(), "--trace")
+        leftover = install(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
+    if leftover is not None:
+        say(f"analyze: the old report's folder kept files added while this run built the new "
+            f"one; they are in {leftover}")
     return results
+
+
+def discard(tmp: Path) -> None:
+    """Remove our unfinished build folder (every file in it is ours: we made the folder)."""
+    import shutil
+
+    if tmp.exists() and tmp.name.startswith(".") and ".partial-" in tmp.name:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,6 @@ micro-batch of each preset in `reference.config`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from harness.bench.summary import flops_per_token
 from harness.measure.machine import REPO_ROOT, machine_info
 from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
 from plumbing.errors import InputError
+from plumbing.outputs import write_json, write_output
 from reference.config import ModelConfig, preset
 
 
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"machine": machine_info(), "preset": args.preset, "blas": blas, "ceiling": ceiling,
             "micro_table": table}
-    (args.out / "ceiling.json").write_text(json.dumps(data, indent=2, default=str))
-    (args.out / "ceiling.md").write_text(render(args.preset, ceiling, table, blas))
+    write_json(args.out / "ceiling.json", data, indent=2, default=str)
+    write_output(args.out / "ceiling.md", render(args.preset, ceiling, table, blas))
     print(f"wrote {args.out / 'ceiling.md'}", flush=True)
     return 0
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.bench.summary import flops_per_token
 from harness.figures.bench_metrics import EngineComparison, EngineRow, Workload
+from harness.figures.serial import from_json
 from harness.measure.machine import REPO_ROOT
 from harness.measure.process import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
@@ -32,6 +33,7 @@ from harness.run.plugins import list_engines
 from harness.verify.gates import digest, worst_tensor
 from plumbing.cores import usable_cores
 from plumbing.errors import SpheresError
+from plumbing.outputs import json_text, write_output
 from reference.config import Config, preset
 from reference.engine import ReferenceEngine, ReportsChildMemory
 from reference.params import param_specs
@@ -142,7 +144,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                                   cwd=REPO_ROOT, env=env)
             if proc.returncode == 0 and out.exists():
-                row = EngineRow(**json.loads(out.read_text()))
+                row = from_json(EngineRow, json.loads(out.read_text()))  # null: NaN
             else:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 row = EngineRow(spec, work.dtype, work.threads,
@@ -230,7 +232,7 @@ def _child(argv: list[str]) -> int:
     except SpheresError as exc:
         print(f"engine {a.engine}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
-    a.out.write_text(json.dumps(asdict(row)))
+    write_output(a.out, json_text(asdict(row)))
     return 0
 
 

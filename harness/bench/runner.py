@@ -32,6 +32,7 @@ from harness.bench.history import (
 from harness.bench.render import print_summary, render_markdown, write_plots
 from harness.bench.summary import summarize
 from harness.measure.machine import REPO_ROOT, machine_facts
+from plumbing.outputs import write_json, write_output
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def compare_history(run: dict[str, Any], args: BenchOptions,
             lines += markdown_table(c) + [""]
         text = "\n".join(lines)
         print(text)
-        (out_dir / "comparison.md").write_text(text)
+        write_output(out_dir / "comparison.md", text)
     return comparisons
 
 
@@ -156,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary.machine is None:
         summary.machine = machine_facts()
     summary.plots = write_plots(summary, out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
-    (out_dir / "summary.md").write_text(render_markdown(summary))
+    write_json(out_dir / "summary.json", summary.to_json(), indent=2)
+    write_output(out_dir / "summary.md", render_markdown(summary))
     print_summary(summary)
     print(f"wrote {out_dir / 'summary.md'} and {out_dir / 'summary.json'}")
     history = compare_history(json.loads(json_path.read_text()), args, out_dir)

@@ -16,7 +16,7 @@ from reference.config import PRESETS
 
 DESCRIPTION = ("Build, train, verify, drill the watchdog, profile and write "
                "reports/<date>-<preset>/analysis.md with plots.")
-OUTPUTS: Outputs = (("--out", "out", True),)
+OUTPUTS: Outputs = (("--out", "out", "report"), ("--trace", "trace", "file"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

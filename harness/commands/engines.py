@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from harness.commands import options as o
 from harness.commands.preflight import Outputs
-from plumbing.atomic import atomic_write_text
 from plumbing.cores import usable_cores
 from plumbing.errors import ExitCode, InputError
+from plumbing.outputs import write_json, write_output
 from reference.config import PRESETS, preset
 
 DESCRIPTION = ("Every engine of the entry-point group kissing_spheres.engines: name, factory, "
                "distribution, and whether it loads here.")
-OUTPUTS: Outputs = ()
+OUTPUTS: Outputs = (("--json", "json", "file"), ("--markdown", "markdown", "file"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(specs, work, stall_timeout=args.stall_timeout,
                      say=lambda line: print(line, flush=True))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(result.to_json(), indent=2))
+        write_json(args.json, result.to_json(), "--json", indent=2)
     if args.markdown is not None:
-        atomic_write_text(args.markdown, "# Engines side by side\n\n" + markdown(result))
+        write_output(args.markdown, "# Engines side by side\n\n" + markdown(result),
+                     "--markdown")
     return ExitCode.OK

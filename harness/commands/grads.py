@@ -12,16 +12,16 @@ from harness.commands import options as o
 from harness.commands.preflight import Outputs, check_writable
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
-from plumbing.atomic import atomic_write
 from plumbing.cores import usable_cores
 from plumbing.errors import ExitCode
+from plumbing.outputs import write_output
 from reference.config import Config
 from reference.engine import StepResult
 from reference.params import param_specs
 
 DESCRIPTION = ("Compute one batch group's mean loss and gradient and write tokens, targets, "
                "loss, param/<name>, grad/<name>, config.")
-OUTPUTS: Outputs = (("--out", "out", False),)
+OUTPUTS: Outputs = (("--out", "out", "file"),)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    check_writable(out)
+    check_writable(out, "--out")
     cfg = o.config_from_args(args)
     corpus = load_corpus(cfg, args.data, synthetic_tokens=one_group_tokens(cfg, 1))
     group = corpus.groups(cfg).group(0)
@@ -65,4 +65,4 @@ def write_grads_npz(path: Path, cfg: Config, tokens: np.ndarray, targets: np.nda
     for spec in param_specs(cfg.model):
         arrays[f"param/{spec.name}"] = np.asarray(params[spec.name])
         arrays[f"grad/{spec.name}"] = np.asarray(result.grads[spec.name], dtype=np.float64)
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    write_output(path, lambda fh: np.savez(fh, **arrays), "--out")

@@ -36,6 +36,8 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -71,6 +73,43 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must lie in [{low}, {high}], got {value}")
         return value
     return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = finite_number(0, 1)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.1), got {value:g}")
+    return value
+
+
+def checked_text(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """argparse type: `text` unchanged once `parse(text)` accepts it (its InputError becomes a
+    usage error, exit 2, at parse time: before any work). For lists parsed again where used."""
+    def check(text: str) -> str:
+        from plumbing.errors import InputError
+
+        try:
+            parse(text)
+        except InputError as exc:  # argparse names the option: drop the message's own
+            message = str(exc)
+            if message.startswith("--") and f" {text!r}: " in message:
+                message = message.split(" ", 1)[1]
+            raise argparse.ArgumentTypeError(message) from None
+        return text
+    return check
+
+
+def thread_counts(text: str) -> str:
+    from harness.run.engines import parse_threads
+
+    return checked_text(parse_threads)(text)
+
+
+def rank_counts(text: str) -> str:
+    from harness.verify.ranks import parse_ranks
+
+    return checked_text(parse_ranks)(text)
 
 
 def ranks_count(text: str) -> int:

@@ -23,14 +23,15 @@ from harness.run.engines import parse_faults
 from harness.run.heldout import HeldOut, plan_heldout
 from harness.run.train import train
 from harness.run.train_plan import TrainPlan, load_resume, planned_steps, with_horizon
-from plumbing.atomic import atomic_write_text
 from plumbing.cores import usable_cores
 from plumbing.errors import ExitCode, InputError
+from plumbing.outputs import write_output
 from reference.config import Config
 
 DESCRIPTION = ("Train with Node Zero and T workers; prints one progress line per step (loss, "
                "tokens/s) and writes checkpoints.")
-OUTPUTS: Outputs = (("--json", "json", False), ("--checkpoint-dir", "checkpoint_dir", True))
+OUTPUTS: Outputs = (("--json", "json", "file"), ("--checkpoint-dir", "checkpoint_dir", "folder"),
+                    ("--trace", "trace", "file"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,9 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint file (or folder: its newest) to continue from bitwise")
     p.add_argument("--json", type=Path, default=None,
                    help="write a summary: steps, tokens, seconds, tokens_per_s, ...")
-    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+    p.add_argument("--eval-every", type=o.int_in_range(0, o.MAX_STEPS), default=0, metavar="N",
                    help="held-out loss every N steps and at the end (default: 0, never)")
-    p.add_argument("--eval-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--eval-fraction", type=o.fraction, default=None, metavar="F",
                    help="hold out the last F of the token stream, never trained on "
                         "(default: 0.1 with --eval-every)")
     o.add_progress(p)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
           f"final loss {summary.final_loss:.4f}, peak RSS {summary.peak_rss_bytes / 2**20:.0f} MiB",
           flush=True)
     if plan.summary_json is not None:
-        atomic_write_text(plan.summary_json, summary.to_json())
+        write_output(plan.summary_json, summary.to_json(), "--json")
     return ExitCode.OK
 
 
@@ -98,9 +99,9 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
     if args.steps is not None and args.epochs is not None:
         raise InputError("give --steps or --epochs, not both")
     if args.json is not None:
-        check_writable(args.json)
+        check_writable(args.json, "--json")
     if args.trace is not None:
-        check_writable(args.trace)
+        check_writable(args.trace, "--trace")
         if args.engine != "fast":
             raise InputError("--trace records the fast engine's threads; use --engine fast")
     faults = parse_faults(args.inject)

@@ -7,7 +7,6 @@ Kept apart from `harness.verify.gates` (the gates) so that the renderers of a fi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,17 +16,19 @@ from harness.commands.preflight import Outputs, check_writable
 from harness.figures.thresholds import GRAD_TOL
 from harness.verify.gates import markdown_summary, run_verify
 from harness.verify.junit import junit_xml
-from plumbing.atomic import atomic_write_text
 from plumbing.errors import ExitCode, InputError
+from plumbing.outputs import write_json, write_output
 from reference.config import PRESETS, preset
 
 DESCRIPTION = ("Fast vs reference within tolerance, bitwise identity across thread counts, a "
                "multi-step trajectory, per-thread work.")
-OUTPUTS: Outputs = (("--json", "json", False), ("--markdown", "markdown", False))
+OUTPUTS: Outputs = (("--json", "json", "file"), ("--markdown", "markdown", "file"),
+                    ("--junit", "junit", "file"), ("--trace", "trace", "file"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", default="1-63", help="thread counts: 1-63, 1,2,4 or 1-4,8")
+    p.add_argument("--threads", type=o.thread_counts, default="1-63",
+                   help="thread counts: 1-63, 1,2,4 or 1-4,8")
     p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
     p.add_argument("--dtypes", default="float64,float32", help="comma-separated dtypes")
     p.add_argument("--seed", type=o.int_in_range(0, o.MAX_SEED), default=0,
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write JUnit XML for CI: one test case per preset, dtype and threads")
     o.add_progress(p)
     o.add_trace(p)
-    p.add_argument("--ranks", default=None,
+    p.add_argument("--ranks", type=o.rank_counts, default=None,
                    help="also gate across MPI ranks, e.g. 1,2,3,5,12: one mpiexec launch per R "
                         "(needs the [mpi] extra)")
     p.add_argument("--engine", default="fast", metavar="ENGINE",
@@ -67,9 +68,14 @@ def run(args: argparse.Namespace) -> int:
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
     trace = args.trace
-    for path in (args.json, args.markdown, args.junit, trace):
+    for option, path in (("--json", args.json), ("--markdown", args.markdown),
+                         ("--junit", args.junit), ("--trace", trace)):
         if path is not None:
-            check_writable(path)
+            check_writable(path, option)
+    if args.ranks:  # before the sweep: mpiexec to launch them (the counts: at parse time)
+        from harness.verify.ranks import mpiexec_path
+
+        mpiexec_path()
     traces: list | None = [] if trace is not None else None
     configs = [preset(name, seed=args.seed) for name in presets]
     from harness.run.progress import open_progress
@@ -96,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         extra_json, extra_md = {"ranks": to_dicts(ranks)}, rank_markdown(ranks)
     failures = report.failures + [f for r in ranks for f in r.failures]
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report.to_dict() | extra_json, indent=2))
+        write_json(args.json, report.to_dict() | extra_json, "--json", indent=2)
     if args.markdown is not None:
-        atomic_write_text(args.markdown, markdown_summary(report) + extra_md)
+        write_output(args.markdown, markdown_summary(report) + extra_md, "--markdown")
     if args.junit is not None:
-        atomic_write_text(args.junit, junit_xml(report))
+        write_output(args.junit, junit_xml(report), "--junit")
     if failures:
         print(f"verify: FAIL: {len(failures)} gate(s) failed:", file=sys.stderr)
         for f in failures:

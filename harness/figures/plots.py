@@ -14,6 +14,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from plumbing.outputs import write_output
+
 _SIZE = (7.0, 4.2)  # inches: readable inline in a markdown report
 _DPI = 110
 
@@ -47,7 +49,7 @@ def _save(fig: Figure, out_path: str | Path) -> Path:
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    write_output(out, lambda fh: fig.savefig(fh, format="png"))
     return out
 
 

@@ -2,8 +2,10 @@
 
 `to_json` turns a dataclass tree into plain JSON data; `from_json` rebuilds it from the field
 types (nested dataclasses, `list[X]`, `dict[str, X]`, `X | None`), so a reader gets the same
-typed object the producer built. `check_schema` refuses a file of another schema version with
-an `InputError` (exit 2) naming both versions.
+typed object the producer built. JSON has no NaN or infinity (RFC 8259): `to_json` writes a
+non-finite float as null and `from_json` reads null back as NaN where the field is a plain
+`float` (an `X | None` field keeps None). `check_schema` refuses a file of another schema
+version with an `InputError` (exit 2) naming both versions.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalars and arrays
-        return obj.tolist()
+        return to_json(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # standard JSON: null, read back as NaN by a float field
     return obj
 
 
@@ -58,6 +62,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    if tp is float and value is None:  # what to_json writes for NaN and infinities
+        return math.nan
     if tp is Any or value is None:
         return value
     origin = typing.get_origin(tp)

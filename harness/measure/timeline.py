@@ -27,6 +27,7 @@ from fast.record import (
     RecordSnapshot,
     wait_kind,
 )
+from plumbing.outputs import write_output
 
 COLOURS = {
     BATCH: "#2b8cbe", FORWARD: "#08519c", BACKWARD: "#6baed6", TICKET: "#bdd7e7",
@@ -67,5 +68,5 @@ def plot_gantt(rec: RecordSnapshot, step: int, out_path: str | Path) -> Path:
                        if k in used], fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     out = Path(out_path)
-    fig.savefig(out)
+    write_output(out, lambda fh: fig.savefig(fh, format=out.suffix.lstrip(".") or "png"))
     return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fast.record import BATCH, STEP, RecordSnapshot
-from plumbing.atomic import atomic_write_text
+from plumbing.outputs import json_text, write_output
 
 US = 1e6  # trace timestamps are microseconds
 
@@ -102,7 +102,7 @@ def trace_events(rec: RecordSnapshot, *, pid: int = 0, rank_name: str = "spheres
 def write_trace(rec: RecordSnapshot, path: str | Path, **kwargs) -> Path:
     """Write the trace atomically; returns the path."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(trace_events(rec, **kwargs)))
+    write_output(path, json_text(trace_events(rec, **kwargs)))
     return path
 
 
@@ -120,9 +120,9 @@ def write_traces(runs: list[tuple[str, RecordSnapshot]], path: str | Path,
         events += part
         size += cost
     path = Path(path)
-    atomic_write_text(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
-                                        "otherData": {"runs": len(runs),
-                                                      "runs_left_out_for_size": skipped}}))
+    write_output(path, json_text({"traceEvents": events, "displayTimeUnit": "ms",
+                                  "otherData": {"runs": len(runs),
+                                                "runs_left_out_for_size": skipped}}))
     return path
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from plumbing.atomic import atomic_write
 from plumbing.errors import InputError
+from plumbing.outputs import write_output
 from reference.config import Config
 from reference.data import Vocab
 from reference.engine import TrainState
@@ -81,7 +81,7 @@ def save_checkpoint(path: str | Path, state: TrainState, config: Config, vocab: 
             arrays[f"{group}/{name}"] = np.ascontiguousarray(a)
     arrays["checksum"] = np.array(_checksum(arrays))
 
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return write_output(path, lambda fh: np.savez(fh, **arrays), "checkpoint")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -167,11 +167,24 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"step-{step:06d}.npz"
 
 
+def is_our_checkpoint(path: Path) -> bool:
+    """Whether `path` is a zip holding save_checkpoint's `meta` and `checksum` entries: what
+    pruning may delete (a file of the user's that only shares the name is left alone)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return {"meta.npy", "checksum.npy"} <= names
+
+
 def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest step-*.npz files in `directory`; returns the deleted."""
+    """Delete all but the `keep` newest step-*.npz checkpoints in `directory` (only files that
+    are checkpoints, `is_our_checkpoint`); returns the deleted."""
     folder = Path(directory)
     found = sorted((int(m.group(1)), p) for p in folder.iterdir()
-                   if p.is_file() and (m := _STEP_NAME.match(p.name)))
+                   if p.is_file() and not p.is_symlink() and (m := _STEP_NAME.match(p.name))
+                   and is_our_checkpoint(p))
     doomed = [p for _, p in found[:-keep]] if keep > 0 else []
     for p in doomed:
         p.unlink(missing_ok=True)

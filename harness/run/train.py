@@ -4,11 +4,12 @@ Step s trains position `s % groups_per_epoch` of epoch `s // groups_per_epoch`; 
 that position is given by reference/epoch_order.py (corpus order, or shuffled from the seed and
 the epoch). A checkpoint holds parameters, both Adam moments, s and the config (horizon,
 last-group policy, shuffle), so `--resume` continues bitwise, also in the middle of an epoch.
+A --checkpoint-dir belongs to one run at a time: `train` holds its lock file for the whole run
+(plumbing/folder_lock.py), so a second run into it is refused (exit 2) naming the owner.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -26,6 +27,8 @@ from harness.run.rescue import rescue_checkpoint
 from harness.run.stop import Stopped, active
 from harness.run.train_plan import TrainPlan
 from plumbing.errors import FaultError, StallError
+from plumbing.folder_lock import lock_folder
+from plumbing.outputs import json_text
 from reference.batches import BatchGroups
 from reference.engine import Engine, Recorded, StepResult
 from reference.epoch_order import EpochOrder
@@ -62,7 +65,7 @@ class TrainSummary:
     shuffle_seed: int | None = None  # the seed of the epoch order, None when not shuffled
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json_text(asdict(self), indent=2, sort_keys=True)  # NaN (no step) as null
 
 
 Say = Callable[[str], None]  # prints one line of the run's log
@@ -79,6 +82,13 @@ def train(plan: TrainPlan) -> TrainSummary:
     A fault, a stall or a graceful stop first checkpoints the last consistent state when the
     plan has a --checkpoint-dir (SPEC 12, harness/run/rescue.py), then propagates.
     """
+    if plan.checkpoint_dir is None:
+        return _train(plan)
+    with lock_folder(plan.checkpoint_dir, f"--checkpoint-dir {plan.checkpoint_dir}"):
+        return _train(plan)
+
+
+def _train(plan: TrainPlan) -> TrainSummary:
     t0 = time.perf_counter()
     engine = make_engine(plan.engine, plan.cfg, threads=plan.threads, dtype=plan.dtype,
                          stall_timeout=plan.stall_timeout, faults=plan.faults)
