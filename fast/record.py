@@ -41,8 +41,8 @@ WAIT = "wait "  # prefix: "wait point-A", "wait reduced", "wait decided", "wait 
 
 # fold-digest stages, in the order a step runs them (FoldDigests keys: (step, stage, index))
 FOLD = "fold"  # index = batch: its position segment right after the batch was folded in
-SUM = "sum"  # index = chunk: the 12 position segments summed over that chunk (`total`)
-UPDATE_CHUNK = "update"  # index = chunk: the weights of that chunk after AdamW
+SUM = "sum"  # index = chunk: the 12 position segments summed over that chunk, at `reduced`
+UPDATE_CHUNK = "update"  # index = chunk: the weights of that chunk after AdamW, at Point B
 STAGES = (FOLD, SUM, UPDATE_CHUNK)
 
 
@@ -55,12 +55,13 @@ def digest64(values: np.ndarray) -> int:
 class FoldDigests:
     """A digest of every partial sum of the reduction tree, kept only when asked (`--locate`).
 
-    Keys are (step, stage, index): every fold of a batch into its position segment, every
-    chunk of the 12-segment sum, every chunk of the update. The writer of a key is the thread
-    that holds it (the position's ticket, or the chunk), so a dict store is enough (atomic under
-    the GIL, distinct keys). Keys in `capture` also keep a copy of the values (with their flat
-    offset), for the located report's tensor, index, both values and ULPs. Digests only read
-    the arrays: recording never changes a bit, and a trainer without it pays one `is None`.
+    Keys are (step, stage, index): every fold of a batch into its position segment (written by
+    the batch holding the position's ticket), every chunk of the 12-segment sum and of the
+    updated weights (written by Node Zero once the stage's barrier has passed). One writer per
+    key, so a dict store is enough (atomic under the GIL, distinct keys). Keys in `capture`
+    also keep a copy of the values (with their flat offset), for the located report's tensor,
+    index, both values and ULPs. Digests only read the arrays: recording never changes a bit,
+    and a trainer without it pays one `is None` per batch and per step.
     """
 
     def __init__(self, capture=()) -> None:
@@ -76,6 +77,12 @@ class FoldDigests:
             self.where[key] = where
         if key in self.capture:
             self.captured[key] = (offset, np.array(values, copy=True))
+
+    def note_chunks(self, step: int, stage: str, flat: np.ndarray, chunks) -> None:
+        """Every reduction/update chunk of `flat` (Node Zero, after the barrier that ends the
+        stage: what the next stage reads, whoever wrote it)."""
+        for c, (lo, hi) in enumerate(chunks):
+            self.note((step, stage, c), flat[lo:hi], lo)
 
     def ordered(self) -> list[tuple[int, str, int]]:
         """Every key in the order the tree computes them: step, then stage, then index."""

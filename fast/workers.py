@@ -18,7 +18,7 @@ from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
 from fast.model import batch_forward_backward, n_marks
 from fast.node_zero import Shared, StepJob
-from fast.record import BATCH, FOLD, REDUCE, SUM, TICKET, UPDATE, UPDATE_CHUNK, wait_kind
+from fast.record import BATCH, FOLD, REDUCE, TICKET, UPDATE, wait_kind
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
 from fast.spheres import POSITIONS, position_of, worker_batches, worker_position
 from fast.update import apply_chunk
@@ -165,8 +165,6 @@ class Worker:
             lo, hi = s.chunks[c]
             reduce_chunk(s.segments.data, used, s.total, lo, hi, n_targets)
             s.chunk_norms[c] = chunk_sq_norm(s.total, lo, hi)
-            if s.record.digests is not None:
-                s.record.digests.note((job.generation, SUM, c), s.total[lo:hi], lo)
             self.hb.tick()
         self.log.span(REDUCE, job.generation, t0, s.record.now())
 
@@ -174,12 +172,9 @@ class Worker:
         s = self.shared
         self.hb.set(Phase.UPDATING)
         t0 = s.record.now()
-        for c in range(self.index, len(s.chunks), s.n_workers):  # = self.my_chunks()
-            lo, hi = s.chunks[c]
+        for lo, hi in self.my_chunks():
             apply_chunk(s.params, s.total, s.adam_m, s.adam_v, s.decay, lo, hi, job.scalars,
                         s.config.train)
-            if s.record.digests is not None:
-                s.record.digests.note((job.generation, UPDATE_CHUNK, c), s.params[lo:hi], lo)
             self.hb.tick()
         self.log.span(UPDATE, job.generation, t0, s.record.now())
 

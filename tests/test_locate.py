@@ -129,6 +129,26 @@ def test_update_difference_is_located_to_the_update(ref, no_thread_leak):
     assert "1 ulp" in first
 
 
+def test_sum_difference_is_located_to_the_sum(no_thread_leak):
+    """The summed gradient one ulp off after the reduction (tests/test_breakers.py's
+    bitwise-grads breaker, at T=3): every fold agrees, the sum's chunk 0 does not."""
+    with pytest.MonkeyPatch.context() as mp:
+        orig = Worker.reduce
+
+        def reduce(self, job):
+            orig(self, job)
+            if self.shared.n_workers == 3 and self.index == 0:
+                self.shared.total[0] = np.nextafter(self.shared.total[0], np.inf)
+        mp.setattr(Worker, "reduce", reduce)
+        report = run_verify([CFG], ["float64"], [1, 3], trajectory_steps=2,
+                            out=lambda line: None)
+    first = report.records[1].failures[0]
+    assert first.startswith("bitwise-grads:"), first
+    assert ("located: step 1 (the gradient of group 0), sum of the 12 position segments, "
+            "chunk 0: wte[0, 0] (flat 0): T=1 ") in first, first
+    assert "1 ulp (1 element" in first, first
+
+
 def _one_layer_off(mp: pytest.MonkeyPatch) -> None:
     """Every batch's gradient of one layer's weights comes out 1% large."""
     lo, hi = flat_offsets(CFG.model)[TENSOR]
