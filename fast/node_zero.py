@@ -25,7 +25,7 @@ from fast.barrier import Barrier, BarrierBroken
 from fast.faults import FaultAborted, FaultPlan, InjectedFault, ThreadFault
 from fast.heartbeat import Heartbeat, HeartbeatBoard, Phase
 from fast.model import FastModel
-from fast.record import DECIDE, DISPATCH, STEP, Recorder, wait_kind
+from fast.record import DECIDE, DISPATCH, STEP, SUM, UPDATE_CHUNK, Recorder, wait_kind
 from fast.reduction import (
     PositionSegments,
     PositionTickets,
@@ -241,6 +241,8 @@ class NodeZero:
             self._wait(s.barriers.point_a, party, key)
             self.hb.set(Phase.WAITING_REDUCED)  # the workers reduce; Node Zero waits
             self._wait(s.barriers.reduced, party, key)
+            if rec.digests is not None and job.reduce:  # --locate: the summed gradient
+                rec.digests.note_chunks(key, SUM, s.total, s.chunks)
             self.hb.set(Phase.DECIDING)
             t0 = rec.now()
             if job.reduce:
@@ -250,6 +252,8 @@ class NodeZero:
             self._wait(s.barriers.decided, party, key)
             self.hb.set(Phase.WAITING_B)  # the workers update; Node Zero waits
             self._wait(s.barriers.point_b, party, key)
+            if rec.digests is not None and job.apply:  # --locate: the updated weights
+                rec.digests.note_chunks(key, UPDATE_CHUNK, s.params, s.chunks)
             log.span(STEP, key, t_step, rec.now())
         except BaseException as exc:
             s.fail_from(self.hb, exc)

@@ -15,9 +15,12 @@ only by the batch that holds the position's ticket, so it needs no lock either.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from fast.spheres import POSITIONS
 
@@ -34,6 +37,56 @@ UPDATE = "updating"  # a worker applies AdamW over its chunks
 CHECKPOINT = "checkpoint write"  # the caller writes a checkpoint
 STEP = "step"  # Node Zero: from handing out the group to leaving Point B
 WAIT = "wait "  # prefix: "wait point-A", "wait reduced", "wait decided", "wait point-B"
+
+
+# fold-digest stages, in the order a step runs them (FoldDigests keys: (step, stage, index))
+FOLD = "fold"  # index = batch: its position segment right after the batch was folded in
+SUM = "sum"  # index = chunk: the 12 position segments summed over that chunk, at `reduced`
+UPDATE_CHUNK = "update"  # index = chunk: the weights of that chunk after AdamW, at Point B
+STAGES = (FOLD, SUM, UPDATE_CHUNK)
+
+
+def digest64(values: np.ndarray) -> int:
+    """A 64-bit BLAKE2b digest of an array's bytes (equal digests: equal bits, in practice)."""
+    return int.from_bytes(hashlib.blake2b(np.ascontiguousarray(values).view(np.uint8),
+                                          digest_size=8).digest(), "little")
+
+
+class FoldDigests:
+    """A digest of every partial sum of the reduction tree, kept only when asked (`--locate`).
+
+    Keys are (step, stage, index): every fold of a batch into its position segment (written by
+    the batch holding the position's ticket), every chunk of the 12-segment sum and of the
+    updated weights (written by Node Zero once the stage's barrier has passed). One writer per
+    key, so a dict store is enough (atomic under the GIL, distinct keys). Keys in `capture`
+    also keep a copy of the values (with their flat offset), for the located report's tensor,
+    index, both values and ULPs. Digests only read the arrays: recording never changes a bit,
+    and a trainer without it pays one `is None` per batch and per step.
+    """
+
+    def __init__(self, capture=()) -> None:
+        self.digests: dict[tuple[int, str, int], int] = {}
+        self.where: dict[tuple[int, str, int], tuple[int, int]] = {}  # fold: (position, sphere)
+        self.capture = frozenset(capture)
+        self.captured: dict[tuple[int, str, int], tuple[int, np.ndarray]] = {}
+
+    def note(self, key: tuple[int, str, int], values: np.ndarray, offset: int = 0,
+             where: tuple[int, int] | None = None) -> None:
+        self.digests[key] = digest64(values)
+        if where is not None:
+            self.where[key] = where
+        if key in self.capture:
+            self.captured[key] = (offset, np.array(values, copy=True))
+
+    def note_chunks(self, step: int, stage: str, flat: np.ndarray, chunks) -> None:
+        """Every reduction/update chunk of `flat` (Node Zero, after the barrier that ends the
+        stage: what the next stage reads, whoever wrote it)."""
+        for c, (lo, hi) in enumerate(chunks):
+            self.note((step, stage, c), flat[lo:hi], lo)
+
+    def ordered(self) -> list[tuple[int, str, int]]:
+        """Every key in the order the tree computes them: step, then stage, then index."""
+        return sorted(self.digests, key=lambda k: (k[0], STAGES.index(k[1]), k[2]))
 
 
 def wait_kind(barrier_name: str) -> str:
@@ -103,6 +156,7 @@ class Recorder:
         self.fold_counts = [0] * POSITIONS  # position p: folds so far this step (ticket-guarded)
         self.counters: list[tuple[str, float, float]] = []  # (name, time s, value), caller only
         self.dropped_steps = 0  # steps left out by the retention policy (Node Zero only)
+        self.digests: FoldDigests | None = None  # fold digests, only when asked (--locate)
 
     def now(self) -> float:
         """Seconds since the recorder was made (perf_counter: monotonic, sub-microsecond)."""

@@ -25,6 +25,7 @@ from fast.faults import Fault, FaultPlan
 from fast.heartbeat import HeartbeatBoard
 from fast.model import FastModel
 from fast.node_zero import Barriers, JobBoard, NodeZero, Shared, StepJob
+from fast.record import FoldDigests
 from fast.reduction import CHUNK_ELEMENTS, PositionSegments, PositionTickets, chunk_bounds
 from fast.spheres import assign
 from fast.update import decay_mask
@@ -84,7 +85,7 @@ class FastTrainer:
                  params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
                  faults: Iterable[Fault | str] | FaultPlan | None = None,
                  barrier_timeout: float | None = None, *,
-                 chunk_size: int = CHUNK_ELEMENTS) -> None:
+                 chunk_size: int = CHUNK_ELEMENTS, locate: bool = False) -> None:
         if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
         if not stall_timeout > 0:
@@ -132,6 +133,8 @@ class FastTrainer:
         self.faults.attach(self.shared.abort, hearts.ticks)
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
+        if locate:  # fold digests of every partial sum (`spheres verify --locate`)
+            self.record_digests()
         self._node_zero = NodeZero(self.shared, zero_heart)
         # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
         # per-worker buffers are per batch in flight: no two batches ever share one at once)
@@ -245,6 +248,13 @@ class FastTrainer:
         return {"workers": workers, "node_zero": node_zero, "n_workers": self.threads,
                 "steps": self._step, "chunks": len(self.shared.chunks),
                 "segment_bytes": self.shared.segments.nbytes}
+
+    def record_digests(self, capture=()) -> FoldDigests:
+        """From the next step on, record a digest of every partial sum of the reduction tree
+        (fast.record.FoldDigests), keeping copies of the keys in `capture`. Off by default."""
+        with self._call_lock:
+            self.record.digests = FoldDigests(capture)
+            return self.record.digests
 
     def unfired_faults(self) -> list[Fault]:
         """Injected faults that never fired (the run reports them as warnings)."""

@@ -18,7 +18,7 @@ from fast.evaluate import batch_forward_loss
 from fast.heartbeat import Heartbeat, Phase
 from fast.model import batch_forward_backward, n_marks
 from fast.node_zero import Shared, StepJob
-from fast.record import BATCH, REDUCE, TICKET, UPDATE, wait_kind
+from fast.record import BATCH, FOLD, REDUCE, TICKET, UPDATE, wait_kind
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
 from fast.spheres import POSITIONS, position_of, worker_batches, worker_position
 from fast.update import apply_chunk
@@ -140,7 +140,10 @@ class Worker:
         if job.bad_batch[p] < 0 and first_nonfinite(segment, 0, segment.shape[0]) >= 0:
             job.bad_batch[p] = b  # the first batch after which this position went bad
         hb.batches += 1
-        log.fold(job.generation, b, p, rec.next_fold(p))  # still holding p's ticket
+        order = rec.next_fold(p)  # still holding p's ticket
+        log.fold(job.generation, b, p, order)
+        if rec.digests is not None:  # --locate: this fold's partial sum (reads, never writes)
+            rec.digests.note((job.generation, FOLD, b), segment, where=(p, order))
         log.span(BATCH, job.generation, t1, rec.now(), b)
         s.tickets.advance(b)
 

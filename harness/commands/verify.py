@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require-bitwise", action=argparse.BooleanOptionalAction, default=None,
                    help="fail when thread counts differ in any bit (default: on for fast; "
                         "measured and reported for every engine)")
+    p.add_argument("--locate", action="store_true",
+                   help="record a digest of every partial sum of the reduction tree in every "
+                        "run, so a bitwise failure is located from the runs that failed "
+                        "(without it, a failed pair is repeated with recording on)")
     o.add_faults(p)
 
 
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                             trajectory_steps=args.trajectory_steps,
                             stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
                             out=live.write_out, live=live, traces=traces,
-                            engine=args.engine, require_bitwise=args.require_bitwise)
+                            engine=args.engine, require_bitwise=args.require_bitwise,
+                            locate=args.locate)
     if trace is not None:
         from harness.measure.trace import write_traces
 

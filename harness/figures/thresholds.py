@@ -71,6 +71,12 @@ LOSS_TOL = {"float64": 1e-10, "float32": 1e-5}  # (reasons above)
 # weights after a few AdamW steps: the update divides by sqrt(v), which amplifies rounding in
 # small gradients, so float64 gets 1e-8 (still far below a one-step error) and float32 1e-4.
 TRAJ_TOL = {"float64": 1e-8, "float32": 1e-4}
+# Locating a failed tolerance gate (verify): one batch's forward activations (LayerNorm outputs,
+# attention and MLP hidden values) against the reference, per layer. The loss tolerance: a
+# forward value is a handful of well-conditioned ops from the weights, no sum over a group, and
+# healthy runs measure <1e-15 (float64) and <5e-7 (float32, preset small), so a healthy layer
+# is never named.
+ACT_TOL = LOSS_TOL
 
 # Watchdog drills: a stall must be reported within the stall timeout plus a few seconds (SPEC 5);
 # 10 s covers a loaded 2-core machine joining threads after the report.

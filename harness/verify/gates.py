@@ -24,11 +24,23 @@ import numpy as np
 
 from fast.record import BATCH
 from harness.figures.results import RunRecord
-from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # relative L2, with reasons
+from harness.figures.thresholds import (  # relative L2, with reasons
+    ACT_TOL,
+    GRAD_TOL,
+    LOSS_TOL,
+    TRAJ_TOL,
+)
 from harness.measure.evidence import RECORD_FINDINGS, handed_out
 from harness.measure.machine import blas_facts, blas_line
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine
+from harness.verify.divergence import (
+    RecordsDigests,
+    drive,
+    locate_forward,
+    locate_records,
+    locate_tolerance,
+)
 from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import Recorded, ReferenceEngine
@@ -133,22 +145,30 @@ class _Reference:
         self.trajectory_params = ref.state().params
 
 
+def _forward_locator(cfg: Config, dtype: str, ref: _Reference, engine_name: str):
+    """For the fast engines: the first forward activation beyond ACT_TOL (batch 0 of group 0)."""
+    if engine_name not in ("fast", "mpi"):
+        return None
+    B = cfg.train.batch_size
+    first = ref.groups[0]
+    return lambda: locate_forward(cfg, dtype, first.tokens[:B], first.targets[:B],
+                                  ACT_TOL[dtype], rel_l2)
+
+
 def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_timeout: float,
                faults=None, traces: list | None = None,
-               engine_name: str = "fast") -> RunRecord:
-    """All gates for one thread count; failures are collected, not raised."""
+               engine_name: str = "fast", digests: dict | None = None) -> RunRecord:
+    """All gates for one thread count; failures are collected, not raised. `digests` (a dict):
+    record fold digests (`verify --locate`) into digests[threads]."""
     names = [s.name for s in param_specs(cfg.model)]
     t0 = time.perf_counter()
     engine = make_engine(engine_name, cfg, threads=threads, dtype=dtype,
                          stall_timeout=stall_timeout, faults=faults)
     try:
-        first = ref.groups[0]
-        res = engine.group_grads(first.tokens, first.targets)
-        engine.step(first.tokens, first.targets)
-        update_hash = digest(engine.state().params, names)
-        for g in ref.groups[1:]:
-            engine.step(g.tokens, g.targets)
-        traj_params = engine.state().params
+        if digests is not None and isinstance(engine, RecordsDigests):  # --locate
+            digests[threads] = engine.record_digests()
+        res, after_one, traj_params = drive(engine, ref.groups)
+        update_hash = digest(after_one, names)
     finally:
         engine.close()
     # an engine with a run record (fast): complete now that every thread has been joined
@@ -165,12 +185,16 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
                     traj_err, traj_worst, workers, nz_batches, time.perf_counter() - t0,
                     engine=engine_name)
     where = f"{engine_name}: preset {cfg.preset}, {dtype}, T={threads}"
+    located = ""
+    if not (loss_err <= LOSS_TOL[dtype] and grad_err <= GRAD_TOL[dtype]):
+        located = "; " + locate_tolerance(res.grads, ref.result.grads, names, GRAD_TOL[dtype],
+                                          rel_l2, _forward_locator(cfg, dtype, ref, engine_name))
     if not loss_err <= LOSS_TOL[dtype]:
         rec.failures.append(f"loss-equivalence: {where}: relative error {loss_err:.3e} "
-                            f"> {LOSS_TOL[dtype]:.0e}")
+                            f"> {LOSS_TOL[dtype]:.0e}{located}")
     if not grad_err <= GRAD_TOL[dtype]:
         rec.failures.append(f"grad-equivalence: {where}: worst tensor {worst} relative L2 "
-                            f"{grad_err:.3e} > {GRAD_TOL[dtype]:.0e}")
+                            f"{grad_err:.3e} > {GRAD_TOL[dtype]:.0e}{located}")
     if not traj_err <= TRAJ_TOL[dtype]:
         rec.failures.append(f"trajectory: {where}: after {len(ref.groups)} steps worst tensor "
                             f"{traj_worst} relative L2 {traj_err:.3e} > {TRAJ_TOL[dtype]:.0e}")
@@ -224,10 +248,11 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
                out: Callable[[str], None] = print, live=None,
                traces: list | None = None, engine: str = "fast",
-               require_bitwise: bool | None = None) -> VerifyReport:
+               require_bitwise: bool | None = None, locate: bool = False) -> VerifyReport:
     """Run every gate on `engine`; prints a row per run as it goes; returns all figures.
     Bitwise identity across T is measured for every engine and gates when `require_bitwise`
-    (default: only for `fast`, the engine that promises it)."""
+    (default: only for `fast`, the engine that promises it). A bitwise failure is located
+    (harness.verify.divergence); `locate` records fold digests in the gate runs themselves."""
     if require_bitwise is None:
         require_bitwise = engine == "fast"
     report = VerifyReport()
@@ -239,18 +264,20 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
         out(f"# {cfg.preset} (G={cfg.train.group_size}): reference gradient and "
             f"{trajectory_steps}-step trajectory in {time.perf_counter() - t_ref:.1f}s")
         for dtype in dtypes:
-            records = []
+            records, digests = [], ({} if locate else None)
             for T in threads:
                 if live is not None:  # harness.run.progress.LiveProgress: one unit per run
                     live.begin(len(report.records) + len(records) + 1,
                                label=f"{cfg.preset} {dtype} T={T}")
                 rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
-                                 traces=traces, engine_name=engine)
+                                 traces=traces, engine_name=engine, digests=digests)
                 records.append(rec)
                 if live is not None:
                     live.end()
                 out(format_row(rec))
             check_bitwise(records, require_bitwise)
+            locate_records(records, cfg, dtype, ref.groups, digests=digests,
+                           stall_timeout=stall_timeout, faults=faults, engine_name=engine)
             for r in records:
                 if r.failures and all("bitwise" in f for f in r.failures):
                     out(f"  T={r.threads}: " + "; ".join(r.failures))
