@@ -3,7 +3,7 @@
 0 ok, 1 a verification failed, 2 bad input, usage or environment (a path that cannot be read
 or written, disk full, a bad checkpoint), 3 stall or deadlock, 4 a worker or Node Zero fault,
 5 an internal error (one line; the traceback goes to a file whose path is printed), 130 on
-SIGINT, 143 on SIGTERM (`plumbing.errors.ExitCode`). Each command is one module,
+SIGINT, 143 on SIGTERM, 129 on SIGHUP (`plumbing.errors.ExitCode`). Each command is one module,
 harness/commands/<command>.py, that owns its options (`add_arguments`) and its body (`run`);
 this file lists them, imports only the one named on the command line, and maps errors to exit
 codes (harness/commands/failures.py).
@@ -62,7 +62,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
                     "(Node Zero + 12-fold kissing-sphere reduction) and its test harness.",
         epilog="Exit codes: 0 ok, 1 verification failed, 2 bad input, usage or environment, "
                "3 stall or deadlock, 4 worker or Node Zero fault, 5 internal error, "
-               "130 SIGINT, 143 SIGTERM.")
+               "130 SIGINT, 143 SIGTERM, 129 SIGHUP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         if name != chosen:

@@ -49,6 +49,7 @@ from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine, unfired_faults
 from harness.run.heldout import evaluate, split_heldout
+from harness.run.stop import Stopped, check_stop
 from harness.verify.gates import run_verify
 from plumbing.errors import SpheresError, StallError
 from reference.batches import n_batches
@@ -147,9 +148,9 @@ class _FlameGraph:
                 name="ks-pyspy", daemon=True)
             self.thread.start()
 
-    def join(self) -> None:
+    def join(self, timeout: float = 120.0) -> None:
         if self.thread is not None:
-            self.thread.join(timeout=120)
+            self.thread.join(timeout=timeout)
 
 
 def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _FlameGraph,
@@ -160,6 +161,7 @@ def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _Flame
     eval_every = max(1, plan.steps // 10)
     snapshots: list[tuple[int, Any]] = []  # (step, parameters) to evaluate after training
     for s in range(plan.steps):
+        check_stop(f"in phase train after step {s} of {plan.steps}")
         group = groups.group(s % len(groups))
         ts = time.perf_counter()
         result = engine.step(group.tokens, group.targets)
@@ -217,6 +219,7 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
     sampler.start()
     t0 = time.perf_counter()
     engine = None
+    flame_wait = 120.0
     try:
         engine = make_engine("fast", cfg, threads=plan.threads, stall_timeout=plan.stall_timeout,
                              faults=parse_faults(plan.inject))
@@ -235,12 +238,15 @@ def phase_training(plan: Plan, cfg: Config, corpus, out_dir: Path,
         _record_error(info, exc, say)
         if engine is not None:
             phase.cpu = cpu_by_thread(engine)
+    except Stopped:  # a signal: py-spy's recording (minutes at the seed preset) is abandoned;
+        flame_wait = 0.0  # it ends with this process
+        raise
     finally:
         if engine is not None:
             engine.close()
             phase.record = engine.record.snapshot()  # complete: every thread joined
         sampler.stop()
-        flame.join()
+        flame.join(flame_wait)
     info.seconds = float(sum(info.step_seconds))
     info.tokens_per_s = info.tokens / info.seconds if info.seconds else 0.0
     # close() joined every thread it started: any ks- thread still alive here is a leak
@@ -270,6 +276,7 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[Throughp
     group = corpus.groups(small).group(0)
     points = []
     for T in plan.throughput_threads:
+        check_stop(f"in phase throughput before T={T}")
         with make_engine("fast", small, threads=T, stall_timeout=plan.stall_timeout) as engine:
             engine.step(group.tokens, group.targets)  # burn-in: caches, first-touch pages
             t0 = time.perf_counter()

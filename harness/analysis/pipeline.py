@@ -42,6 +42,7 @@ from harness.figures.results import (
 )
 from harness.measure.machine import machine_facts
 from harness.measure.process import cpu_use
+from harness.run.stop import at_once, check_stop
 from plumbing.errors import InputError
 from plumbing.folder_lock import lock_beside
 from plumbing.outputs import json_text, write_output
@@ -54,16 +55,23 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     """Run every phase into `out_dir` and return the results (also written as JSON)."""
     cfg = preset(plan.preset, seed=plan.seed)
     started = time.perf_counter()
-    corpus, data = phase_data(plan, cfg, say)
+    with at_once():  # no safe point inside: a signal while reading the data stops at once
+        corpus, data = phase_data(plan, cfg, say)
     run = phase_training(plan, cfg, corpus, out_dir, say)
     training, sampler, flame = run.result, run.sampler, run.flame
+    check_stop("after phase train")  # a signal stops between phases (and inside them)
     throughput = [] if training.error else phase_throughput(plan, cfg, corpus, say)
+    check_stop("after phase throughput")
     equivalence = phase_equivalence(plan, cfg, say)
+    check_stop("after phase verify")
     drills = phase_drills(say)
+    check_stop("after phase drills")
     from harness.bench.engine_compare import analyze_phase  # every engine side by side (SPEC 13)
 
     engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
+    check_stop("after phase engines")
     memray = None if training.error else phase_memory(plan, cfg, corpus, out_dir, say)
+    check_stop("after phase memory")
     cores = sampler.cores
     machine = machine_facts()
     results = AnalysisResults(

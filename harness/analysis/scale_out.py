@@ -17,6 +17,7 @@ import numpy as np
 from harness.figures.bench_metrics import MpiStepBench
 from harness.figures.results import AnalysisResults, Check, ScaleOut
 from harness.figures.serial import from_json
+from harness.run.stop import run_child
 from harness.verify.ranks import mpiexec_path
 from plumbing.errors import InputError
 from reference.config import preset
@@ -27,7 +28,7 @@ LAUNCH_TIMEOUT_S = 3600.0
 
 def _launch(ranks: int, module: str, argv: list[str]) -> list[dict]:
     cmd = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", module, *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    proc = run_child(cmd, timeout=LAUNCH_TIMEOUT_S, where="during the scale-out launch")
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise RuntimeError(f"mpiexec -n {ranks} {module} exited {proc.returncode}: {tail}")

@@ -30,6 +30,7 @@ from harness.measure.process import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines
+from harness.run.stop import GracefulStop, Stopped, check_stop, run_child
 from harness.verify.gates import digest, worst_tensor
 from plumbing.cores import usable_cores
 from plumbing.errors import SpheresError
@@ -141,8 +142,11 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
                    "--ref", str(ref_file), "--limit", repr(limit), "--out", str(out),
                    "--stall-timeout", repr(stall_timeout), "--workload",
                    json.dumps(asdict(work))]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                                  cwd=REPO_ROOT, env=env)
+            check_stop(f"after {len(rows)} of {len(specs)} engines")
+            # its own process group, ended whole when a signal stops this run
+            proc = run_child(cmd, timeout=CHILD_TIMEOUT_S, cwd=REPO_ROOT, env=env,
+                             where=f"measuring {short_name(spec)} ({len(rows)} of "
+                                   f"{len(specs)} engines done)")
             if proc.returncode == 0 and out.exists():
                 row = from_json(EngineRow, json.loads(out.read_text()))  # null: NaN
             else:
@@ -226,11 +230,15 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--stall-timeout", type=float, default=600.0)
     p.add_argument("--workload", required=True)
     a = p.parse_args(argv)
-    try:
-        row = measure_one(a.engine, Workload(**json.loads(a.workload)), a.ref, a.limit,
-                          a.stall_timeout)
+    try:  # the parent's stop sends SIGTERM: close the engine (its process group) and go
+        with GracefulStop():
+            row = measure_one(a.engine, Workload(**json.loads(a.workload)), a.ref, a.limit,
+                              a.stall_timeout)
     except SpheresError as exc:
         print(f"engine {a.engine}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Stopped as exc:
+        print(f"engine {a.engine}: {exc}", file=sys.stderr)
         return exc.exit_code
     write_output(a.out, json_text(asdict(row)))
     return 0

@@ -55,8 +55,16 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(plan)
     if args.trace is not None:
         check_writable(args.trace)
-    results = analyze_into(plan, out, ranks=args.ranks, trace=args.trace, quiet=args.quiet,
-                           progress_seconds=args.progress_seconds)
+    from harness.run.stop import Stopped, deferred
+
+    try:
+        with deferred("the current step of this phase"):
+            results = analyze_into(plan, out, ranks=args.ranks, trace=args.trace,
+                                   quiet=args.quiet, progress_seconds=args.progress_seconds)
+    except Stopped as exc:  # the partial build is removed: nothing that reads as finished
+        say(f"analyze: INTERRUPTED by {exc.name}: no report written to {out} (incomplete, "
+            "not a pass)")
+        raise
     failed = [c for c in results.checks if not c.passed]
     say(f"analyze: {results.verdict}: {len(results.checks) - len(failed)} of "
         f"{len(results.checks)} checks passed in {results.meta.seconds:.0f}s; "

@@ -56,8 +56,16 @@ def run(args: argparse.Namespace) -> int:
     work = Workload(args.preset, args.group_size or min(cfg.train.group_size, 2), args.dtype,
                     args.threads or usable_cores(), args.rounds)
     specs = args.engine or available_specs()
-    result = compare(specs, work, stall_timeout=args.stall_timeout,
-                     say=lambda line: print(line, flush=True))
+    from harness.run.stop import Stopped, deferred
+
+    try:
+        with deferred("the engine being measured is ended"):
+            result = compare(specs, work, stall_timeout=args.stall_timeout,
+                             say=lambda line: print(line, flush=True))
+    except Stopped as exc:  # the child's process group was ended; nothing reads as finished
+        print(f"engines: INTERRUPTED by {exc.name}: the measurement is incomplete; no --json "
+              "or --markdown written", flush=True)
+        raise
     if args.json is not None:
         write_json(args.json, result.to_json(), "--json", indent=2)
     if args.markdown is not None:

@@ -96,11 +96,26 @@ def report_stall(exc: StallError, out_dir: Path | None) -> None:
         diagnosis["native_stacks"] = pyspy_dump(os.getpid())
     except Exception as err:  # the diagnosis must still be written
         diagnosis["native_stacks"] = f"unavailable: {err}"
-    folder = out_dir or Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"stall-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(json.dumps(diagnosis, indent=2, default=str))
-        print(f"spheres: stall diagnosis written to {path}", file=sys.stderr, flush=True)
-    except OSError as err:
-        print(f"spheres: could not write the stall diagnosis: {err}", file=sys.stderr)
+    name = f"stall-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    text = json.dumps(diagnosis, indent=2, default=str)
+    print(f"spheres: {save_text(text, out_dir or Path('.'), name, 'stall diagnosis')}",
+          file=sys.stderr, flush=True)
+
+
+def save_text(text: str, folder: Path, name: str, what: str) -> str:
+    """Write `folder/name`; when that folder cannot be written, the temp folder (as the crash
+    file); when neither can, `text` on stderr. Returns the line that says where it went."""
+    problem = None
+    for where in (folder, Path(tempfile.gettempdir())):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            path = where / name
+            path.write_text(text)
+        except OSError as err:
+            problem = problem or f"{where}: {err.strerror or err}"
+            continue
+        if problem is None:
+            return f"{what} written to {path}"
+        return f"{what} written to {path} (could not write it into {problem})"
+    sys.stderr.write(text + "\n")
+    return f"{what} printed above (could not write it into {problem} nor the temp folder)"

@@ -20,6 +20,7 @@ import sys
 from fast.mpi_topology import MAX_RANKS, launcher_world
 from harness.run.mpi_world import STARTUP_SECONDS, start_mpi
 from harness.run.mpi_world import channel as current_channel
+from harness.run.stop import Stopped
 from plumbing.errors import ExitCode, InputError, SpheresError, StallError
 
 MPI_COMMANDS = ("train", "grads")
@@ -78,6 +79,9 @@ def _root(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("spheres: interrupted", file=sys.stderr, flush=True)
         _abort(ExitCode.SIGINT)
+    except Stopped as exc:  # a signal (harness/run/stop.py): its own code, on every rank
+        print(f"spheres: stopped: {exc}", file=sys.stderr, flush=True)
+        _abort(exc.exit_code)
     except BaseException as exc:
         print(f"spheres: rank 0: internal error: {type(exc).__name__}: {exc}", file=sys.stderr,
               flush=True)
@@ -98,6 +102,9 @@ def _follower(args: argparse.Namespace, channel) -> int:
                       setup["faults"])
     except SpheresError as exc:
         print(f"spheres: rank {channel.rank}: error: {exc}", file=sys.stderr, flush=True)
+        _abort(exc.exit_code)
+    except Stopped as exc:
+        print(f"spheres: rank {channel.rank}: stopped: {exc}", file=sys.stderr, flush=True)
         _abort(exc.exit_code)
     except BaseException as exc:
         print(f"spheres: rank {channel.rank}: internal error: {type(exc).__name__}: {exc}",

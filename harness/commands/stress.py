@@ -25,10 +25,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.verify.stress import stress
+    from harness.run.stop import Stopped
+    from harness.verify.stress import StressTotals, stress
 
     t0 = time.monotonic()
-    totals = stress(args.seconds, args.seed, args.replay)
+    totals = StressTotals()
+    try:
+        stress(args.seconds, args.seed, args.replay, totals=totals)
+    except Stopped as exc:  # the cases done, said as such: incomplete, not a pass
+        print(f"stress: INTERRUPTED by {exc.name} after {totals.cases} cases in "
+              f"{time.monotonic() - t0:.0f} s, {len(totals.failures)} failures before it; "
+              "incomplete, not a pass", flush=True)
+        for failure in totals.failures:
+            print(f"  FAILED: {failure}", flush=True)
+        raise
     print(f"stress: {totals.cases} cases in {time.monotonic() - t0:.0f} s, "
           f"{totals.faults_fired} faults fired ({totals.faults_unfired} never due), "
           f"{totals.invariants} invariants checked, {totals.sync_points:,} perturbed sync "

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.commands import options as o
 from harness.commands.preflight import Outputs, check_writable
 from harness.figures.thresholds import GRAD_TOL
-from harness.verify.gates import markdown_summary, run_verify
+from harness.verify.gates import VerifyReport, markdown_summary, run_verify
 from harness.verify.junit import junit_xml
 from plumbing.errors import ExitCode, InputError
 from plumbing.outputs import write_json, write_output
@@ -83,35 +83,38 @@ def run(args: argparse.Namespace) -> int:
     traces: list | None = [] if trace is not None else None
     configs = [preset(name, seed=args.seed) for name in presets]
     from harness.run.progress import open_progress
+    from harness.run.stop import Stopped, deferred
 
-    with open_progress("verify", len(configs) * len(dtypes) * len(threads), quiet=args.quiet,
-                       seconds=args.progress_seconds, unit_name="case") as live:
-        report = run_verify(configs, dtypes, threads,
-                            trajectory_steps=args.trajectory_steps,
-                            stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
-                            out=live.write_out, live=live, traces=traces,
-                            engine=args.engine, require_bitwise=args.require_bitwise,
-                            locate=args.locate)
-    if trace is not None:
-        from harness.measure.trace import write_traces
+    report = VerifyReport()
+    ranks: list = []
+    try:
+        with deferred("the current run"):
+            with open_progress("verify", len(configs) * len(dtypes) * len(threads),
+                               quiet=args.quiet, seconds=args.progress_seconds,
+                               unit_name="case") as live:
+                run_verify(configs, dtypes, threads, trajectory_steps=args.trajectory_steps,
+                           stall_timeout=args.stall_timeout, faults=parse_faults(args.inject),
+                           out=live.write_out, live=live, traces=traces, engine=args.engine,
+                           require_bitwise=args.require_bitwise, locate=args.locate,
+                           report=report)
+            if args.ranks:  # SPEC 10: the same gates across MPI ranks
+                from harness.verify.ranks import verify_across_ranks
 
-        write_traces(traces, trace)
-    ranks, extra_json, extra_md = [], {}, ""
-    if args.ranks:  # SPEC 10: the same gates across MPI ranks
-        from harness.verify.ranks import rank_markdown, to_dicts, verify_across_ranks
-
-        ranks = verify_across_ranks(args.ranks, configs, dtypes, threads, report.records,
-                                    steps=args.trajectory_steps,
-                                    stall_timeout=args.stall_timeout,
-                                    out=lambda line: print(line, flush=True))
-        extra_json, extra_md = {"ranks": to_dicts(ranks)}, rank_markdown(ranks)
+                ranks = verify_across_ranks(args.ranks, configs, dtypes, threads,
+                                            report.records, steps=args.trajectory_steps,
+                                            stall_timeout=args.stall_timeout,
+                                            out=lambda line: print(line, flush=True))
+    except Stopped as exc:  # keep the runs done, marked interrupted, then exit 128 + N
+        report.interrupted = exc.name
+        _write(args, report, [], traces)
+        files = [str(p) for p in (args.json, args.markdown, args.junit) if p is not None]
+        print(f"verify: INTERRUPTED by {exc.name} after {len(report.records)} of "
+              f"{report.planned} runs: not a pass" + (f"; the runs done, marked interrupted, "
+                                                      f"are in {', '.join(files)}" if files
+                                                      else ""), file=sys.stderr, flush=True)
+        raise
     failures = report.failures + [f for r in ranks for f in r.failures]
-    if args.json is not None:
-        write_json(args.json, report.to_dict() | extra_json, "--json", indent=2)
-    if args.markdown is not None:
-        write_output(args.markdown, markdown_summary(report) + extra_md, "--markdown")
-    if args.junit is not None:
-        write_output(args.junit, junit_xml(report), "--junit")
+    _write(args, report, ranks, traces)
     if failures:
         print(f"verify: FAIL: {len(failures)} gate(s) failed:", file=sys.stderr)
         for f in failures:
@@ -120,3 +123,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"verify: PASS: {len(report.records) + len(ranks)} runs in {report.seconds:.1f}s",
           flush=True)
     return ExitCode.OK
+
+
+def _write(args: argparse.Namespace, report: VerifyReport, ranks: list,
+           traces: list | None) -> None:
+    """--trace, --json, --markdown and --junit of the report (and of --ranks, when run)."""
+    if args.trace is not None:
+        from harness.measure.trace import write_traces
+
+        write_traces(traces, args.trace)
+    extra_json, extra_md = {}, ""
+    if ranks:
+        from harness.verify.ranks import rank_markdown, to_dicts
+
+        extra_json, extra_md = {"ranks": to_dicts(ranks)}, rank_markdown(ranks)
+    if args.json is not None:
+        write_json(args.json, report.to_dict() | extra_json, "--json", indent=2)
+    if args.markdown is not None:
+        write_output(args.markdown, markdown_summary(report) + extra_md, "--markdown")
+    if args.junit is not None:
+        write_output(args.junit, junit_xml(report), "--junit")

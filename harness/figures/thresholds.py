@@ -81,3 +81,16 @@ ACT_TOL = LOSS_TOL
 # Watchdog drills: a stall must be reported within the stall timeout plus a few seconds (SPEC 5);
 # 10 s covers a loaded 2-core machine joining threads after the report.
 DETECT_SLACK = 10.0
+
+# Signals (harness/run/stop.py). A stop "at once" (a second signal, or any signal outside a loop
+# that stops at safe points) may spend at most 1 s on cleanup before the process ends anyway:
+# joining threads mid-kernel can take a whole step (5.7 s measured), and the README promises
+# "at once"; what is abandoned is only in-flight work (atomic writes leave temp files that the
+# next write removes). 1 s keeps the whole exit under 2 s on a loaded 2-core machine.
+STOP_AT_ONCE_SECONDS = 1.0
+# How often a loop waiting on a child process (engines --measure, --ranks) looks for a stop:
+# 0.1 s is invisible next to the child's own seconds and keeps a stop prompt.
+STOP_POLL_SECONDS = 0.1
+# A child process group told to stop (SIGTERM) gets 1 s to end before SIGKILL: enough for a
+# Python child to unwind, short enough to keep the parent's stop within a few seconds.
+CHILD_STOP_SECONDS = 1.0

@@ -25,6 +25,7 @@ import weakref
 
 import numpy as np
 
+from harness.run.stop import track_child, untrack_child
 from plumbing.errors import FaultError, InputError, StallError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
@@ -76,13 +77,21 @@ class ExecEngine:
         self.pid = self.proc.pid
         # the process group dies with us even if nobody calls close()
         self._finalizer = weakref.finalize(self, _kill_group, self.proc)
+        track_child(self.proc)  # a stop at once kills its group at once (harness/run/stop.py)
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stdout.fileno(), False)
         start = params if params is not None else init_params(config.model, config.train.seed)
         request = {"config": np.array(config.to_json()), "threads": np.int64(self.threads),
                    "dtype": np.array(dtype)}
         request.update({f"param/{n}": np.asarray(start[n], np.float64) for n in self.names})
-        reply = self._call("init", request)
+        try:
+            reply = self._call("init", request)
+        except BaseException:  # a failed or stopped handshake leaves no process, no file
+            self._closed = True
+            self._finalizer()
+            untrack_child(self.proc)
+            self._stderr.close()
+            raise
         self.engine_name = str(reply["name"]) if "name" in reply else self.command
         self.step_count = 0
 
@@ -137,6 +146,7 @@ class ExecEngine:
             pass  # it did not leave politely: the group is killed below
         finally:
             self._finalizer()
+            untrack_child(self.proc)
             self._stderr.close()
 
     def child_peak_rss_bytes(self) -> int | None:

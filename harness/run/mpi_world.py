@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from harness.run.stop import Stopped
 from plumbing.errors import ExitCode, InputError, SpheresError
 
 STARTUP_SECONDS = 600.0  # followers wait this long for rank 0's setup (it reads the corpus first)
@@ -61,7 +62,7 @@ def run_or_abort(main) -> int:
     try:
         return main()
     except BaseException as exc:
-        code = exc.exit_code if isinstance(exc, SpheresError) else ExitCode.INTERNAL
+        code = exc.exit_code if isinstance(exc, (SpheresError, Stopped)) else ExitCode.INTERNAL
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         mpi = sys.modules.get("mpi4py.MPI")
         if mpi is not None and mpi.COMM_WORLD.Get_size() > 1:

@@ -2,7 +2,8 @@
 
 Each drill runs the fast engine in-process on the tiny preset with one injected fault and
 records the measured outcome: which exception, which thread it named, how long detection took,
-whether the weights were left untouched, and whether every thread ended.
+whether the weights were left untouched, and whether every thread ended. A signal is never a
+drill's outcome: `Stopped` is no SpheresError, and the drills stop between drills.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from harness.figures.thresholds import DETECT_SLACK
 from harness.measure.process import live_ks_threads
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
+from harness.run.stop import check_stop
 from plumbing.errors import FaultError, NonFiniteGradientError, SpheresError, StallError
 from reference.config import preset
 
@@ -102,6 +104,7 @@ def run_drill(drill: Drill, threads: int = 4, steps: int = 3) -> DrillResult:
 def run_drills(say: Callable[[str], None]) -> list[DrillResult]:
     results = []
     for drill in DRILLS:
+        check_stop(f"before drill {drill.name!r} ({len(results)} of {len(DRILLS)} done)")
         result = run_drill(drill)
         say(f"[drill] {drill.name}: {result.outcome} -> "
             f"{'PASS' if result.passed else 'FAIL'}")

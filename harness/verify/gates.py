@@ -34,6 +34,7 @@ from harness.measure.evidence import RECORD_FINDINGS, handed_out
 from harness.measure.machine import blas_facts, blas_line
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine
+from harness.run.stop import Stopped, check_stop
 from harness.verify.divergence import (
     RecordsDigests,
     drive,
@@ -81,14 +82,20 @@ def digest(tensors: dict[str, np.ndarray], names: Iterable[str]) -> str:
 class VerifyReport:
     records: list[RunRecord] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: str | None = None  # the signal that stopped the sweep (harness/run/stop.py)
+    planned: int = 0  # runs the sweep was asked for (what an interrupted one did not reach)
 
     @property
     def failures(self) -> list[str]:
         return [f for r in self.records for f in r.failures]
 
     def to_dict(self) -> dict:
-        return {"passed": not self.failures, "seconds": self.seconds,
-                "failures": self.failures, "records": [asdict(r) for r in self.records]}
+        out = {"passed": not self.failures and not self.interrupted, "seconds": self.seconds,
+               "failures": self.failures, "records": [asdict(r) for r in self.records]}
+        if self.interrupted:  # never reads as finished: passed is false, and says why
+            out["interrupted"] = self.interrupted
+            out["runs_planned"] = self.planned
+        return out
 
 
 def _trajectory_tokens(cfg: Config, steps: int) -> int:
@@ -248,33 +255,47 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                trajectory_steps: int = 3, stall_timeout: float = 60.0, faults=None,
                out: Callable[[str], None] = print, live=None,
                traces: list | None = None, engine: str = "fast",
-               require_bitwise: bool | None = None, locate: bool = False) -> VerifyReport:
+               require_bitwise: bool | None = None, locate: bool = False,
+               report: VerifyReport | None = None) -> VerifyReport:
     """Run every gate on `engine`; prints a row per run as it goes; returns all figures.
     Bitwise identity across T is measured for every engine and gates when `require_bitwise`
-    (default: only for `fast`, the engine that promises it). A bitwise failure is located
-    (harness.verify.divergence); `locate` records fold digests in the gate runs themselves."""
-    if require_bitwise is None:
-        require_bitwise = engine == "fast"
-    report = VerifyReport()
+    (default: only for `fast`, the engine that promises it). A signal stops the sweep between
+    runs (`Stopped`); `report`, when given, then holds the runs done, marked interrupted.
+    A bitwise failure is located (harness.verify.divergence); `locate` records fold digests in
+    the gate runs themselves."""
+    report = VerifyReport() if report is None else report
+    report.planned += len(configs) * len(dtypes) * len(threads)
     start = time.perf_counter()
+    try:
+        _sweep(report, configs, dtypes, threads, trajectory_steps, stall_timeout, faults, out,
+               live, traces, engine, engine == "fast" if require_bitwise is None
+               else require_bitwise, locate)
+    except Stopped as exc:
+        report.interrupted = exc.name
+        raise
+    finally:
+        report.seconds += time.perf_counter() - start
+    return report
+
+
+def _sweep(report: VerifyReport, configs, dtypes, threads, trajectory_steps, stall_timeout,
+           faults, out, live, traces, engine, require_bitwise, locate: bool) -> None:
     out(HEADER)
     for cfg in configs:
         t_ref = time.perf_counter()
+        check_stop(f"before the reference of preset {cfg.preset}")
         ref = _Reference(cfg, trajectory_steps)
         out(f"# {cfg.preset} (G={cfg.train.group_size}): reference gradient and "
             f"{trajectory_steps}-step trajectory in {time.perf_counter() - t_ref:.1f}s")
         for dtype in dtypes:
-            records, digests = [], ({} if locate else None)
-            for T in threads:
-                if live is not None:  # harness.run.progress.LiveProgress: one unit per run
-                    live.begin(len(report.records) + len(records) + 1,
-                               label=f"{cfg.preset} {dtype} T={T}")
-                rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
-                                 traces=traces, engine_name=engine, digests=digests)
-                records.append(rec)
-                if live is not None:
-                    live.end()
-                out(format_row(rec))
+            records: list[RunRecord] = []
+            digests = {} if locate else None
+            try:
+                _runs(report, records, cfg, dtype, threads, ref, stall_timeout, faults, out,
+                      live, traces, engine, digests)
+            except Stopped:
+                report.records.extend(records)  # the runs done are kept
+                raise
             check_bitwise(records, require_bitwise)
             locate_records(records, cfg, dtype, ref.groups, digests=digests,
                            stall_timeout=stall_timeout, faults=faults, engine_name=engine)
@@ -290,8 +311,32 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
                     f"{','.join(str(r.threads) for r in records)}: {'yes' if same else 'NO'}"
                     f" ({'gated' if require_bitwise else 'measured, not gated'})")
             report.records.extend(records)
-    report.seconds = time.perf_counter() - start
-    return report
+
+
+def _runs(report: VerifyReport, records: list[RunRecord], cfg: Config, dtype: str,
+          threads: list[int], ref: _Reference, stall_timeout, faults, out, live, traces,
+          engine: str, digests: dict | None) -> None:
+    """Every thread count of one preset and dtype into `records`; a safe point before each."""
+    for T in threads:
+        check_stop(f"after {len(report.records) + len(records)} of {report.planned} runs")
+        if live is not None:  # harness.run.progress.LiveProgress: one unit per run
+            live.begin(len(report.records) + len(records) + 1,
+                       label=f"{cfg.preset} {dtype} T={T}")
+        rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
+                         traces=traces, engine_name=engine, digests=digests)
+        records.append(rec)
+        if live is not None:
+            live.end()
+        out(format_row(rec))
+
+
+def _status(report: VerifyReport) -> str:
+    """PASS, FAIL (n), or INTERRUPTED, which is never a pass."""
+    if report.interrupted:
+        return (f"**INTERRUPTED** by {report.interrupted} after {len(report.records)} of "
+                f"{report.planned} runs: incomplete, not a pass"
+                + (f"; **FAIL** ({len(report.failures)})" if report.failures else ""))
+    return "**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"
 
 
 def markdown_summary(report: VerifyReport) -> str:
@@ -305,8 +350,7 @@ def markdown_summary(report: VerifyReport) -> str:
              f"Engine(s) under test: {', '.join(engines)}.", "",
              "Bitwise across thread counts (measured for every engine): "
              + ("; ".join(bitwise) if bitwise else "one thread count only") + ".", "",
-             f"{len(report.records)} runs in {report.seconds:.1f}s: "
-             + ("**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"), "",
+             f"{len(report.records)} runs in {report.seconds:.1f}s: " + _status(report), "",
              "Tolerances (relative L2 against the float64 reference): gradients "
              + ", ".join(f"{k} {v:.0e}" for k, v in GRAD_TOL.items()) + "; loss "
              + ", ".join(f"{k} {v:.0e}" for k, v in LOSS_TOL.items()) + "; trajectory "

@@ -6,7 +6,9 @@ printed table (both iterate `VerifyReport.records` in order). A failed run carri
 worst tensor and its error, so a CI page shows what broke without opening the log.
 Only the elements and attributes every JUnit consumer requires (the common Jenkins/Ant schema):
 testsuites > testsuite(name, tests, failures, errors, skipped, time) > testcase(name, classname,
-time) > failure(message, type).
+time) > failure(message, type). A sweep stopped by a signal is written with the runs done and
+one more case, `interrupted`, holding an `<error>` "interrupted by SIGTERM": incomplete, never
+a pass.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def _failure_text(r: RunRecord) -> str:
 def junit_xml(report: VerifyReport) -> str:
     """The whole report as one JUnit XML document (UTF-8 text with an XML declaration)."""
     failed = sum(1 for r in report.records if not r.passed)
-    counts = {"tests": str(len(report.records)), "failures": str(failed), "errors": "0",
-              "skipped": "0", "time": f"{report.seconds:.3f}"}
+    stopped = 1 if report.interrupted else 0  # an interrupted sweep: one error case says so
+    counts = {"tests": str(len(report.records) + stopped), "failures": str(failed),
+              "errors": str(stopped), "skipped": "0", "time": f"{report.seconds:.3f}"}
     root = ET.Element("testsuites", {"name": "spheres verify", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": SUITE_NAME, **counts})
     for r in report.records:
@@ -46,5 +49,12 @@ def junit_xml(report: VerifyReport) -> str:
             check = r.failures[0].split(":", 1)[0]
             failure = ET.SubElement(case, "failure", {"message": r.failures[0], "type": check})
             failure.text = _failure_text(r)
+    if report.interrupted:
+        case = ET.SubElement(suite, "testcase", {"name": "interrupted",
+                                                 "classname": f"{SUITE_NAME}.run", "time": "0"})
+        error = ET.SubElement(case, "error", {
+            "message": f"interrupted by {report.interrupted}", "type": "interrupted"})
+        error.text = (f"interrupted by {report.interrupted} after {len(report.records)} of "
+                      f"{report.planned} runs: this file is incomplete")
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fast.mpi_topology import MAX_RANKS
 from harness.figures.serial import from_json
+from harness.run.stop import run_child
 from harness.verify.digest import Fingerprint
 from plumbing.errors import InputError
 from reference.config import Config
@@ -81,8 +82,8 @@ def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int]
             ",".join(dtypes), "--steps", str(steps), "--stall-timeout", str(stall_timeout),
             "--reference"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI_LOCAL"))}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
-                          env=env)
+    proc = run_child(argv, timeout=LAUNCH_TIMEOUT_S, where=f"during mpiexec -n {ranks}",
+                     env=env)  # a stop ends mpiexec's whole process group
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"mpiexec -n {ranks} exited {proc.returncode}: {' | '.join(tail)}")

@@ -14,6 +14,8 @@ thread, no faults and no perturbation:
 - every thread ended after close(); the checkpoint of the final state, written before close()
   as the CLI's rescue does (a hung thread may still be alive), loads and is bitwise it.
 A failed case is printed with the batch seed that replays it (`--replay SEED`); exit 1.
+A signal stops the run between cases (harness/run/stop.py): the totals so far are printed as
+INTERRUPTED and the exit code is 128 + N, never a failure blamed on the case in flight.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from fast import perturb
 from harness.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from harness.run.corpus import load_corpus
+from harness.run.stop import check_stop, deferred
 from plumbing.errors import FaultError, InputError, StallError
 from reference.config import preset
 
@@ -252,6 +255,9 @@ def run_batch(runner: CaseRunner, batch_seed: int, deadline: float | None,
     def prop(case: StressCase) -> None:
         if deadline is not None and time.monotonic() > deadline:
             return
+        # a safe point between cases: `Stopped` is a BaseException, so hypothesis ends the run
+        # and passes it on (never a FlakyFailure, never caught below as a case's failure)
+        check_stop(f"after {runner.totals.cases} cases")
         if show is not None:
             show(f"  case {case}")
         runner.run(case)
@@ -266,8 +272,10 @@ def run_batch(runner: CaseRunner, batch_seed: int, deadline: float | None,
     return failures
 
 
-def stress(seconds: float, seed: int, replay: int | None = None, say=print) -> StressTotals:
-    """Run batches until `seconds` have passed (or replay one batch); the totals."""
+def stress(seconds: float, seed: int, replay: int | None = None, say=print,
+           totals: StressTotals | None = None) -> StressTotals:
+    """Run batches until `seconds` have passed (or replay one batch); the totals (into
+    `totals` when given, so a stopped run still has the cases it did)."""
     try:
         import hypothesis  # noqa: F401
     except ImportError:
@@ -276,12 +284,13 @@ def stress(seconds: float, seed: int, replay: int | None = None, say=print) -> S
 
     for dt in (np.float32, np.float64):
         warmup(dt)  # compile once, before the clock starts
-    totals = StressTotals()
+    totals = StressTotals() if totals is None else totals
     engine_log = logging.getLogger("fast")  # each drilled fault logs its diagnosis: expected
     level = engine_log.level
     engine_log.setLevel(logging.CRITICAL)
     try:
-        _run(totals, seconds, seed, replay, say)
+        with deferred("the current case"):  # the warm-up above stops at once
+            _run(totals, seconds, seed, replay, say)
     finally:
         engine_log.setLevel(level)
     return totals
@@ -297,6 +306,7 @@ def _run(totals: StressTotals, seconds: float, seed: int, replay: int | None, sa
         seeds = random.Random(seed)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            check_stop(f"after {totals.cases} cases")
             batch = seeds.getrandbits(32)
             found = run_batch(runner, batch, deadline)
             totals.failures += found
