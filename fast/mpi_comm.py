@@ -1,6 +1,7 @@
 """MPI collectives with deadlines and byte counts: the only way ranks talk (SPEC 10).
 
-Every collective is non-blocking (Ibcast, Igather, Igatherv) and completed by a Test loop that
+Every collective is non-blocking (Ibcast, Igather(v), Iscatterv, Ialltoallv, Iallgatherv, and
+Isend/Irecv for the chain links) and completed by a Test loop that
 gives up at a deadline, so no rank can sit inside MPI forever: a deadline that passes raises
 CommTimeout (a StallError, exit 3) naming the rank and the collective. Each call adds the payload
 bytes this rank sent and received to a ByteCounter (logical payload: a root's broadcast counts
@@ -88,6 +89,108 @@ class Channel:
             self._wait(self.comm.Igatherv([block, dtype], None, root=0), seconds, what)
             self.bytes.add(what, block.nbytes, 0)
 
+    def scatter_parts(self, parts: list[np.ndarray] | None, recv: np.ndarray, seconds: float,
+                      what: str) -> np.ndarray:
+        """Rank 0's `parts[r]` (flat, recv's dtype) into rank r's `recv`, which must fit it."""
+        dtype = MPI._typedict[recv.dtype.char]
+        if self.rank == 0:
+            counts = [p.size for p in parts]
+            send = np.concatenate([p.ravel() for p in parts]).astype(recv.dtype, copy=False)
+            displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+            req = self.comm.Iscatterv([send, counts, displs, dtype], [recv, counts[0], dtype],
+                                      root=0)
+            self._wait(req, seconds, what)
+            self.bytes.add(what, (sum(counts) - counts[0]) * recv.itemsize, 0)
+        else:
+            self._wait(self.comm.Iscatterv(None, [recv, recv.size, dtype], root=0), seconds,
+                       what)
+            self.bytes.add(what, 0, recv.nbytes)
+        return recv
+
+    def alltoallv(self, send: np.ndarray, send_counts: list[int], recv: np.ndarray,
+                  recv_counts: list[int], seconds: float, what: str) -> np.ndarray:
+        """Element counts per rank, both buffers laid out in rank order (self copy not counted)."""
+        dtype = MPI._typedict[recv.dtype.char]
+        sd = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(int).tolist()
+        rd = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(int).tolist()
+        req = self.comm.Ialltoallv([send, send_counts, sd, dtype],
+                                   [recv, recv_counts, rd, dtype])
+        self._wait(req, seconds, what)
+        me = self.rank
+        self.bytes.add(what, (sum(send_counts) - send_counts[me]) * send.itemsize,
+                       (sum(recv_counts) - recv_counts[me]) * recv.itemsize)
+        return recv
+
+    def allgather_ranges(self, data: np.ndarray, bounds: list[tuple[int, int]], seconds: float,
+                         what: str) -> np.ndarray:
+        """Rank r's data[bounds[r]] lands in every rank's flat `data`, in place."""
+        dtype = MPI._typedict[data.dtype.char]
+        counts = [hi - lo for lo, hi in bounds]
+        displs = [lo for lo, _ in bounds]
+        req = self.comm.Iallgatherv(MPI.IN_PLACE, [data, counts, displs, dtype])
+        self._wait(req, seconds, what)
+        mine = counts[self.rank]
+        self.bytes.add(what, mine * (self.size - 1) * data.itemsize,
+                       (sum(counts) - mine) * data.itemsize)
+        return data
+
+    def gather_ranges(self, mine: np.ndarray, full: np.ndarray | None,
+                      bounds: list[tuple[int, int]], seconds: float, what: str) -> None:
+        """Rank r's `mine` (its range bounds[r]) lands in rank 0's flat `full`, in place (rank
+        0's own range must already be in `full`)."""
+        dtype = MPI._typedict[mine.dtype.char]
+        counts = [hi - lo for lo, hi in bounds]
+        if self.rank == 0:
+            req = self.comm.Igatherv(MPI.IN_PLACE, [full, counts, [b[0] for b in bounds], dtype],
+                                     root=0)
+            self._wait(req, seconds, what)
+            self.bytes.add(what, 0, (sum(counts) - counts[0]) * mine.itemsize)
+        else:
+            self._wait(self.comm.Igatherv([mine, dtype], None, root=0), seconds, what)
+            self.bytes.add(what, mine.nbytes, 0)
+
+    def scatter_ranges(self, full: np.ndarray | None, mine: np.ndarray,
+                       bounds: list[tuple[int, int]], seconds: float, what: str) -> None:
+        """Rank 0's full[bounds[r]] lands in rank r's `mine` (rank 0 copies its own)."""
+        dtype = MPI._typedict[mine.dtype.char]
+        counts = [hi - lo for lo, hi in bounds]
+        if self.rank == 0:
+            req = self.comm.Iscatterv([full, counts, [b[0] for b in bounds], dtype],
+                                      MPI.IN_PLACE, root=0)
+            self._wait(req, seconds, what)
+            mine[:] = full[bounds[0][0]:bounds[0][1]]
+            self.bytes.add(what, (sum(counts) - counts[0]) * mine.itemsize, 0)
+        else:
+            self._wait(self.comm.Iscatterv(None, [mine, dtype], root=0), seconds, what)
+            self.bytes.add(what, 0, mine.nbytes)
+
+    def gather_varied(self, row: np.ndarray, seconds: float, what: str) -> list | None:
+        """Every rank's flat `row` (any length, one dtype); rank 0 gets the list in rank order."""
+        sizes = self.gather(np.array([row.size], dtype=np.int64), seconds, what)
+        dtype = MPI._typedict[row.dtype.char]
+        if self.rank != 0:
+            self._wait(self.comm.Igatherv([row, dtype], None, root=0), seconds, what)
+            self.bytes.add(what, row.nbytes, 0)
+            return None
+        counts = [int(n) for n in sizes.ravel()]
+        out = np.empty(sum(counts), dtype=row.dtype)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+        self._wait(self.comm.Igatherv([row, dtype], [out, counts, displs, dtype], root=0),
+                   seconds, what)
+        self.bytes.add(what, 0, (sum(counts) - counts[0]) * row.itemsize)
+        return [out[d:d + n] for d, n in zip(displs, counts, strict=True)]
+
+    def send(self, buf: np.ndarray, dest: int, seconds: float, what: str) -> None:
+        """Point to point: `buf` to rank `dest` (a chain link of the position fold)."""
+        self._wait(self.comm.Isend(buf, dest=dest, tag=_tag(what)), seconds, what)
+        self.bytes.add(what, buf.nbytes, 0)
+
+    def recv(self, buf: np.ndarray, source: int, seconds: float, what: str) -> np.ndarray:
+        """Point to point: rank `source`'s `buf` (same shape and dtype) into `buf`."""
+        self._wait(self.comm.Irecv(buf, source=source, tag=_tag(what)), seconds, what)
+        self.bytes.add(what, 0, buf.nbytes)
+        return buf
+
     def bcast_json(self, obj, seconds: float, what: str):
         """A small JSON-able object from rank 0 to everyone (length first, then the bytes)."""
         payload = json.dumps(obj).encode() if self.rank == 0 else b""
@@ -123,6 +226,11 @@ class Channel:
             time.sleep(pause)
             pause = min(POLL_MAX_SECONDS, pause + 0.0001)
         self.seconds += time.monotonic() - start
+
+
+def _tag(what: str) -> int:
+    """A stable message tag per kind of point-to-point message (chains never mix kinds)."""
+    return sum(what.encode()) % 30000 + 1
 
 
 def encode_status(obj) -> np.ndarray:
