@@ -45,9 +45,9 @@ def mpi_entry(args: argparse.Namespace) -> int | None:
     channel = start_mpi()
     problem = None  # every rank sees the same size and flags, so every rank refuses alike
     if channel.size > MAX_RANKS:
-        problem = (f"mpiexec -n {channel.size}: the 12 symmetry positions allow 1 to {MAX_RANKS} "
-                   f"ranks; use mpiexec -n {MAX_RANKS} (or fewer) and --threads for more "
-                   "workers per rank")
+        problem = (f"mpiexec -n {channel.size}: the {MAX_RANKS} level-2 spheres allow 1 to "
+                   f"{MAX_RANKS} ranks; use mpiexec -n {MAX_RANKS} (or fewer) and --threads for "
+                   "more workers per rank")
     elif args.command == "train" and args.engine != "fast":
         problem = "--mpi runs the fast engine; drop --engine or use --engine fast"
     if problem is not None:

@@ -22,6 +22,10 @@ NO_COLLAPSE_RATIO = 0.9
 # MPI (SPEC 10): two ranks of one thread vs one process of two threads on the same 2 cores; the
 # ranks pay for gathering segments and broadcasting weights, at most 15% of throughput.
 MPI_RATIO_TARGET = 0.85
+# MPI bytes per rank per step (#18): a ring all-reduce sends and receives about 2P per rank
+# (P = the weights' bytes); the reduce-scatter + all-gather step may move at most 1.5x that in
+# either direction on every rank, rank 0 included (the root gather it replaced: 11P at R = 12).
+MPI_BYTES_OVER_RING = 1.5
 # Busy share of all cores during training that we call healthy (waits and Python cost the rest).
 CPU_USE_TARGET = 0.7
 # Model FLOP/s against the measured float32 matmul peak: what dense kernels can reach in practice.

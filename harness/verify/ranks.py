@@ -47,16 +47,17 @@ class RankRecord:
 
 
 def parse_ranks(text: str) -> list[int]:
-    """`1,2,3,5,12` or `1-12` -> sorted rank counts, each 1..12."""
+    """`1,2,3,5,12,24` or `1-12` -> sorted rank counts, each 1..144 (the level-2 spheres)."""
     from harness.run.engines import parse_threads
 
     try:
         ranks = parse_threads(text)
     except InputError:
-        raise InputError(f"--ranks {text!r}: expected counts like 1,2,3,5,12 or 1-12") from None
+        raise InputError(f"--ranks {text!r}: expected counts like 1,2,3,5,12,24 or 1-12"
+                         ) from None
     if max(ranks) > MAX_RANKS:
-        raise InputError(f"--ranks {text!r}: the 12 symmetry positions allow 1 to {MAX_RANKS} "
-                         "ranks")
+        raise InputError(f"--ranks {text!r}: the {MAX_RANKS} level-2 spheres allow 1 to "
+                         f"{MAX_RANKS} ranks")
     return ranks
 
 
