@@ -87,6 +87,28 @@ def digests(ranks: int, threads: str, dtypes: str = "float64,float32", *extra: s
 CHAIN_GROUP = 30  # 2-3 spheres per position: with R > 12 every position's fold crosses ranks
 
 
+@pytest.fixture
+def ranks_end(monkeypatch):
+    """For launches this test cannot watch itself (spheres verify, analyze): every process
+    that inherited this test's token must be gone when the test ends."""
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.setenv("KS_TEST_LAUNCH", token)
+    yield
+
+    def mine() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if p.pid != os.getpid() and p.environ().get("KS_TEST_LAUNCH") == token:
+                    found.append(p)
+            except psutil.Error:
+                continue  # gone meanwhile, or another user's process
+        return found
+
+    _, alive = psutil.wait_procs(mine(), timeout=GONE_SECONDS)
+    assert not alive, f"processes left behind: {[p.pid for p in alive]}"
+
+
 @pytest.fixture(scope="module")
 def single_process():
     """The single-process engine's fingerprints (T=1) per dtype and group size."""
@@ -395,7 +417,7 @@ def test_sigkill_of_a_rank_ends_the_job(tmp_path):
 
 # -- spheres verify --ranks ---------------------------------------------------------------------
 
-def test_verify_ranks_gate_passes_through_the_cli(tmp_path):
+def test_verify_ranks_gate_passes_through_the_cli(tmp_path, ranks_end):
     out = tmp_path / "v.json"
     proc = subprocess.run([SPHERES, "verify", "--threads", "1,2", "--presets", "tiny",
                            "--dtypes", "float64", "--ranks", "3", "--json", str(out)],
@@ -426,7 +448,8 @@ mpi_engine._Rank._reduce_scatter = _reduce_scatter
 '''
 
 
-def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak):
+def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_thread_leak,
+                                                     ranks_end):
     from harness.verify.ranks import run_rank_gates
     from reference.config import preset
 
@@ -453,7 +476,7 @@ def test_verify_ranks_gate_fails_on_a_presumming_rank(tmp_path, monkeypatch, no_
 
 # -- spheres analyze --ranks: the Scale-out section --------------------------------------------
 
-def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak):
+def test_scale_out_section_measures_ranks_and_bitwise(no_thread_leak, ranks_end):
     from harness.analysis.scale_out import add_scale_out, scale_out_checks, section_lines
     from harness.figures.results import AnalysisResults
 
