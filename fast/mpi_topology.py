@@ -21,6 +21,7 @@ and the tree; R only decides who does which part.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from fast.spheres import LEVEL2_SPHERES, POSITIONS
 
@@ -67,13 +68,15 @@ def rank_of_batch(batch: int, ranks: int, group: int) -> int:
     return served.start + s * len(served) // n
 
 
+@lru_cache(maxsize=4096)  # a step asks for every rank's batches several times
 def batches_of(rank: int, ranks: int, group: int) -> tuple[int, ...]:
     """Batch indices of a `group`-batch group that `rank` computes, in increasing order."""
     positions_of(rank, ranks)  # checks the rank
     return tuple(b for b in range(group) if rank_of_batch(b, ranks, group) == rank)
 
 
-def holders(position: int, ranks: int, group: int) -> list[tuple[int, tuple[int, ...]]]:
+@lru_cache(maxsize=4096)
+def holders(position: int, ranks: int, group: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """(rank, its batches of `position`) for every rank with a batch there, in fold order.
 
     The first starts the position's partial from zero; each next one continues it; the last
@@ -86,7 +89,7 @@ def holders(position: int, ranks: int, group: int) -> list[tuple[int, tuple[int,
             out[-1] = (r, out[-1][1] + (b,))
         else:
             out.append((r, (b,)))
-    return out
+    return tuple(out)
 
 
 def slice_bounds(rank: int, ranks: int, n_params: int) -> tuple[int, int]:

@@ -335,10 +335,11 @@ def test_grads_mpi_matches_single_process(tmp_path):
 
 # -- fault drills across ranks ------------------------------------------------------------------
 
-def _drill(tmp_path, inject: str, ranks: int = 3, kill_rank: int | None = None):
+def _drill(tmp_path, inject: str, ranks: int = 3, kill_rank: int | None = None,
+           extra: tuple[str, ...] = ()):
     """Run a 3-step job with a fault; returns (exit code, seconds, stderr, pids seen)."""
     argv = [MPIEXEC, "-n", str(ranks), SPHERES, "train", "--mpi", "--threads", "2", "--steps",
-            "3", "--stall-timeout", str(STALL), "--inject", inject]
+            "3", "--stall-timeout", str(STALL), "--inject", inject, *extra]
     start = time.monotonic()
     log = tmp_path / "stderr.txt"
     with log.open("w") as sink:
@@ -401,6 +402,29 @@ def test_slow_follower_is_not_a_stall(tmp_path):
     """Slow work on rank 1 (longer than the stall timeout, with progress) finishes normally."""
     rc, seconds, err, pids, _ = _drill(
         tmp_path, f"slow:target=worker=0,rank=1,step=1,seconds={2 * STALL:g}")
+    assert rc == 0, err[-3000:]
+    assert "stall" not in err.lower()
+    _assert_all_gone(pids)
+
+
+def test_hang_at_the_head_of_a_chain_ends_the_job(tmp_path):
+    """R=13, G=30: ranks 0 and 1 share position 0. Rank 0 hangs in its batches; its watchdog
+    reports, it still hands its partial on, and rank 1 (waiting for it) joins the status
+    gather, so the job ends as a stall of rank 0, not as a collective deadline."""
+    rc, seconds, err, pids, _ = _drill(tmp_path, "hang:target=worker=0,rank=0,step=1", ranks=13,
+                                       extra=("--group-size", str(CHAIN_GROUP)))
+    assert rc == 3, err[-3000:]
+    assert "rank 0: stall" in err, err[-3000:]
+    assert "did not complete within" not in err, err[-3000:]  # no rank hit a deadline
+    _assert_all_gone(pids)
+
+
+@pytest.mark.slow
+def test_slow_head_of_a_chain_is_not_a_stall(tmp_path):
+    """Rank 1 waits for rank 0's partial of position 0 for longer than the stall timeout."""
+    rc, seconds, err, pids, _ = _drill(
+        tmp_path, f"slow:target=worker=0,rank=0,step=1,seconds={2 * STALL:g}", ranks=13,
+        extra=("--group-size", str(CHAIN_GROUP)))
     assert rc == 0, err[-3000:]
     assert "stall" not in err.lower()
     _assert_all_gone(pids)
