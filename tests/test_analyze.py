@@ -11,17 +11,11 @@ import pytest
 from support import run_cli
 
 from harness.analysis.report import SECTIONS
-from harness.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def quick_report(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("analyze") / "report"
-    code = main(["analyze", "--quick", "--threads", "2", "--out", str(out)])
-    assert code == 0, f"analyze --quick failed with exit {code}"
-    return out
+# quick_report: one `analyze --quick` report for the session (tests/conftest.py)
 
 
 def test_report_has_every_section(quick_report: Path):
