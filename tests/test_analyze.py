@@ -66,6 +66,9 @@ def test_injected_fault_marks_fail_and_exits_nonzero(tmp_path, capsys):
     assert "every requested step finished" in failed
     assert "ks-worker-1" in results["training"]["error"]
     assert "**FAIL** every requested step finished" in (out / "analysis.md").read_text()
+    # a failing report is still a true one: every claim, FAIL included, follows from its data
+    code, stdout, _ = run_cli(["check", str(out)], capsys)
+    assert code == 0, stdout
 
 
 def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys):

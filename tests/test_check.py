@@ -120,6 +120,37 @@ def test_an_edited_run_record_is_caught(report: Path, capsys):
     assert "the run record in trace.json gives FAIL" in out
 
 
+def forge(report: Path, change) -> None:
+    """A consistent forgery: results.json edited, analysis.md rendered again from it, the
+    folder re-sealed. Only what the run record says can still catch it."""
+    from harness.analysis.checks import conclude
+    from harness.analysis.report import render
+    from harness.figures.results import AnalysisResults
+
+    edit_json(report / "results.json", change)
+    results = AnalysisResults.from_json(json.loads((report / "results.json").read_text()))
+    conclude(results)
+    (report / "results.json").write_text(json.dumps(results.to_json(), indent=2))
+    (report / "analysis.md").write_text(render(results))
+    seal(report)
+
+
+def test_a_consistent_forgery_of_the_waits_is_caught_by_the_run_record(report: Path, capsys):
+    forge(report, lambda d: d["threads"]["workers"][0].update(wait_a_seconds=9.0))
+    code, out = check(report, capsys)
+    assert code == 1, out
+    assert "threads: ks-worker-0 wait_a_seconds is 9.000000 in results.json" in out
+    assert "FAIL: 1 claim does not follow" in out  # consistent: only the record disagrees
+
+
+def test_a_consistent_forgery_of_a_finding_is_caught_by_the_run_record(report: Path, capsys):
+    forge(report, lambda d: d["record"]["findings"]["barriers"].update(passed=False))
+    code, out = check(report, capsys)
+    assert code == 1, out
+    assert "finding `barriers`: results.json says FAIL" in out
+    assert "the run record in trace.json gives PASS" in out
+
+
 def test_a_check_no_check_function_makes_is_caught(report: Path, capsys):
     """A verdict appended to results.json (and its line to analysis.md) outside build_checks
     does not follow from anything: check names it."""

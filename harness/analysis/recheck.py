@@ -194,7 +194,14 @@ def _compare_record(stored: AnalysisResults, folder: Path, out: Recheck) -> None
         out.notes.append(f"{name}: {trace.why_not}; its findings are taken from {RESULTS}, "
                          "not re-derived")
         return
-    derived = evidence.findings(trace.snapshot)
+    _compare_findings(stored, evidence.findings(trace.snapshot), name, out)
+    if to_json(evidence.structure(trace.snapshot)) != to_json(stored.structure):
+        out.problems.append(f"structure: the positions and sphere levels in {RESULTS} are not "
+                            f"those of the run record in {name}")
+    _compare_threads(stored, trace.snapshot, name, out)
+
+
+def _compare_findings(stored: AnalysisResults, derived: dict, name: str, out: Recheck) -> None:
     for fid in sorted(set(derived) | set(stored.record.findings)):
         old, new = stored.record.findings.get(fid), derived.get(fid)
         if old is None or new is None:
@@ -206,9 +213,37 @@ def _compare_record(stored: AnalysisResults, folder: Path, out: Recheck) -> None
                                 f"({old.figure}), the run record in {name} gives "
                                 f"{_mark(new.passed)} ({new.figure})")
     out.findings = len(derived)
-    if to_json(evidence.structure(trace.snapshot)) != to_json(stored.structure):
-        out.problems.append(f"structure: the positions and sphere levels in {RESULTS} are not "
-                            f"those of the run record in {name}")
+
+
+def _compare_threads(stored: AnalysisResults, snapshot, name: str, out: Recheck) -> None:
+    """Per-thread batches and seconds (the Workers, Node Zero and Synchronisation tables)
+    against the run record's. CPU seconds come from each thread's clock, not the record, and
+    a worker's position from what it said: both taken as written. Seconds are sums of spans
+    whose ends trace.json rounds, so each may differ by that rounding times the spans."""
+    from harness.analysis.phases import record_stats
+    from harness.measure.trace_record import ROUNDING_S
+
+    written = stored.threads.all_threads
+    derived = record_stats(snapshot, {t.name: t.cpu_seconds for t in written}).all_threads
+    if [t.name for t in derived] != [t.name for t in written]:
+        out.problems.append(f"threads: {RESULTS} lists {[t.name for t in written]}, the run "
+                            f"record in {name} {[t.name for t in derived]}")
+        return
+    spans = {log.name: len(log.spans) for log in snapshot.threads}
+    for old, new in zip(written, derived, strict=True):
+        slack = 2 * ROUNDING_S * (spans.get(new.name, 0) + 1)
+        for key, value in to_json(new).items():
+            was = getattr(old, key)
+            if key in ("position", "cpu_seconds") or was == value:
+                continue
+            if isinstance(value, float) and isinstance(was, float) and abs(was - value) <= slack:
+                continue
+            out.problems.append(f"threads: {new.name} {key} is {_num(was)} in {RESULTS}, "
+                                f"{_num(value)} in the run record in {name}")
+
+
+def _num(value: object) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _shorten(line: str, most: int = 150) -> str:
