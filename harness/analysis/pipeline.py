@@ -160,6 +160,7 @@ def _analyze_locked(plan: Plan, out: Path, *, ranks: int | None, trace: Path | N
                 from harness.analysis.scale_out import add_scale_out
 
                 add_scale_out(results, plan.preset, ranks, plan.threads, plan.seed, phases)
+                conclude(results)  # issues and recommendations with it, as check derives them
         write_results(results, tmp / "results.json")
         write_output(tmp / "analysis.md", render(results))
         seal(tmp)
