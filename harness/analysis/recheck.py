@@ -18,8 +18,10 @@ names every claim that does not follow:
    first; every file it links to must exist.
 
 Steps 2-4 do not trust the manifest: a report re-sealed after an edit is still caught when the
-edit changes a claim. A folder with no manifest (not a report, or one made before reports were
-sealed with sha256) is refused with exit 2 before anything is compared.
+edit changes a claim, or when the run record contradicts it. A figure measured outside any
+artifact (throughput, memory, an equivalence run's error) cannot be re-measured here: the
+manifest's sha256 is all that guards it. A folder with no manifest (not a report, or one made
+before reports were sealed with sha256) is refused with exit 2 before anything is compared.
 """
 
 from __future__ import annotations
