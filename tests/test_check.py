@@ -100,6 +100,16 @@ def test_a_deleted_run_record_leaves_its_findings_unproven(report: Path, capsys)
     assert code == 1 and "trace.json (the run record) is missing" in out, out
 
 
+def test_a_report_of_another_schema_version_exits_2(report: Path, capsys):
+    edit_json(report / "results.json", lambda d: d.update(schema_version=2))
+    seal(report)
+    code, out = check(report, capsys)
+    assert code == 2 and "schema_version 2" in out and "regenerate" in out, out
+    (report / "results.json").write_text("[]")
+    code, out = check(report, capsys)  # tampered into something else: a claim, not a version
+    assert code == 1 and "results.json is not analyze's results" in out, out
+
+
 def test_a_stray_file_is_caught(report: Path, capsys):
     (report / "notes.txt").write_text("added by hand\n")
     code, out = check(report, capsys)

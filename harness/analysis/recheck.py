@@ -113,6 +113,10 @@ def _load(folder: Path, out: Recheck) -> AnalysisResults | None:
         out.problems.append(f"{RESULTS} is not readable JSON ({exc}): no verdict of "
                             f"{MARKDOWN} can be re-derived")
         return None
+    if not isinstance(data, dict) or not isinstance(data.get("schema_version"), int):
+        out.problems.append(f"{RESULTS} is not analyze's results (no schema_version): no "
+                            f"verdict of {MARKDOWN} can be re-derived")
+        return None
     check_schema(data, SCHEMA_VERSION, str(path))  # another version's report: exit 2
     try:
         return AnalysisResults.from_json(data, str(path))
