@@ -274,6 +274,8 @@ def _compare_markdown(fresh: AnalysisResults, folder: Path, out: Recheck) -> Non
         for k in range(max(i2 - i1, j2 - j1)):
             old = written[i1 + k] if i1 + k < i2 else None
             new = expected[j1 + k] if j1 + k < j2 else None
+            if not (old or "").strip() and not (new or "").strip():
+                continue  # a blank line more or less: the claims around it are named
             found.append(_line_problem(i1 + k + 1 if old is not None else i2, old, new))
     verdicts = [p for p in found if p.startswith("verdict")]
     others = [p for p in found if not p.startswith("verdict")]
