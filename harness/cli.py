@@ -42,6 +42,8 @@ COMMANDS: dict[str, Command] = {
                        "list the installed engines and where they come from"),
     "analyze": Command("harness.commands.analyze",
                        "the main job: train, verify, drill, profile, report"),
+    "check": Command("harness.commands.check",
+                     "re-check a report folder: manifest, verdicts, findings (exit 1 on any)"),
     "compare": Command("harness.commands.compare",
                        "markdown table of what changed between two runs"),
     "stress": Command("harness.commands.stress",

@@ -71,6 +71,34 @@ def foreign_entries(folder: Path) -> list[str] | None:
     return foreign
 
 
+def manifest_problems(folder: Path) -> list[str]:
+    """Every way `folder` differs from its manifest, one line each: a listed file missing or
+    changed (size or sha256), a file or link the manifest does not list. Empty when the folder
+    is byte for byte what `seal` listed; the caller has checked a manifest exists."""
+    files = read_manifest(folder) or {}
+    found = _contents(folder)
+    problems = []
+    for rel, entry in sorted(files.items()):
+        path = found.get(rel)
+        if path is None or path.is_symlink() or not path.is_file():
+            problems.append(f"{rel}: listed in the manifest but missing")
+            continue
+        size, digest = path.stat().st_size, _sha256(path)
+        if size != entry.get("bytes") or digest != entry.get("sha256"):
+            problems.append(f"{rel}: changed since analyze wrote it (sha256 "
+                            f"{str(entry.get('sha256'))[:12]}, {entry.get('bytes')} bytes "
+                            f"listed; now {digest[:12]}, {size} bytes)")
+    for rel in sorted(found):
+        if rel == MANIFEST or rel in files:
+            continue
+        if rel.endswith("/"):
+            if not any(f.startswith(rel) for f in files):
+                problems.append(f"{rel}: a folder the manifest does not list (added later)")
+            continue
+        problems.append(f"{rel}: not in the manifest (added after analyze sealed the report)")
+    return problems
+
+
 def _few(names: list[str], most: int = 4) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most
                                       else "")

@@ -11,17 +11,11 @@ import pytest
 from support import run_cli
 
 from harness.analysis.report import SECTIONS
-from harness.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def quick_report(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("analyze") / "report"
-    code = main(["analyze", "--quick", "--threads", "2", "--out", str(out)])
-    assert code == 0, f"analyze --quick failed with exit {code}"
-    return out
+# quick_report: one `analyze --quick` report for the session (tests/conftest.py)
 
 
 def test_report_has_every_section(quick_report: Path):
@@ -72,6 +66,9 @@ def test_injected_fault_marks_fail_and_exits_nonzero(tmp_path, capsys):
     assert "every requested step finished" in failed
     assert "ks-worker-1" in results["training"]["error"]
     assert "**FAIL** every requested step finished" in (out / "analysis.md").read_text()
+    # a failing report is still a true one: every claim, FAIL included, follows from its data
+    code, stdout, _ = run_cli(["check", str(out)], capsys)
+    assert code == 0, stdout
 
 
 def test_unwritable_out_exits_2_and_leaves_nothing(tmp_path, capsys):

@@ -218,12 +218,32 @@ def _architecture_checks(r: AnalysisResults) -> list[Check]:
     return checks
 
 
+def _scale_out_checks(r: AnalysisResults) -> list[Check]:
+    """Scale-out (`analyze --ranks R`, SPEC 10): the MPI run's bitwise verdict."""
+    if r.scale_out is None:
+        return []
+    from harness.analysis.scale_out import scale_out_checks  # its MPI imports only when used
+
+    return scale_out_checks(r.scale_out)
+
+
 def build_checks(r: AnalysisResults) -> list[Check]:
-    """Every verdict of one analysis, section by section, in the report's order."""
+    """Every verdict of one analysis, section by section, in the report's order. Every check
+    analyze makes comes from here, so `spheres check` re-derives all of them from results.json
+    (harness/analysis/recheck.py): a section's checks go in this list, never appended later."""
     sections = (_startup_checks, _record_checks, _worker_checks, _loading_checks,
                 _processing_checks, _performance_checks, _memory_checks, _drill_checks,
-                _architecture_checks)
+                _architecture_checks, _scale_out_checks)
     return [check for section in sections for check in section(r)]
+
+
+def conclude(r: AnalysisResults) -> None:
+    """Set every conclusion of `r` from its figures: the checks, the known issues, the
+    recommendations and the verdict (analyze, and `spheres check` on a reloaded results.json)."""
+    r.checks = build_checks(r)
+    r.known_issues = known_issues(r)
+    r.recommendations = recommendations(r)
+    r.set_verdict()
 
 
 def known_issues(r: AnalysisResults) -> list[str]:

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from harness.analysis.checks import build_checks, known_issues, recommendations
+from harness.analysis.checks import conclude
 from harness.analysis.phases import (
     phase_data,
     phase_drills,
@@ -108,10 +108,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
             else ("training too short for a flame graph" if not flame else None)),
         record=record_summary(run.record, out_dir),
     )
-    results.checks = build_checks(results)
-    results.known_issues = known_issues(results)
-    results.recommendations = recommendations(results)
-    results.set_verdict()
+    conclude(results)
     results.plots = make_plots(results, out_dir)
     if results.record.timeline:
         results.plots["timeline"] = results.record.timeline
@@ -163,6 +160,7 @@ def _analyze_locked(plan: Plan, out: Path, *, ranks: int | None, trace: Path | N
                 from harness.analysis.scale_out import add_scale_out
 
                 add_scale_out(results, plan.preset, ranks, plan.threads, plan.seed, phases)
+                conclude(results)  # issues and recommendations with it, as check derives them
         write_results(results, tmp / "results.json")
         write_output(tmp / "analysis.md", render(results))
         seal(tmp)
