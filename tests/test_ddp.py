@@ -101,3 +101,50 @@ def test_torch_ddp_is_a_registered_name_and_refuses_a_bad_world():
     assert resolve_factory("torch-ddp") is build
     with pytest.raises(InputError, match="world size must be 1 to 12"):
         build(preset("tiny"), world=13)
+
+
+def test_verify_ranks_runs_torch_ddp_worlds_and_reports_bitwise_as_measured(tmp_path, capsys):
+    from support import run_cli
+
+    out = tmp_path / "v.json"
+    code, stdout, err = run_cli(["verify", "--engine", "torch-ddp", "--presets", "tiny",
+                                 "--dtypes", "float64", "--threads", "1", "--ranks", "2",
+                                 "--json", str(out)], capsys)
+    assert code == 0, err
+    assert "across torch-ddp world sizes" in stdout and "measured, not gated" in stdout
+    import json
+
+    ranks = json.loads(out.read_text())["ranks"]
+    assert [(r["ranks"], r["threads"]) for r in ranks] == [(2, 1)]
+    assert ranks[0]["failures"] == [] and ranks[0]["bitwise"] in (True, False)
+    assert ranks[0]["grad_error"] <= GRAD_TOL["float64"]
+    assert ranks[0]["trajectory_error"] <= TRAJ_TOL["float64"]
+
+
+def test_ranks_refuses_an_engine_it_cannot_spread_before_any_work(capsys):
+    from support import run_cli
+
+    code, _, err = run_cli(["verify", "--engine", "torch", "--presets", "tiny", "--threads",
+                            "1", "--ranks", "2"], capsys)
+    assert code == 2 and "--ranks runs fast or torch-ddp across processes, not 'torch'" in err
+
+
+@pytest.mark.parametrize("require", [False, True])
+def test_rank_bitwise_differences_gate_only_when_required(require):
+    from harness.verify.digest import Fingerprint
+    from harness.verify.ranks import run_rank_gates
+
+    def launcher(R, cfg, dtypes, threads, *, steps, stall_timeout):
+        return [Fingerprint(R, T, d, 1.0, "g" if R == 1 else "G", "u", "t", 0.0, 0.0, 0.0)
+                for d in dtypes for T in threads]
+
+    base = {"float64": {"grad_hash": "g", "update_hash": "u", "trajectory_hash": "t"}}
+    recs = run_rank_gates(preset("tiny"), ["float64"], [1], [1, 2], base, steps=3,
+                          stall_timeout=1.0, tolerances=(LOSS_TOL, GRAD_TOL, TRAJ_TOL),
+                          out=lambda line: None, launcher=launcher, require_bitwise=require)
+    same, differs = recs
+    assert same.bitwise is True and not same.failures and not same.notes
+    assert differs.bitwise is False
+    gated, noted = (differs.failures, differs.notes) if require else (differs.notes,
+                                                                     differs.failures)
+    assert noted == [] and len(gated) == 1 and gated[0].startswith("bitwise-ranks-grads")

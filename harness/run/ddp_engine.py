@@ -2,12 +2,14 @@
 loopback, driven like any exec engine (docs/ENGINES.md section 3, SPEC 13).
 
 The harness starts `python torch_engine/ddp.py --world W`: rank 0, the channel (stdin/stdout
-frames) and the launcher, which starts ranks 1..W-1 as plain subprocesses (RANK, WORLD_SIZE,
-MASTER_ADDR=127.0.0.1, a free MASTER_PORT, GLOO_SOCKET_IFNAME=lo) in its own process group.
-Every rank is under the watchdog's deadline, since rank 0 cannot reply before every rank has
-done its part of the collectives; on close, a stall, a fault or a stop the harness kills that
-whole group (ExecEngine), so no rank outlives the engine. `pids` reads the world from the
-operating system (rank 0 and its children), for the tests that prove every one has ended.
+frames) and the launcher, which starts ranks 1..W-1 as plain subprocesses in its own process
+group (RANK, WORLD_SIZE, a FileStore rendezvous in rank 0's temporary folder, gloo bound to
+`lo`: every socket of the world is on 127.0.0.1). Every rank is under the watchdog's deadline,
+since rank 0 cannot reply before every rank has done its part of the collectives: the stall
+timeout per request, and for the first, which starts the world, DDP_START_SECONDS_PER_RANK per
+rank when that is longer. On close, a stall, a fault or a stop the harness kills that whole
+group (ExecEngine), so no rank outlives the engine. `pids` reads the world from the operating
+system (rank 0 and its children), for the tests that prove every one has ended.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from harness.figures.thresholds import DDP_START_SECONDS_PER_RANK
 from harness.run.exec_engine import ExecEngine
 from plumbing.errors import InputError
 from reference.config import Config
@@ -49,8 +52,11 @@ class DdpEngine(ExecEngine):
                              "pip install -e '.[torch]'")
         self.world = int(world)
         command = shlex.join([sys.executable, str(rank_program()), "--world", str(world)])
+        # the handshake starts the world (torch imported W times): its own deadline
+        start_up = max(stall_timeout, DDP_START_SECONDS_PER_RANK * self.world)
         super().__init__(command, config, threads=threads, dtype=dtype, params=params,
-                         stall_timeout=stall_timeout)
+                         stall_timeout=start_up)
+        self.deadline = float(stall_timeout)  # every later request: the stall timeout
         self.name = f"torch-ddp (world {self.world}, pid {self.pid})"
 
     @property
