@@ -61,3 +61,33 @@ def test_an_engine_that_fails_is_not_measured_never_a_pass():
     assert table.errors and "no_such_module_ks" in table.errors[0]
     assert table.cells[0].bitwise is None
     assert "| missing | 1 | not measured |" in markdown(table)
+
+
+def test_vectorised_ulps_agree_with_the_scalar_ones_of_divergence():
+    from harness.verify.divergence import ulps as scalar_ulps
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal(200).astype(dtype)
+        b = (a * (1 + rng.standard_normal(200) * 1e-6)).astype(dtype)
+        b[:5] = -a[:5]  # some across zero
+        assert ulps(a, b) == max(scalar_ulps(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_analysis_report_renders_the_table_and_results_json_keeps_it():
+    from harness.analysis.report import render
+    from harness.figures.bench_metrics import ReproCell, ReproTable
+    from harness.figures.results import AnalysisResults
+
+    table = ReproTable(preset="tiny", steps=3, cpu_model="AMD EPYC", cores=2, blas="BLAS x",
+                       torch="2.13.0", cells=[
+                           ReproCell("torch-ddp", "torch-ddp", "float64", 1, 2, "t", False, 7,
+                                     "wte", 3),
+                           ReproCell("torch-ddp", "torch-ddp", "float64", 1, 1, "t", True, 0)])
+    results = AnalysisResults(repro=table)
+    text = render(results)
+    assert "## Reproducibility Across Threads and Processes" in text
+    assert "| torch-ddp | 2 | **NO** · 7 |" in text and "| torch-ddp | 1 | yes · 0 |" in text
+    back = AnalysisResults.from_json(results.to_json())
+    assert back.repro == table
+    assert "Not measured: not run" in render(AnalysisResults())
