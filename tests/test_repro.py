@@ -50,7 +50,10 @@ def test_table_shows_a_thread_dependent_engine_as_differing_and_the_reference_as
     assert broken.bitwise is False and broken.max_ulps > 0 and broken.differing > 0
     assert cells[("reference", 2)].bitwise is True and cells[("reference", 2)].max_ulps == 0
     text = markdown(table)
-    assert f"| thread-dependent | 1 | yes · 0 | **NO** · {broken.max_ulps:,} |" in text
+    shown = (f"{broken.max_ulps:,}" if broken.max_ulps < 10**6 else f"{broken.max_ulps:.2e}")
+    assert (f"| thread-dependent | 1 | yes · 0 | **NO** · {shown} ({broken.differing:,}) |"
+            in text)
+    assert f"lies in: `{broken.worst_tensor}`" in text
     assert "| reference | 1 | yes · 0 | yes · 0 |" in text
 
 
@@ -87,7 +90,7 @@ def test_the_analysis_report_renders_the_table_and_results_json_keeps_it():
     results = AnalysisResults(repro=table)
     text = render(results)
     assert "## Reproducibility Across Threads and Processes" in text
-    assert "| torch-ddp | 2 | **NO** · 7 |" in text and "| torch-ddp | 1 | yes · 0 |" in text
+    assert "| torch-ddp | 2 | **NO** · 7 (3) |" in text and "| torch-ddp | 1 | yes · 0 |" in text
     back = AnalysisResults.from_json(results.to_json())
     assert back.repro == table
     assert "Not measured: not run" in render(AnalysisResults())

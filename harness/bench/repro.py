@@ -14,6 +14,7 @@ repro.json; `spheres analyze` renders the same table in its report (`markdown`).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -24,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from harness.figures.bench_metrics import ReproCell, ReproTable
-from harness.figures.serial import to_json
+from harness.figures.serial import from_json, to_json
 from harness.measure.machine import blas_facts, blas_line, machine_facts
 from harness.run.stop import check_stop, run_child
 from plumbing.errors import SpheresError
 from plumbing.outputs import json_text, write_output
 from reference.config import Config, preset
-from reference.params import init_params, param_specs
+from reference.params import init_params, param_count, param_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = f"exec:{sys.executable} {ROOT / 'examples' / 'numpy_engine.py'}"
@@ -42,6 +43,7 @@ THREADS = (1, 2, 3)
 WORLDS = (1, 2, 3, 4)
 DTYPES = ("float32", "float64")
 STEPS = 3  # the verify trajectory's length (`spheres verify --trajectory-steps` default)
+ULPS_IN_FULL = 10**6  # a cell writes a ULP count below this in full, above it as 1.23e+09
 MPI_LAUNCH_SECONDS = 1800.0  # one mpiexec launch of every (dtype, T): its own stall timeouts
 # end a stuck rank first; this only bounds a launcher that never returns
 
@@ -201,7 +203,8 @@ def produce(cfg: Config, *, engines=ENGINES, threads=THREADS, worlds=WORLDS, dty
     start = time.perf_counter()
     facts = machine_facts()
     table = ReproTable(preset=cfg.preset, steps=steps, cpu_model=facts.cpu_model,
-                       cores=facts.cores, blas=blas_line(blas_facts()), torch=_torch_version())
+                       cores=facts.cores, blas=blas_line(blas_facts()), torch=_torch_version(),
+                       weights=param_count(cfg.model))
     groups = trajectory_groups(cfg, steps)
     cells = [c for label, spec, spread in engines
              for c in _cells(label, spec, spread, threads, worlds, dtypes)]
@@ -226,7 +229,10 @@ def _cell_text(c: ReproCell | None) -> str:
         return "-"
     if c.error or c.bitwise is None:
         return "not measured"
-    return "yes · 0" if c.bitwise else f"**NO** · {c.max_ulps:,}"
+    if c.bitwise:
+        return "yes · 0"
+    n = f"{c.max_ulps:,}" if c.max_ulps < ULPS_IN_FULL else f"{c.max_ulps:.2e}"
+    return f"**NO** · {n} ({c.differing:,})"
 
 
 def markdown(table: ReproTable, heading: str = "## Reproducibility across threads and "
@@ -242,8 +248,9 @@ def markdown(table: ReproTable, heading: str = "## Reproducibility across thread
     lines = [heading, "", f"Weights after {table.steps} training steps (preset "
              f"`{table.preset}`, the verify trajectory: the last group short, its last batch "
              "padded), each compared with the engine's own 1-thread single process (fast under "
-             "MPI: with fast's): `yes · 0` = bitwise equal; `NO · n` = bits differ, n = the "
-             "largest difference of any weight in ULPs of the run's dtype. World = processes "
+             "MPI: with fast's): `yes · 0` = bitwise equal; `NO · n (k)` = bits differ, n = the "
+             "largest difference of any weight in ULPs of the run's dtype, k = how many of the "
+             f"{table.weights:,} weights differ at all. World = processes "
              "(MPI ranks, DDP world size). Measured on "
              f"{table.cpu_model} ({table.cores} cores available), {table.blas}; torch "
              f"{table.torch}; in {table.seconds:,.0f} s.", "",
@@ -251,6 +258,10 @@ def markdown(table: ReproTable, heading: str = "## Reproducibility across thread
     for engine, world in rows:
         cells = [_cell_text(at.get((engine, d, T, world))) for d in dtypes for T in threads]
         lines.append(f"| {engine} | {world} | " + " | ".join(cells) + " |")
+    worst = sorted({c.worst_tensor for c in table.cells if c.bitwise is False})
+    if worst:
+        lines += ["", "The largest difference of each differing cell lies in: "
+                  + ", ".join(f"`{w}`" for w in worst) + " (per cell in the JSON)."]
     if table.errors:
         lines += ["", "Not measured:", ""] + [f"- {e}" for e in table.errors]
     return "\n".join(lines) + "\n"
@@ -275,15 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench",
                    help="folder for repro.md and repro.json")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="write the markdown of a measured repro.json again, measuring nothing")
     a = p.parse_args(argv)
     from harness.run.stop import GracefulStop, Stopped
 
-    try:  # a signal ends every child (mpiexec, a DDP world) before we go
-        with GracefulStop():
-            table = produce(preset(a.preset), say=lambda line: print(line, flush=True))
-    except Stopped as exc:
-        print(f"repro: stopped by {exc.name}; nothing written", file=sys.stderr)
-        return exc.exit_code
+    if a.render is not None:
+        table = from_json(ReproTable, json.loads(a.render.read_text()))
+        table.weights = table.weights or param_count(preset(table.preset).model)
+    else:
+        try:  # a signal ends every child (mpiexec, a DDP world) before we go
+            with GracefulStop():
+                table = produce(preset(a.preset), say=lambda line: print(line, flush=True))
+        except Stopped as exc:
+            print(f"repro: stopped by {exc.name}; nothing written", file=sys.stderr)
+            return exc.exit_code
     write_output(a.out / "repro.json", json_text(to_json(table), indent=2), "repro.json")
     write_output(a.out / "repro.md", "# Reproducibility table\n\n" + markdown(table).split(
         "\n", 2)[2], "repro.md")

@@ -290,6 +290,7 @@ class ReproTable:
     cores: int = 0
     blas: str = ""
     torch: str = ""  # the torch version behind torch and torch-ddp
+    weights: int = 0  # elements of the model's weights (what `differing` counts out of)
     cells: list[ReproCell] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
