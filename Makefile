@@ -41,11 +41,13 @@ stress: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/spheres verify
 
-# The engines side by side run even when a target was missed; the target verdict is the exit code.
+# The engines side by side and the reproducibility table (reports/bench/repro.md: every engine,
+# T=1,2,3, world sizes 1-4) run even when a target was missed; the target verdict is the exit code.
 bench: $(STAMP)
 	status=0; $(BIN)/python -m harness.bench.runner || status=$$?; \
 	$(BIN)/spheres engines --measure --preset $(BENCH_ENGINES_PRESET) --rounds 2 \
 		--json reports/bench/engines.json --markdown reports/bench/engines.md || status=$$?; \
+	$(BIN)/python -m harness.bench.repro --out reports/bench || status=$$?; \
 	exit $$status
 
 # How close to the sgemm peak the model's own GEMM shapes allow, and the micro-batch table.

@@ -173,3 +173,15 @@ def test_report_is_sealed_with_a_manifest_of_every_file_and_leaves_nothing_besid
     def refuse(name: str):
         raise ValueError(f"non-standard JSON constant {name}")
     json.loads((quick_report / "results.json").read_text(), parse_constant=refuse)
+
+
+def test_report_carries_the_reproducibility_table_measured(quick_report: Path):
+    text = (quick_report / "analysis.md").read_text()
+    results = json.loads((quick_report / "results.json").read_text())
+    cells = results["repro"]["cells"]
+    assert cells and all(not c["error"] for c in cells), [c["error"] for c in cells]
+    engines = {c["engine"] for c in cells}
+    assert engines == {"fast", "fast under MPI", "torch", "torch-ddp", "exec example"}
+    assert {c["world"] for c in cells if c["engine"] == "torch-ddp"} == {1, 2}
+    assert "| torch-ddp | 2 |" in text and "not measured" not in text.split(
+        "## Reproducibility")[1].split("\n## ")[0]

@@ -8,13 +8,14 @@ Installed with the `[torch]` extra; nothing here imports the harness.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from plumbing.errors import InputError, NonFiniteGradientError
-from reference.config import Config
+from reference.config import Config, ModelConfig
 from reference.engine import StepResult, TrainState
 from reference.optim import lr_at
 from reference.params import init_params, param_specs
@@ -22,6 +23,34 @@ from reference.params import init_params, param_specs
 LN_EPS = 1e-5  # SPEC 1
 PAD_ID = 0  # SPEC 2: targets equal to it are ignored
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def loss_sum(m: ModelConfig, P: Mapping[str, torch.Tensor], tokens: torch.Tensor,
+             targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy SUM over the non-pad targets of `tokens` (rows, T), the SPEC 1 model on
+    the parameters `P` by name; zero rows give a zero loss still tied to every parameter (a DDP
+    rank without a batch takes part in the all-reduce with zero gradients)."""
+    B, T = tokens.shape
+    d, H = m.d_model, m.n_heads
+    hd = d // H
+    x = P["wte"][tokens] + P["wpe"][:T]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    for layer in range(m.n_layers):
+        p = f"h.{layer}."
+        a = F.layer_norm(x, (d,), P[p + "ln1.g"], P[p + "ln1.b"], LN_EPS)
+        qkv = a @ P[p + "attn.w_qkv"] + P[p + "attn.b_qkv"]
+        q, k, v = (z.reshape(B, T, H, hd).transpose(1, 2) for z in qkv.split(d, dim=-1))
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+        att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, d)
+        x = x + y @ P[p + "attn.w_o"] + P[p + "attn.b_o"]
+        h = F.layer_norm(x, (d,), P[p + "ln2.g"], P[p + "ln2.b"], LN_EPS)
+        u = F.gelu(h @ P[p + "mlp.w_fc"] + P[p + "mlp.b_fc"], approximate="tanh")
+        x = x + u @ P[p + "mlp.w_proj"] + P[p + "mlp.b_proj"]
+    xf = F.layer_norm(x, (d,), P["lnf.g"], P["lnf.b"], LN_EPS)
+    logits = xf @ P["wte"].T
+    return F.cross_entropy(logits.reshape(B * T, logits.shape[-1]), targets.reshape(B * T),
+                           ignore_index=PAD_ID, reduction="sum")
 
 
 def build(config: Config, *, threads: int = 1, dtype: str = "float64",
@@ -60,28 +89,7 @@ class TorchEngine:
 
     def _loss_sum(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy SUM over non-pad targets of one batch (B, T)."""
-        m, P = self.config.model, self.params
-        B, T = tokens.shape
-        d, H = m.d_model, m.n_heads
-        hd = d // H
-        x = P["wte"][tokens] + P["wpe"][:T]
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
-        for layer in range(m.n_layers):
-            p = f"h.{layer}."
-            a = F.layer_norm(x, (d,), P[p + "ln1.g"], P[p + "ln1.b"], LN_EPS)
-            qkv = a @ P[p + "attn.w_qkv"] + P[p + "attn.b_qkv"]
-            q, k, v = (z.reshape(B, T, H, hd).transpose(1, 2) for z in qkv.split(d, dim=-1))
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
-            att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, T, d)
-            x = x + y @ P[p + "attn.w_o"] + P[p + "attn.b_o"]
-            h = F.layer_norm(x, (d,), P[p + "ln2.g"], P[p + "ln2.b"], LN_EPS)
-            u = F.gelu(h @ P[p + "mlp.w_fc"] + P[p + "mlp.b_fc"], approximate="tanh")
-            x = x + u @ P[p + "mlp.w_proj"] + P[p + "mlp.b_proj"]
-        xf = F.layer_norm(x, (d,), P["lnf.g"], P["lnf.b"], LN_EPS)
-        logits = xf @ P["wte"].T
-        return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T),
-                               ignore_index=PAD_ID, reduction="sum")
+        return loss_sum(self.config.model, self.params, tokens, targets)
 
     def group_grads(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
         """Mean loss and mean gradient over the group's batches (a short last batch allowed)."""

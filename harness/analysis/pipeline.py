@@ -70,6 +70,11 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
 
     engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
     check_stop("after phase engines")
+    from harness.bench.repro import analyze_phase as repro_phase  # issue 23
+
+    repro = repro_phase(plan.repro_threads, plan.repro_worlds, plan.repro_dtypes,
+                        plan.stall_timeout, say)
+    check_stop("after phase reproducibility")
     memray = None if training.error else phase_memory(plan, cfg, corpus, out_dir, say)
     check_stop("after phase memory")
     cores = sampler.cores
@@ -102,6 +107,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
         equivalence=equivalence,
         drills=drills,
         engines=engines,
+        repro=repro,
         profiles=Profiles(
             flamegraph="flamegraph.svg" if flame.get("svg") else None,
             error=(flame.get("error") or "").splitlines()[0] if flame.get("error")

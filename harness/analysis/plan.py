@@ -45,6 +45,10 @@ class Plan:
     extra_verify: list[str] = field(default_factory=list)  # more presets for the gates
     extra_threads: list[int] = field(default_factory=list)  # their (shorter) thread sweep
     engines: list[str] = field(default_factory=list)  # --engine: more engines side by side
+    # the reproducibility table (harness/bench/repro.py, issue 23), at the tiny preset
+    repro_threads: list[int] = field(default_factory=lambda: [1, 2, 3])
+    repro_worlds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    repro_dtypes: list[str] = field(default_factory=lambda: ["float32", "float64"])
 
 
 def make_plan(*, preset: str, quick: bool, threads: int | None, steps: int | None,
@@ -73,7 +77,9 @@ def make_plan(*, preset: str, quick: bool, threads: int | None, steps: int | Non
                 throughput_group=tput_g, command="spheres " + " ".join(sys.argv[1:]),
                 extra_verify=[] if quick else ["small"],
                 extra_threads=sorted({1, 2, threads, 13, 63}),
-                engines=list(engines or []))
+                engines=list(engines or []),
+                **({"repro_threads": [1, 2], "repro_worlds": [1, 2],
+                    "repro_dtypes": ["float64"]} if quick else {}))
 
 
 def default_out(plan: Plan) -> Path:

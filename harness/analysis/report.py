@@ -234,6 +234,16 @@ def _engines(r: AnalysisResults) -> list[str]:
     return lines
 
 
+def _repro(r: AnalysisResults) -> list[str]:
+    from harness.bench.repro import markdown as repro_table
+
+    if r.repro is None or r.repro.error:
+        return [f"Not measured: {r.repro.error if r.repro else 'not run'}", ""]
+    body = repro_table(r.repro).split("\n", 2)[2]  # the section heading is ours
+    return [body.rstrip(), "", "Each cell trained the same seeded weights for the same "
+            "steps; `reports/bench/repro.md` (`make bench`) holds the full grid on its own.", ""]
+
+
 def _known_issues(r: AnalysisResults) -> list[str]:
     lines = [f"- {i}" for i in r.known_issues] or ["- None found by the checks above."]
     lines.append("")
@@ -287,6 +297,7 @@ SECTIONS: list[Section] = [
     Section("synchronisation", "Thread Synchronisation", _synchronisation),
     Section("architecture", "Architecture Verification", _architecture),
     Section("engines", "Engines Side by Side", _engines),
+    Section("repro", "Reproducibility Across Threads and Processes", _repro),
     Section("scale_out", "Scale-out (MPI ranks)", _scale_out, optional=True),  # --ranks R
     Section("known_issues", "Known Issues", _known_issues),
     Section("recommendations", "Recommendations", _recommendations),

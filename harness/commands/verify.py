@@ -76,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
                          ("--junit", args.junit), ("--trace", trace)):
         if path is not None:
             check_writable(path, option)
-    if args.ranks:  # before the sweep: mpiexec to launch them (the counts: at parse time)
-        from harness.verify.ranks import mpiexec_path
+    if args.ranks:  # before the sweep: an engine --ranks can launch, and mpiexec for fast
+        from harness.verify.ranks import mpiexec_path, rank_launcher
 
-        mpiexec_path()
+        rank_launcher(args.engine)
+        if args.engine == "fast":
+            mpiexec_path()
     traces: list | None = [] if trace is not None else None
     configs = [preset(name, seed=args.seed) for name in presets]
     from harness.run.progress import open_progress
@@ -103,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
                 ranks = verify_across_ranks(args.ranks, configs, dtypes, threads,
                                             report.records, steps=args.trajectory_steps,
                                             stall_timeout=args.stall_timeout,
-                                            out=lambda line: print(line, flush=True))
+                                            out=lambda line: print(line, flush=True),
+                                            engine=args.engine,
+                                            require_bitwise=args.require_bitwise)
     except Stopped as exc:  # keep the runs done, marked interrupted, then exit 128 + N
         report.interrupted = exc.name
         _write(args, report, [], traces)

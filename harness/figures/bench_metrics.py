@@ -259,3 +259,43 @@ class BenchSummary:
         """Read back `to_json()` data; another schema_version is an InputError (exit 2)."""
         check_schema(data, BENCH_SCHEMA_VERSION, what)
         return from_json(cls, data)
+
+
+@dataclass
+class ReproCell:
+    """One engine, dtype, thread count and world size of the reproducibility table: are the
+    weights after the steps bitwise the baseline's, and their largest difference in ULPs."""
+
+    engine: str  # the table's label: fast, fast under MPI, torch, torch-ddp, exec example
+    spec: str  # the --engine spelling that ran it
+    dtype: str
+    threads: int
+    world: int  # processes: MPI ranks or DDP world size; 1 for a single process
+    baseline: str = ""  # which run it is compared with, e.g. "fast T=1"
+    bitwise: bool | None = None  # None when it could not be measured
+    max_ulps: int | None = None  # the largest difference over every weight, in ULPs of dtype
+    worst_tensor: str = ""  # the weight holding that difference
+    differing: int = 0  # how many weights (elements) differ at all
+    seconds: float = 0.0
+    error: str = ""  # why it was not measured ("" when it was)
+
+
+@dataclass
+class ReproTable:
+    """`harness.bench.repro`: every cell, and what machine and software measured them."""
+
+    preset: str = ""
+    steps: int = 0
+    cpu_model: str = ""
+    cores: int = 0
+    blas: str = ""
+    torch: str = ""  # the torch version behind torch and torch-ddp
+    weights: int = 0  # elements of the model's weights (what `differing` counts out of)
+    cells: list[ReproCell] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{c.engine} {c.dtype} T={c.threads} W={c.world}: {c.error}"
+                for c in self.cells if c.error] + ([self.error] if self.error else [])

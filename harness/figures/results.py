@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.figures.bench_metrics import EngineComparison, MpiStepBench
+from harness.figures.bench_metrics import EngineComparison, MpiStepBench, ReproTable
 from harness.figures.facts import Finding, MachineFacts, ThreadTable
 from harness.figures.serial import check_schema, from_json, to_json
 
@@ -278,6 +278,7 @@ class AnalysisResults:
     equivalence: EquivalenceResult = field(default_factory=EquivalenceResult)
     drills: list[DrillResult] = field(default_factory=list)
     engines: EngineComparison | None = None
+    repro: ReproTable | None = None  # the reproducibility table (harness/bench/repro.py)
     profiles: Profiles = field(default_factory=Profiles)
     record: RecordSummary = field(default_factory=RecordSummary)
     checks: list[Check] = field(default_factory=list)

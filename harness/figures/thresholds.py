@@ -98,3 +98,9 @@ STOP_POLL_SECONDS = 0.1
 # A child process group told to stop (SIGTERM) gets 1 s to end before SIGKILL: enough for a
 # Python child to unwind, short enough to keep the parent's stop within a few seconds.
 CHILD_STOP_SECONDS = 1.0
+# torch-ddp (harness/run/ddp_engine.py): the first request, `init`, may take this long per
+# rank of the world before it is a stall. Each rank imports torch and joins the gloo
+# rendezvous: measured 11 s for a world of 2 on an idle 2-core EPYC, but a world of 2 missed
+# a 60 s deadline with other jobs on both cores; 60 s per rank keeps a never-starting world
+# caught (it is still a stall, exit 3) without failing a healthy one on a loaded machine.
+DDP_START_SECONDS_PER_RANK = 60.0

@@ -18,10 +18,14 @@ from plumbing.errors import InputError
 
 GROUP = "kissing_spheres.engines"
 EXEC_PREFIX = "exec:"
-# Used only when this package runs from a source tree whose distribution metadata is not
-# installed (no entry points at all): the two engines that ship in the package itself.
+# The engines that ship in this source tree, for a name the installed distribution metadata
+# does not (yet) list: a tree run without installing, or an editable install made before an
+# engine was added to pyproject.toml (its entry points are read at install time). The installed
+# entry points win; a fresh `pip install -e .` lists all of these itself.
 _BUILTIN = {"reference": "harness.run.engines:build_reference",
-            "fast": "harness.run.engines:build_fast"}
+            "fast": "harness.run.engines:build_fast",
+            "torch": "torch_engine.engine:build",
+            "torch-ddp": "harness.run.ddp_engine:build"}
 
 
 @dataclass
@@ -91,7 +95,8 @@ def resolve_factory(spec: str) -> Callable:
     try:
         return _load_target(target)
     except Exception as exc:
-        hint = " (install it with: pip install -e '.[torch]')" if spec == "torch" else ""
+        hint = (" (install it with: pip install -e '.[torch]')"
+                if spec in ("torch", "torch-ddp") else "")
         raise InputError(f"engine {spec!r} ({target}) cannot be loaded: "
                          f"{type(exc).__name__}: {exc}{hint}") from None
 
