@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import options as o
-from harness.commands.preflight import Outputs, check_writable
+from harness.commands.preflight import (
+    Outputs,
+    check_resources,
+    check_writable,
+    data_bytes,
+    estimate_resources,
+)
 from harness.run.checkpoint import Checkpoint
 from harness.run.corpus import Corpus, load_corpus, one_group_tokens
 from harness.run.engines import parse_faults
@@ -114,6 +120,8 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
         cfg, start_step = o.config_from_args(args, lr=args.lr, total_steps=args.total_steps,
                                              last_group=args.last_group,
                                              shuffle=not args.no_shuffle), 0
+    threads = args.threads or usable_cores()
+    _check_resources(args, cfg, threads)
     corpus, heldout = _corpus(args, cfg, resume)
     steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
     if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
@@ -123,10 +131,20 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
         resume_state=resume.state if resume is not None else None, heldout=heldout,
         eval_every=args.eval_every, checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        engine=args.engine, threads=args.threads or usable_cores(),
+        engine=args.engine, threads=threads,
         dtype=args.dtype or "float32", stall_timeout=args.stall_timeout, faults=faults,
         summary_json=args.json, trace=args.trace, quiet=args.quiet,
         progress_seconds=args.progress_seconds)
+
+
+def _check_resources(args: argparse.Namespace, cfg: Config, threads: int) -> None:
+    """Refuse (exit 2, with the numbers) a run this machine cannot hold, before any work."""
+    synthetic = None if args.data else args.synthetic_tokens or one_group_tokens(cfg, 4)
+    need = estimate_resources(cfg, threads=threads, dtype=args.dtype or "float32",
+                              engine=args.engine, synthetic_tokens=synthetic,
+                              text_bytes=data_bytes(args.data))
+    check_resources(need, fix=("give fewer --synthetic-tokens" if synthetic else
+                               "train on less --data") + ", a smaller --preset or fewer --threads")
 
 
 def _corpus(args: argparse.Namespace, cfg: Config, resume: Checkpoint | None

@@ -1,0 +1,91 @@
+"""Numbers the machine cannot hold, data that trains on nothing, messages that mislead (#20
+classes 2, 7 and 8): each refused or warned before any work, with the numbers and the fix."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from support import run_cli
+
+from fast.trainer import FastTrainer
+from harness.commands.preflight import check_resources, estimate_resources, max_threads
+from harness.figures import thresholds as th
+from plumbing.errors import ExitCode, InputError
+from plumbing.thread_limits import ThreadLimit, thread_limit
+from reference.config import preset
+
+CFG = preset("tiny")
+
+
+def _ks_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ks-") and t.is_alive()]
+
+
+def test_a_thread_the_os_refuses_is_exit_2_naming_the_limit_and_nothing_is_left(monkeypatch):
+    """Before: close() joined the threads that never started and raised "cannot join thread
+    before it is started" (exit 5), hiding the cause."""
+    real_start = threading.Thread.start
+    calls = {"n": 0}
+
+    def start(self):
+        if self.name.startswith("ks-"):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(InputError) as info:
+        FastTrainer(CFG, threads=4)
+    assert info.value.exit_code == ExitCode.USAGE
+    message = str(info.value)
+    assert "could not start thread 3 of 6" in message and "can't start new thread" in message
+    assert "the OS limit is" in message and "--threads" in message
+    assert _ks_threads() == []  # the two that started were ended
+
+
+def test_thread_limit_names_a_limit_with_room():
+    limit = thread_limit()
+    assert limit.room is None or limit.room > 0
+    assert limit.name
+
+
+def _need(**kw):
+    args = {"threads": 2, "dtype": "float32", "engine": "fast", "synthetic_tokens": 2049}
+    return estimate_resources(CFG, **{**args, **kw})
+
+
+def test_a_corpus_the_memory_cannot_hold_is_refused_before_any_work(capsys):
+    """Before: --synthetic-tokens 1e12 allocated until MemoryError, exit 5 (931 GiB)."""
+    code, out, err = run_cli(["train", "--synthetic-tokens", "1000000000000", "--steps", "1"],
+                             capsys)
+    assert code == ExitCode.USAGE
+    assert "token arrays 80.0 TB" in err and "available" in err and "--synthetic-tokens" in err
+    assert "training" not in err and out == ""
+
+
+def test_the_memory_estimate_adds_up_its_parts_and_refuses_past_the_budget():
+    need = _need(synthetic_tokens=10**6)
+    assert need.parts["token arrays"] >= 10**6 * th.SYNTHETIC_BYTES_PER_TOKEN
+    check_resources(need, fix="x", available=int(need.total / th.MEMORY_AVAILABLE_FRACTION) + 1,
+                    limit=ThreadLimit(100, "test"))
+    with pytest.raises(InputError, match=r"needs an estimated .* more than 80% .*; fix it"):
+        check_resources(need, fix="fix it", available=need.total, limit=ThreadLimit(100, "t"))
+
+
+def test_threads_past_the_os_limit_are_refused_naming_it():
+    need = _need(threads=8)
+    with pytest.raises(InputError, match=r"needs 10 threads .* start 9 more \(vm.max_map_count"):
+        check_resources(need, fix="x", available=10**12,
+                        limit=ThreadLimit(9, "vm.max_map_count=30"))
+
+
+@pytest.mark.parametrize("threads", ["10000", "100000"])
+def test_threads_past_the_per_core_cap_are_refused_up_front(threads, capsys):
+    """Before: 10000 threads were accepted (25 s per tiny step, "step ETA 0s", SIGTERM outlived)
+    and 100000 ended in exit 5 "cannot join thread before it is started"."""
+    code, out, err = run_cli(["train", "--threads", threads, "--steps", "1"], capsys)
+    assert code == ExitCode.USAGE
+    assert f"--threads {threads} is more than {th.MAX_THREADS_PER_CORE} per usable core" in err
+    assert f"at most {max_threads()}" in err and "training" not in err
