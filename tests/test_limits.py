@@ -89,3 +89,22 @@ def test_threads_past_the_per_core_cap_are_refused_up_front(threads, capsys):
     assert code == ExitCode.USAGE
     assert f"--threads {threads} is more than {th.MAX_THREADS_PER_CORE} per usable core" in err
     assert f"at most {max_threads()}" in err and "training" not in err
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"not a checkpoint\n", "not an .npz archive"),
+    (None, "holds Python objects"),
+])
+def test_a_non_checkpoint_for_resume_is_named_without_numpys_pickle_advice(content, needle,
+                                                                           tmp_path, capsys):
+    """Before: a text file given to --resume repeated numpy's advice to pass allow_pickle."""
+    import numpy as np
+
+    path = tmp_path / "step-000001.npz"
+    if content is None:
+        np.savez(path, meta=np.array([{"step": 1}], dtype=object))
+    else:
+        path.write_bytes(content)
+    code, out, err = run_cli(["train", "--steps", "1", "--resume", str(path)], capsys)
+    assert code == ExitCode.USAGE
+    assert needle in err and "pickle" not in err and str(path) in err
