@@ -101,8 +101,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                               "bytes); delete it or resume from an earlier checkpoint")
     if head != ZIP_MAGIC:
         raise CheckpointError(
-            f"{path} is not a checkpoint: not an .npz archive (no zip header); pass a step-*.npz written by spheres train --checkpoint-dir, or its "
-            "folder")
+            f"{path} is not a checkpoint: not an .npz archive (no zip header); pass a "
+            "step-*.npz written by spheres train --checkpoint-dir, or its folder")
     try:  # our own handle: np.load leaks its file when the zip is damaged (ResourceWarning)
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
