@@ -108,3 +108,44 @@ def test_a_non_checkpoint_for_resume_is_named_without_numpys_pickle_advice(conte
     code, out, err = run_cli(["train", "--steps", "1", "--resume", str(path)], capsys)
     assert code == ExitCode.USAGE
     assert needle in err and "pickle" not in err and str(path) in err
+
+
+def test_a_resumed_run_counts_steps_as_its_checkpoints_do(tmp_path, capsys, no_thread_leak):
+    """Before: resumed from step 2 for 2 more, the progress said step 1/2 and wrote step 4."""
+    common = ["train", "--threads", "2", "--checkpoint-dir", str(tmp_path), "--steps", "2"]
+    assert run_cli(common + ["--total-steps", "4"], capsys)[0] == 0
+    code, _, err = run_cli(common + ["--resume", str(tmp_path)], capsys)
+    assert code == 0, err
+    steps = [ln.split("]")[0] + "]" for ln in err.splitlines() if ln.startswith("[step ")]
+    assert steps == ["[step 3/4]", "[step 4/4]"]
+    assert (tmp_path / "step-000004.npz").exists()
+
+
+def test_live_progress_shows_the_resumed_offset():
+    import io
+
+    from harness.run.progress import LiveProgress
+
+    live = LiveProgress("train", 0, mode="lines", stream=io.StringIO())
+    live.set_units(20, offset=40)
+    live.begin(1, 8)
+    assert live.describe(live.estimate()).startswith("step 41/60 | batch 0/8")
+
+
+def test_the_readme_resume_example_continues_one_schedule():
+    """Before: the example's first part planned its own 20-step horizon, so the resumed 20
+    steps all ran at the floor learning rate."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [ln.split("#")[0] for ln in readme.splitlines() if ln.startswith("spheres train ")]
+    first = next(shlex.split(ln) for ln in lines if "--checkpoint-dir" in ln and "--resume"
+                 not in ln)
+    second = next(shlex.split(ln) for ln in lines if "--resume" in ln)
+
+    def value(argv, option):
+        return int(argv[argv.index(option) + 1]) if option in argv else None
+
+    horizon = value(first, "--total-steps") or value(first, "--steps")
+    assert value(first, "--steps") + value(second, "--steps") == horizon

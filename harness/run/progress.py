@@ -127,6 +127,7 @@ class LiveProgress:
         self.line_seconds = line_seconds
         self.clock = clock
         self.unit, self.unit_label = 0, ""
+        self.offset = 0  # units an earlier run did (shown in the count, not in the rates)
         self.inner_total: int | None = None
         self.inner_done: int | None = None
         self.done_units, self.done_seconds, self.done_inner, self.done_tokens = 0, 0.0, 0, 0
@@ -184,10 +185,12 @@ class LiveProgress:
                 self.loss = loss
         self._render(line=False)
 
-    def set_units(self, units: int) -> None:
-        """The run's number of units, once the caller knows it."""
+    def set_units(self, units: int, offset: int = 0) -> None:
+        """The run's number of units, once the caller knows it; `offset` units were done by an
+        earlier run (a resumed training) and are shown, not timed: step 41/60 after 40."""
         with self._lock:
             self.units = int(units)
+            self.offset = int(offset)
         with self._render_lock:
             if self._bar is not None:
                 self._bar.total = self.units
@@ -249,7 +252,7 @@ class LiveProgress:
 
     def describe(self, e: Estimate) -> str:
         """The shared text of a bar postfix and a plain line."""
-        parts = [f"{self.unit_name} {e.unit}/{e.units}" + (f" {self.unit_label}"
+        parts = [f"{self.unit_name} {e.unit + self.offset}/{e.units + self.offset}" + (f" {self.unit_label}"
                                                           if self.unit_label else "")]
         if e.inner_total is not None:
             parts.append(f"{self.inner_name} {e.inner_done}/{e.inner_total}")
