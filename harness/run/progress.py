@@ -252,8 +252,8 @@ class LiveProgress:
 
     def describe(self, e: Estimate) -> str:
         """The shared text of a bar postfix and a plain line."""
-        parts = [f"{self.unit_name} {e.unit + self.offset}/{e.units + self.offset}" + (f" {self.unit_label}"
-                                                          if self.unit_label else "")]
+        label = f" {self.unit_label}" if self.unit_label else ""
+        parts = [f"{self.unit_name} {e.unit + self.offset}/{e.units + self.offset}{label}"]
         if e.inner_total is not None:
             parts.append(f"{self.inner_name} {e.inner_done}/{e.inner_total}")
         if e.tokens_per_s is not None:
