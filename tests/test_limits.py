@@ -4,6 +4,7 @@ classes 2, 7 and 8): each refused or warned before any work, with the numbers an
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from support import run_cli
@@ -136,7 +137,6 @@ def test_the_readme_resume_example_continues_one_schedule():
     """Before: the example's first part planned its own 20-step horizon, so the resumed 20
     steps all ran at the floor learning rate."""
     import shlex
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     lines = [ln.split("#")[0] for ln in readme.splitlines() if ln.startswith("spheres train ")]
@@ -149,3 +149,46 @@ def test_the_readme_resume_example_continues_one_schedule():
 
     horizon = value(first, "--total-steps") or value(first, "--steps")
     assert value(first, "--steps") + value(second, "--steps") == horizon
+
+
+def test_a_corpus_smaller_than_one_batch_is_warned_with_its_share(tmp_path, capsys):
+    """Before: a 3-token file trained on 3 of 512 target slots without a word."""
+    data = tmp_path / "three.txt"
+    data.write_text("a b c")
+    code, _, err = run_cli(["train", "--data", str(data), "--steps", "1"], capsys)
+    assert code == 0
+    assert ("warning: the corpus holds 3 training targets, less than one batch (4x16 = 64)"
+            in err and "3 of its 512 target slots (0.6%)" in err)
+
+
+def test_a_corpus_of_a_few_groups_is_not_warned(capsys):
+    code, _, err = run_cli(["train", "--steps", "1", "--eval-every", "1"], capsys)
+    assert code == 0 and "warning" not in err
+
+
+def test_a_held_out_tail_below_one_batch_is_warned(capsys):
+    code, _, err = run_cli(["train", "--steps", "1", "--eval-fraction", "0.001"], capsys)
+    assert code == 0
+    assert "warning: the held-out tail holds 2 targets, less than one batch (64)" in err
+
+
+def test_checkpoints_the_disk_cannot_hold_are_refused_before_any_work(tmp_path, capsys):
+    """Before: --checkpoint-every 1 --keep-checkpoints 0 for 10^9 steps started writing
+    0.4 MB per step until the disk was full."""
+    folder = tmp_path / "ck"
+    code, out, err = run_cli(["train", "--steps", "1000000000", "--checkpoint-every", "1",
+                              "--keep-checkpoints", "0", "--checkpoint-dir", str(folder)], capsys)
+    assert code == ExitCode.USAGE
+    assert "1,000,000,002 checkpoints of" in err and "free under" in err
+    assert not folder.exists() and "training" not in err
+
+
+def test_the_kept_checkpoints_are_counted_with_the_one_being_written():
+    from harness.commands.preflight import check_disk, checkpoints_kept
+
+    assert checkpoints_kept(10, 0, 3) == 2  # only the end, plus the temp file
+    assert checkpoints_kept(10, 1, 3) == 4
+    assert checkpoints_kept(10, 1, 0) == 12
+    check_disk(Path("."), 89, "x", free=100)
+    with pytest.raises(InputError, match="x need an estimated 91 B on disk"):
+        check_disk(Path("."), 91, "x", free=100)

@@ -214,3 +214,34 @@ def check_resources(need: ResourceEstimate, *, fix: str,
             f"the run needs an estimated {_size(need.total)} of memory ({need.describe()}), "
             f"more than {th.MEMORY_AVAILABLE_FRACTION:.0%} of the {_size(available)} available "
             f"({_size(budget)}); {fix}")
+
+
+def checkpoint_bytes(cfg: Config) -> int:
+    """An upper bound on one checkpoint file: parameters and both Adam moments in float64,
+    plus the vocabulary and config (a few bytes per id)."""
+    from reference.params import param_specs
+
+    P = sum(s.size for s in param_specs(cfg.model))
+    return 3 * P * 8 + 64 * cfg.model.vocab_size + 65536
+
+
+def checkpoints_kept(steps: int, every: int, keep: int) -> int:
+    """Checkpoint files on disk at once: every `every` steps and at the end, `keep` newest
+    (0: all), plus the one being written."""
+    written = (steps // every if every else 0) + 1
+    return min(written, keep) + 1 if keep else written + 1
+
+
+def check_disk(folder: Path, need: int, what: str, free: int | None = None) -> None:
+    """InputError (exit 2) with the numbers when `need` bytes will not fit in `folder`'s disk."""
+    import shutil
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = free if free is not None else shutil.disk_usage(probe).free
+    if need > th.DISK_FREE_FRACTION * free:
+        raise InputError(f"{what} need an estimated {_size(need)} on disk, more than "
+                         f"{th.DISK_FREE_FRACTION:.0%} of the {_size(free)} free under {probe}; "
+                         "raise --checkpoint-every, lower --keep-checkpoints (0 keeps all) or "
+                         "choose another --checkpoint-dir")

@@ -18,13 +18,16 @@ from typing import Any
 from harness.commands import options as o
 from harness.commands.preflight import (
     Outputs,
+    check_disk,
     check_resources,
     check_writable,
+    checkpoint_bytes,
+    checkpoints_kept,
     data_bytes,
     estimate_resources,
 )
 from harness.run.checkpoint import Checkpoint
-from harness.run.corpus import Corpus, load_corpus, one_group_tokens
+from harness.run.corpus import Corpus, corpus_warnings, load_corpus, one_group_tokens
 from harness.run.engines import parse_faults
 from harness.run.heldout import HeldOut, plan_heldout
 from harness.run.train import train
@@ -124,6 +127,10 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
     _check_resources(args, cfg, threads)
     corpus, heldout = _corpus(args, cfg, resume)
     steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
+    if args.checkpoint_dir is not None:
+        kept = checkpoints_kept(steps, args.checkpoint_every, args.keep_checkpoints)
+        check_disk(args.checkpoint_dir, kept * checkpoint_bytes(cfg),
+                   f"{kept:,} checkpoints of {checkpoint_bytes(cfg) / 1e6:.1f} MB")
     if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
         cfg = with_horizon(cfg, start_step=0, steps=steps, total_steps=args.total_steps)
     return TrainPlan(
@@ -157,6 +164,9 @@ def _corpus(args: argparse.Namespace, cfg: Config, resume: Checkpoint | None
         print(f"data: {line}", file=sys.stderr, flush=True)
     corpus, heldout = plan_heldout(corpus, cfg, eval_every=args.eval_every,
                                    eval_fraction=args.eval_fraction)
+    held = int((heldout.targets != 0).sum()) if heldout is not None else None
+    for line in corpus_warnings(corpus, cfg, held):
+        print(f"spheres: warning: {line}", file=sys.stderr, flush=True)
     trained_on = resume.extra.get("data") if resume is not None else None
     if trained_on is not None and trained_on != corpus.source:
         print(f"spheres: warning: the checkpoint was trained on {trained_on}, this run reads "

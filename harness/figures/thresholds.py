@@ -117,3 +117,7 @@ THREAD_BYTES = 64 * 1024
 # 2% of 2. Beyond that every barrier hands each worker the GIL in turn: 10000 workers on 2 cores
 # spent 25 s in one tiny-preset step (progress "step ETA 0s") and outlived SIGTERM by 5 s.
 MAX_THREADS_PER_CORE = 64
+# Checkpoints a run will keep on disk at once (keep-N, plus the one being written) may use at
+# most this share of the free space: the rest is for the --json, trace and stall files and for
+# other writers; a run refused here would otherwise fail its last write after all the work.
+DISK_FREE_FRACTION = 0.9
