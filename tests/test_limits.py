@@ -192,3 +192,58 @@ def test_the_kept_checkpoints_are_counted_with_the_one_being_written():
     check_disk(Path("."), 89, "x", free=100)
     with pytest.raises(InputError, match="x need an estimated 91 B on disk"):
         check_disk(Path("."), 91, "x", free=100)
+
+
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False), ("3", False)])
+def test_mpiexec_without_mpi_is_refused_by_every_rank_and_said_once(rank, printed, monkeypatch,
+                                                                     capsys):
+    """Before: each of the R ranks printed the same error line."""
+    monkeypatch.setenv("PMI_SIZE", "4")
+    monkeypatch.setenv("PMI_RANK", rank)
+    code, out, err = run_cli(["train", "--steps", "1"], capsys)
+    assert code == ExitCode.USAGE and out == ""
+    assert (err.count("without --mpi") == 1) if printed else err == ""
+
+
+LAUNCHER = r"""
+import os, signal, subprocess, sys
+env = dict(os.environ, PMI_SIZE="3")
+r1 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                      env={**env, "PMI_RANK": "1"})
+try:
+    os.kill(r1.pid, signal.SIGSTOP)
+    r0 = subprocess.run([sys.executable, "-c",
+                         "from harness.run.mpi_world import silent_ranks; "
+                         "print(silent_ranks(3))"], env={**env, "PMI_RANK": "0"},
+                        capture_output=True, text=True, timeout=60)
+    print(r1.pid)
+    print(r0.stdout.strip() or r0.stderr)
+finally:
+    r1.kill()
+    r1.wait()
+"""
+
+
+def test_rank_0_names_a_suspended_rank_by_rank_and_pid():
+    """Before: a SIGSTOPped rank 1 was reported by rank 0 as "another rank is stuck or gone"."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, "-c", LAUNCHER], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": root})
+    pid, found = r.stdout.splitlines()[:2]
+    assert f"rank 1 (pid {pid}) is suspended (SIGSTOP or Ctrl-Z; kill -CONT {pid}" in found
+    assert "rank 2 is not on this host or has ended" in found and "rank 0" not in found
+
+
+def test_a_stall_message_gains_the_silent_ranks(monkeypatch):
+    from harness.run import mpi_world
+    from plumbing.errors import StallError
+
+    monkeypatch.setattr(mpi_world, "silent_ranks",
+                        lambda size: ["rank 2 is not on this host or has ended",
+                                      "rank 1 (pid 7) is suspended"])
+    exc = mpi_world.name_silent_ranks(StallError("another rank is stuck or gone"), 3)
+    assert str(exc) == "another rank is stuck or gone: rank 1 (pid 7) is suspended"
