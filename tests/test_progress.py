@@ -34,12 +34,21 @@ def test_estimate_from_batches_and_from_whole_units():
                  inner_done=None, inner_total=None, unit_elapsed=1.0, tokens_per_inner=None)
     assert e.unit_eta == pytest.approx(4.0) and e.run_eta == pytest.approx(9.0)
     assert e.tokens_per_s is None
-    # a unit that outlasts the mean disproves it: no frozen ETA, its running time instead
+    # a unit that outlasts the mean disproves it: no frozen ETA, its running time instead,
+    # and the run ETA a lower bound (the unit after it at the mean), never "?" nor "0s"
     e = estimate(unit=3, units=4, done_units=2, done_seconds=10.0, done_inner=0, done_tokens=0,
                  inner_done=None, inner_total=None, unit_elapsed=41.0, tokens_per_inner=None)
-    assert e.unit_eta is None and e.run_eta is None and e.unit_elapsed == 41.0
+    assert e.unit_eta is None and e.run_eta == pytest.approx(5.0) and e.at_least
     line = LiveProgress("analyze", 4, mode="lines", unit_name="phase").describe(e)
-    assert "phase running 41s" in line and "run ETA ?" in line
+    assert "phase running 41s" in line and "run ETA >= 5s" in line
+    # every batch done but the step still busy (reduction, update): not "step ETA 0s"
+    e = estimate(unit=3, units=5, done_units=2, done_seconds=4.0, done_inner=16,
+                 done_tokens=1600, inner_done=8, inner_total=8, unit_elapsed=25.0,
+                 tokens_per_inner=100.0)
+    assert e.unit_eta is None and e.run_eta == pytest.approx(4.0) and e.at_least
+    line = LiveProgress("train", 5, mode="lines").describe(e)
+    assert "step ETA" not in line and "step running 25s (all batches done" in line
+    assert "run ETA >= 4s" in line
     # nothing done yet: unknown, shown as "?"
     e = estimate(unit=1, units=4, done_units=0, done_seconds=0.0, done_inner=0, done_tokens=0,
                  inner_done=0, inner_total=8, unit_elapsed=0.0, tokens_per_inner=100.0)

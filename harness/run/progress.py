@@ -75,6 +75,9 @@ class Estimate:
     unit_eta: float | None  # seconds
     run_eta: float | None
     unit_elapsed: float = 0.0  # seconds the running unit has taken so far
+    # run_eta is a lower bound: the running unit outlasted the mean (or finished its inner work
+    # and is still busy), so only the units after it have a measured duration
+    at_least: bool = False
 
 
 def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, done_inner: int,
@@ -92,21 +95,25 @@ def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, don
     elif done_tokens and done_seconds > 0:
         tok_rate = done_tokens / done_seconds
     remaining_units = max(0, units - unit)
-    if inner_done is not None and inner_total:
+    at_least = False
+    mean = done_seconds / done_units if done_units else None
+    if inner_done is not None and inner_total and not (inner_done >= inner_total
+                                                       and unit_elapsed > 0):
         work = done_inner + inner_done
         rate = work / elapsed if elapsed > 0 and work else None
         unit_eta = (inner_total - inner_done) / rate if rate else None
         per_unit = done_inner / done_units if done_units else inner_total
         run_eta = unit_eta + remaining_units * per_unit / rate if rate else None
-    else:
-        per_unit = done_seconds / done_units if done_units else None
-        if per_unit is not None and unit_elapsed <= per_unit:
-            unit_eta = per_unit - unit_elapsed
-            run_eta = unit_eta + remaining_units * per_unit
-        else:  # nothing finished yet, or this unit outlasted the mean: no honest figure
-            unit_eta = run_eta = None
+    elif mean is not None and unit_elapsed <= mean:
+        unit_eta = mean - unit_elapsed
+        run_eta = unit_eta + remaining_units * mean
+    else:  # nothing finished yet, or this unit outlasted the mean (or has done all its batches
+        # and is still reducing): no figure for it, the units after it at their mean
+        unit_eta = None
+        run_eta = remaining_units * mean if mean is not None else None
+        at_least = run_eta is not None
     return Estimate(unit, units, inner_done, inner_total, tok_rate, unit_eta, run_eta,
-                    unit_elapsed)
+                    unit_elapsed, at_least)
 
 
 class LiveProgress:
@@ -264,10 +271,14 @@ class LiveProgress:
         if e.tokens_per_s is not None:
             parts.append(f"{e.tokens_per_s:,.0f} tok/s")
         if e.inner_total is not None:  # a unit with inner work: its own ETA too
-            parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
-        if e.inner_total is None and e.unit_eta is None and e.unit_elapsed > 0:
-            parts.append(f"{self.unit_name} running {format_seconds(e.unit_elapsed)}")
-        parts.append(f"run ETA {format_seconds(e.run_eta)}")
+            if e.unit_eta is not None or e.unit_elapsed <= 0:
+                parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
+        if e.unit_eta is None and e.unit_elapsed > 0:
+            done = (e.inner_total is not None and e.inner_done is not None
+                    and e.inner_done >= e.inner_total)
+            parts.append(f"{self.unit_name} running {format_seconds(e.unit_elapsed)}"
+                         + (" (all batches done: reducing, updating)" if done else ""))
+        parts.append(f"run ETA {'>= ' if e.at_least else ''}{format_seconds(e.run_eta)}")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.eval_loss is not None:
