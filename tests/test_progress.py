@@ -317,3 +317,18 @@ def test_every_analyze_phase_that_loops_reports_its_work():
              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "report_work"
              and isinstance(node.args[1], ast.Constant)}
     assert {"step", "eval", "run", "case", "drill"} <= kinds
+
+
+def test_stress_progress_counts_cases_and_the_time_left_of_its_budget():
+    from harness.commands.stress import stress_progress
+    from harness.verify.stress import StressTotals
+
+    totals, clock, stream = StressTotals(), _Clock(), io.StringIO()
+    live = stress_progress(totals, 60.0, clock=clock)
+    live.stream, live.mode = stream, "lines"
+    clock.now, totals.cases, totals.faults_fired = 20.0, 40, 3
+    line = live.describe(live.estimate())
+    assert "case 40 | 2.0 cases/s | 3 faults fired, 0 failures | 20s of 1m00s, run ETA 40s" \
+        in line
+    clock.now = 65.0
+    assert "past the 1m00s budget: finishing the last batch" in live.describe(live.estimate())
