@@ -247,3 +247,12 @@ def test_a_stall_message_gains_the_silent_ranks(monkeypatch):
                                       "rank 1 (pid 7) is suspended"])
     exc = mpi_world.name_silent_ranks(StallError("another rank is stuck or gone"), 3)
     assert str(exc) == "another rank is stuck or gone: rank 1 (pid 7) is suspended"
+
+
+@pytest.mark.parametrize("threads", ["1,100000", "1-1000000000"])
+def test_verify_thread_lists_past_the_cap_are_refused_at_parse_time(threads, capsys):
+    """Before: verify --threads 1,100000 ended in exit 5 "cannot join thread before it is
+    started", and a range like 1-1000000000 was expanded into a set of a billion ints."""
+    code, out, err = run_cli(["verify", "--presets", "tiny", "--threads", threads], capsys)
+    assert code == ExitCode.USAGE
+    assert f"more than {th.MAX_THREADS_PER_CORE} per usable core" in err and out == ""
