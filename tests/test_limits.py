@@ -256,3 +256,11 @@ def test_verify_thread_lists_past_the_cap_are_refused_at_parse_time(threads, cap
     code, out, err = run_cli(["verify", "--presets", "tiny", "--threads", threads], capsys)
     assert code == ExitCode.USAGE
     assert f"more than {th.MAX_THREADS_PER_CORE} per usable core" in err and out == ""
+
+
+def test_analyze_threads_past_the_cap_are_refused_before_any_phase(tmp_path, capsys):
+    code, out, err = run_cli(["analyze", "--quick", "--threads", "10000", "--out",
+                              str(tmp_path / "rep")], capsys)
+    assert code == ExitCode.USAGE
+    assert "--threads 10000 is more than" in err and "[data]" not in out
+    assert not (tmp_path / "rep").exists()
