@@ -176,8 +176,9 @@ def test_checkpoints_the_disk_cannot_hold_are_refused_before_any_work(tmp_path, 
     """Before: --checkpoint-every 1 --keep-checkpoints 0 for 10^9 steps started writing
     0.4 MB per step until the disk was full."""
     folder = tmp_path / "ck"
-    code, out, err = run_cli(["train", "--steps", "1000000000", "--checkpoint-every", "1",
-                              "--keep-checkpoints", "0", "--checkpoint-dir", str(folder)], capsys)
+    code, out, err = run_cli(["train", "--engine", "reference", "--steps", "1000000000",
+                              "--checkpoint-every", "1", "--keep-checkpoints", "0",
+                              "--checkpoint-dir", str(folder)], capsys)
     assert code == ExitCode.USAGE
     assert "1,000,000,002 checkpoints of" in err and "free under" in err
     assert not folder.exists() and "training" not in err
@@ -264,3 +265,20 @@ def test_analyze_threads_past_the_cap_are_refused_before_any_phase(tmp_path, cap
     assert code == ExitCode.USAGE
     assert "--threads 10000 is more than" in err and "[data]" not in out
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_run_whose_record_outgrows_the_memory_is_refused_before_the_first_step(capsys):
+    """The fast engine's run record keeps every span: 10^9 tiny steps would need ~2.6 TB."""
+    code, out, err = run_cli(["train", "--steps", "1000000000"], capsys)
+    assert code == ExitCode.USAGE
+    assert "run record (1,000,000,000 steps)" in err and "--resume continues bitwise" in err
+    assert "[step" not in err
+
+
+def test_a_trace_the_disk_cannot_hold_is_refused(tmp_path):
+    from harness.commands.preflight import check_disk, spans
+
+    assert spans(CFG, 2, 10) == 10 * (8 + 4 * 3)
+    with pytest.raises(InputError, match="--trace of 10 steps need .*; trace fewer --steps"):
+        check_disk(tmp_path, spans(CFG, 2, 10) * th.TRACE_BYTES_PER_SPAN, "--trace of 10 steps",
+                   free=1000, fix="trace fewer --steps")

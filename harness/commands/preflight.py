@@ -159,9 +159,17 @@ def data_bytes(data: str | None) -> int:
         return 0
 
 
+def spans(cfg: Config, threads: int, steps: int) -> int:
+    """Spans the fast engine's run record holds after `steps` steps: a batch span each, and
+    a wait at each of the 4 barriers for every worker and Node Zero."""
+    return steps * (cfg.train.group_size + 4 * (threads + 1))
+
+
 def estimate_resources(cfg: Config, *, threads: int, dtype: str, engine: str,
-                       synthetic_tokens: int | None, text_bytes: int = 0) -> ResourceEstimate:
-    """Memory and threads of one training run from its sizes alone (nothing allocated)."""
+                       synthetic_tokens: int | None, text_bytes: int = 0,
+                       steps: int = 0) -> ResourceEstimate:
+    """Memory and threads of one training run from its sizes alone (nothing allocated);
+    `steps` adds the run record that grows with every step of the fast engine."""
     from fast.model import FastModel
     from fast.spheres import POSITIONS
     from fast.workspace_pool import pool_size
@@ -182,6 +190,8 @@ def estimate_resources(cfg: Config, *, threads: int, dtype: str, engine: str,
                         + text_bytes * th.TEXT_BYTES_PER_BYTE + group_ids,
         f"thread stacks ({threads + 2 if fast else 1} threads)":
             (threads + 2 if fast else 1) * th.THREAD_BYTES,
+        f"run record ({steps:,} steps)":
+            spans(cfg, threads, steps) * th.RECORD_BYTES_PER_SPAN if fast else 0,
     }
     return ResourceEstimate(parts, threads + 2 if fast else 0)
 
@@ -232,7 +242,9 @@ def checkpoints_kept(steps: int, every: int, keep: int) -> int:
     return min(written, keep) + 1 if keep else written + 1
 
 
-def check_disk(folder: Path, need: int, what: str, free: int | None = None) -> None:
+def check_disk(folder: Path, need: int, what: str, free: int | None = None,
+               fix: str = "raise --checkpoint-every, lower --keep-checkpoints (0 keeps all) or "
+                          "choose another --checkpoint-dir") -> None:
     """InputError (exit 2) with the numbers when `need` bytes will not fit in `folder`'s disk."""
     import shutil
 
@@ -243,5 +255,4 @@ def check_disk(folder: Path, need: int, what: str, free: int | None = None) -> N
     if need > th.DISK_FREE_FRACTION * free:
         raise InputError(f"{what} need an estimated {_size(need)} on disk, more than "
                          f"{th.DISK_FREE_FRACTION:.0%} of the {_size(free)} free under {probe}; "
-                         "raise --checkpoint-every, lower --keep-checkpoints (0 keeps all) or "
-                         "choose another --checkpoint-dir")
+                         f"{fix}")

@@ -25,7 +25,9 @@ from harness.commands.preflight import (
     checkpoints_kept,
     data_bytes,
     estimate_resources,
+    spans,
 )
+from harness.figures.thresholds import TRACE_BYTES_PER_SPAN
 from harness.run.checkpoint import Checkpoint
 from harness.run.corpus import Corpus, corpus_warnings, load_corpus, one_group_tokens
 from harness.run.engines import parse_faults
@@ -127,10 +129,7 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
     _check_resources(args, cfg, threads)
     corpus, heldout = _corpus(args, cfg, resume)
     steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
-    if args.checkpoint_dir is not None:
-        kept = checkpoints_kept(steps, args.checkpoint_every, args.keep_checkpoints)
-        check_disk(args.checkpoint_dir, kept * checkpoint_bytes(cfg),
-                   f"{kept:,} checkpoints of {checkpoint_bytes(cfg) / 1e6:.1f} MB")
+    _check_run_length(args, cfg, threads, steps)
     if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
         cfg = with_horizon(cfg, start_step=0, steps=steps, total_steps=args.total_steps)
     return TrainPlan(
@@ -152,6 +151,22 @@ def _check_resources(args: argparse.Namespace, cfg: Config, threads: int) -> Non
                               text_bytes=data_bytes(args.data))
     check_resources(need, fix=("give fewer --synthetic-tokens" if synthetic else
                                "train on less --data") + ", a smaller --preset or fewer --threads")
+
+
+def _check_run_length(args: argparse.Namespace, cfg: Config, threads: int, steps: int) -> None:
+    """What grows with the steps, refused before the first (exit 2, with the numbers): the
+    run record in memory, the checkpoints keep-N leaves on disk, the --trace file."""
+    check_resources(estimate_resources(cfg, threads=threads, dtype=args.dtype or "float32",
+                                       engine=args.engine, synthetic_tokens=None,
+                                       steps=steps),
+                    fix="run fewer --steps at a time (--resume continues bitwise)")
+    if args.checkpoint_dir is not None:
+        kept = checkpoints_kept(steps, args.checkpoint_every, args.keep_checkpoints)
+        check_disk(args.checkpoint_dir, kept * checkpoint_bytes(cfg),
+                   f"{kept:,} checkpoints of {checkpoint_bytes(cfg) / 1e6:.1f} MB")
+    if args.trace is not None:
+        check_disk(args.trace.parent, spans(cfg, threads, steps) * TRACE_BYTES_PER_SPAN,
+                   f"--trace of {steps:,} steps", fix="trace fewer --steps")
 
 
 def _corpus(args: argparse.Namespace, cfg: Config, resume: Checkpoint | None

@@ -121,3 +121,10 @@ MAX_THREADS_PER_CORE = 64
 # most this share of the free space: the rest is for the --json, trace and stall files and for
 # other writers; a run refused here would otherwise fail its last write after all the work.
 DISK_FREE_FRACTION = 0.9
+# The fast engine's run record (fast/record.py) keeps every span of every step: measured 77
+# bytes of RSS per span (1.5 MB over 1000 tiny-preset steps of 20 spans each: 8 batches and 4
+# barrier waits of 3 threads); 128 covers it. One step has about G + 4 x (T + 1) spans.
+RECORD_BYTES_PER_SPAN = 128
+# A --trace file: measured 198 bytes of JSON per span (tiny preset, 10 and 40 steps); 256
+# covers it. Checked against the free disk like the checkpoints.
+TRACE_BYTES_PER_SPAN = 256
