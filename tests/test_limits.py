@@ -282,3 +282,25 @@ def test_a_trace_the_disk_cannot_hold_is_refused(tmp_path):
     with pytest.raises(InputError, match="--trace of 10 steps need .*; trace fewer --steps"):
         check_disk(tmp_path, spans(CFG, 2, 10) * th.TRACE_BYTES_PER_SPAN, "--trace of 10 steps",
                    free=1000, fix="trace fewer --steps")
+
+
+def test_a_lock_file_that_cannot_be_removed_never_hides_the_error_that_ended_the_run(
+        tmp_path, monkeypatch, capsys):
+    """Before: a checkpoint folder made read-only mid-run ended with "<dir>/.spheres-lock:
+    Operation not permitted", hiding that the checkpoint could not be written."""
+    from plumbing.folder_lock import lock_folder
+
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name == ".spheres-lock":
+            raise PermissionError(1, "Operation not permitted")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(InputError, match="could not write the checkpoint"):
+        with lock_folder(tmp_path, f"--checkpoint-dir {tmp_path}"):
+            raise InputError("could not write the checkpoint step-000200.npz")
+    assert "could not remove the lock file" in capsys.readouterr().err
+    with lock_folder(tmp_path, "again"):  # the file left behind is free
+        pass
