@@ -33,6 +33,7 @@ from fast.watchdog import Watchdog
 from fast.workers import Worker
 from fast.workspace_pool import WorkspacePool, pool_size
 from plumbing.errors import InputError
+from plumbing.thread_limits import thread_limit
 from reference.config import Config
 from reference.engine import StepResult, TrainState
 from reference.evaluate import EvalResult
@@ -152,10 +153,25 @@ class FastTrainer:
                                            daemon=True) for w in self._workers]
         _blas_single_thread(True)
         self._blas_entered = True
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        """Start Node Zero, the workers and the watchdog; when the OS refuses one, close the
+        ones that started and raise InputError (exit 2) naming the limit, never a half-built
+        trainer (Python's own "can't start new thread" names none)."""
+        started = 0
         try:
             for t in self._threads:
                 t.start()
+                started += 1
             self.watchdog.start()
+        except RuntimeError as exc:
+            self.close()
+            limit = thread_limit()
+            raise InputError(
+                f"could not start thread {started + 1} of {len(self._threads) + 1} ({exc}): "
+                f"the OS limit is {limit.name}; use fewer --threads (at most "
+                f"{started} started here)") from None
         except BaseException:
             self.close()
             raise
@@ -341,6 +357,7 @@ class FastTrainer:
     @staticmethod
     def _join(threads: list[threading.Thread], seconds: float) -> list[threading.Thread]:
         deadline = time.monotonic() + seconds
-        for t in threads:
+        started = [t for t in threads if t.ident is not None]  # never started: nothing to end
+        for t in started:
             t.join(max(0.0, deadline - time.monotonic()))
-        return [t for t in threads if t.is_alive()]
+        return [t for t in started if t.is_alive()]

@@ -73,10 +73,18 @@ class FolderLock:
         self.fd = fd
 
     def release(self) -> None:
+        """Drop the lock and remove its file. A file that cannot be removed (the folder became
+        read-only) is left: the flock is what locks, so the next run takes the file over; and
+        it never replaces the error that ended the run (a checkpoint that could not be
+        written was once reported as "rock/.spheres-lock: Operation not permitted")."""
         if self.fd is None:
             return
         try:
             self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            print(f"spheres: note: {self.what}: could not remove the lock file {self.path} "
+                  f"({exc.strerror or exc}); it is free, the next run takes it over",
+                  file=sys.stderr, flush=True)
         finally:
             os.close(self.fd)  # closing drops the flock
             self.fd = None

@@ -297,6 +297,7 @@ def test_mpiexec_without_mpi_flag_is_refused(tmp_path):
     proc = mpirun(2, [SPHERES, "grads", "--engine", "fast", "--out", str(tmp_path / "g.npz")])
     assert proc.returncode == 2
     assert "without --mpi" in proc.stderr and "--mpi" in proc.stderr
+    assert proc.stderr.count("without --mpi") == 1  # said once, by rank 0, not per rank
     assert not (tmp_path / "g.npz").exists()
 
 

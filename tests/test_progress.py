@@ -34,12 +34,21 @@ def test_estimate_from_batches_and_from_whole_units():
                  inner_done=None, inner_total=None, unit_elapsed=1.0, tokens_per_inner=None)
     assert e.unit_eta == pytest.approx(4.0) and e.run_eta == pytest.approx(9.0)
     assert e.tokens_per_s is None
-    # a unit that outlasts the mean disproves it: no frozen ETA, its running time instead
+    # a unit that outlasts the mean disproves it: no frozen ETA, its running time instead,
+    # and the run ETA a lower bound (the unit after it at the mean), never "?" nor "0s"
     e = estimate(unit=3, units=4, done_units=2, done_seconds=10.0, done_inner=0, done_tokens=0,
                  inner_done=None, inner_total=None, unit_elapsed=41.0, tokens_per_inner=None)
-    assert e.unit_eta is None and e.run_eta is None and e.unit_elapsed == 41.0
+    assert e.unit_eta is None and e.run_eta == pytest.approx(5.0) and e.at_least
     line = LiveProgress("analyze", 4, mode="lines", unit_name="phase").describe(e)
-    assert "phase running 41s" in line and "run ETA ?" in line
+    assert "phase running 41s" in line and "run ETA >= 5s" in line
+    # every batch done but the step still busy (reduction, update): not "step ETA 0s"
+    e = estimate(unit=3, units=5, done_units=2, done_seconds=4.0, done_inner=16,
+                 done_tokens=1600, inner_done=8, inner_total=8, unit_elapsed=25.0,
+                 tokens_per_inner=100.0)
+    assert e.unit_eta is None and e.run_eta == pytest.approx(4.0) and e.at_least
+    line = LiveProgress("train", 5, mode="lines").describe(e)
+    assert "step ETA" not in line and "step running 25s (all batches done" in line
+    assert "run ETA >= 4s" in line
     # nothing done yet: unknown, shown as "?"
     e = estimate(unit=1, units=4, done_units=0, done_seconds=0.0, done_inner=0, done_tokens=0,
                  inner_done=0, inner_total=8, unit_elapsed=0.0, tokens_per_inner=100.0)
@@ -195,7 +204,7 @@ def test_analyze_phases_advance_on_tagged_lines(capsys):
     phases("[verify] gates")  # throughput skipped (e.g. after a training error)
     live.tick()
     assert live.done_units == 2 and live.unit == 4 and live.unit_label == "verify"
-    assert stream.getvalue().splitlines()[-1].startswith("analyze: phase 4/6 verify |")
+    assert stream.getvalue().splitlines()[-1].startswith("analyze: phase 4/7 verify |")
     assert capsys.readouterr().out.count("\n") == 4  # every line still printed, on stdout
     phases.finish()
     assert live.done_units == 3
@@ -214,3 +223,112 @@ def test_an_engine_without_a_batch_counter_gets_whole_step_progress():
     line = stream.getvalue().splitlines()[-1]
     assert "batch" not in line  # no invented batch count
     assert "64 tok/s" in line and "run ETA 7s" in line  # 256 tokens / 4 s; 3 + 4 s left
+
+
+class _TimedEngine:
+    """An engine whose steps take a known schedule of seconds on a deterministic clock, and
+    report their batches as the fast engine does (half the group halfway through a step)."""
+
+    def __init__(self, clock, seconds: list[float], live_ref: list) -> None:
+        self.clock, self.seconds, self.live_ref, self.i = clock, seconds, live_ref, 0
+        self.inner: tuple[int, int] | None = None
+
+    def batches_done(self):
+        return self.inner
+
+    def step(self, tokens, targets):
+        from reference.engine import StepResult
+
+        n = tokens.shape[0] // 4
+        d = self.seconds[self.i]
+        self.clock.now += d / 2
+        self.inner = (n // 2, n)
+        self.live_ref[0].tick()  # the poller's view mid-step
+        self.clock.now += d / 2
+        self.inner, self.i = None, self.i + 1
+        return StepResult(loss=4.0, n_targets=int((targets != 0).sum()), grad_norm=1.0, lr=1e-3)
+
+
+@pytest.mark.parametrize("poll", [True, False])
+def test_train_run_eta_after_the_first_step_is_within_25_percent(poll):
+    """The run ETA shown once the first step has ended, against the schedule's true rest."""
+    from harness.run.corpus import load_corpus, one_group_tokens
+    from harness.run.train import run_training
+    from harness.run.train_plan import TrainPlan
+    from reference.config import preset
+
+    cfg = preset("tiny")
+    # a noisy but steady rate; the first step 15% slower than the mean of the rest
+    seconds = [2.3, 2.2, 1.8, 2.1, 1.9, 2.3, 1.7, 2.0, 2.2, 1.8]
+    clock, ref = _Clock(), [None]
+    engine = _TimedEngine(clock, seconds, ref)
+    live = LiveProgress("train", 0, mode="off", clock=clock,
+                        poll=engine.batches_done if poll else None,
+                        tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
+    ref[0] = live
+    seen: dict[int, float | None] = {}
+    begin = live.begin_step
+
+    def spy(step: int, n_batches: int) -> None:
+        begin(step, n_batches)
+        seen[step] = live.estimate().run_eta
+
+    live.begin_step = spy
+    corpus = load_corpus(cfg, None, synthetic_tokens=one_group_tokens(cfg, 4))
+    plan = TrainPlan(cfg=cfg.replace(total_steps=len(seconds)), corpus=corpus,
+                     steps=len(seconds))
+    run_training(plan, engine, say=lambda line: None, live=live)
+    truth = sum(seconds[1:])
+    print(f"run ETA after step 1: {seen[2]:.2f}s, truth {truth:.2f}s")
+    assert seen[2] is not None and abs(seen[2] - truth) <= 0.25 * truth, (seen[2], truth)
+
+
+def test_a_phase_shows_its_work_tokens_and_eta_from_the_measured_rate():
+    """Before: analyze showed "phase 2/6 train | phase running 2m36s | run ETA ?" for the
+    whole training phase."""
+    from harness.run.progress import PhaseLines, report_work
+
+    stream, clock = io.StringIO(), _Clock()
+    live = LiveProgress("analyze", 0, mode="lines", stream=stream, line_seconds=1.0,
+                        unit_name="phase", clock=clock)
+    phases = PhaseLines(live)
+    phases("[train] 2 workers + Node Zero started")
+    report_work(phases, "step", 0, 10)
+    for k in range(1, 3):
+        clock.now += 4.0
+        report_work(phases, "step", k, 10, tokens=512 * k)
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("analyze: phase 2/7 train | step 2/10 | 128 tok/s | phase ETA 32s")
+    assert "run ETA >= 32s (5 more phases)" in line
+    clock.now += 6.0  # step 3 outlasts the 4 s mean: a lower bound, never "0s" or "?"
+    live.tick()
+    line = stream.getvalue().splitlines()[-1]
+    assert "step 3 running 6s | phase ETA >= 28s" in line
+
+
+def test_every_analyze_phase_that_loops_reports_its_work():
+    """Each looping phase tells the progress its units (train steps, throughput runs, verify
+    cases, drills), so none shows only "phase running"."""
+    import ast
+
+    source = (ROOT / "harness" / "analysis" / "phases.py").read_text()
+    tree = ast.parse(source)
+    kinds = {node.args[1].value for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "report_work"
+             and isinstance(node.args[1], ast.Constant)}
+    assert {"step", "eval", "run", "case", "drill"} <= kinds
+
+
+def test_stress_progress_counts_cases_and_the_time_left_of_its_budget():
+    from harness.commands.stress import stress_progress
+    from harness.verify.stress import StressTotals
+
+    totals, clock, stream = StressTotals(), _Clock(), io.StringIO()
+    live = stress_progress(totals, 60.0, clock=clock)
+    live.stream, live.mode = stream, "lines"
+    clock.now, totals.cases, totals.faults_fired = 20.0, 40, 3
+    line = live.describe(live.estimate())
+    assert "case 40 | 2.0 cases/s | 3 faults fired, 0 failures | 20s of 1m00s, run ETA 40s" \
+        in line
+    clock.now = 65.0
+    assert "past the 1m00s budget: finishing the last batch" in live.describe(live.estimate())

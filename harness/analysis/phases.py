@@ -49,6 +49,7 @@ from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine, unfired_faults
 from harness.run.heldout import evaluate, split_heldout
+from harness.run.progress import report_work
 from harness.run.stop import Stopped, check_stop
 from harness.verify.gates import run_verify
 from plumbing.errors import SpheresError, StallError
@@ -160,6 +161,7 @@ def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _Flame
     evaluate after training."""
     eval_every = max(1, plan.steps // 10)
     snapshots: list[tuple[int, Any]] = []  # (step, parameters) to evaluate after training
+    report_work(say, "step", 0, plan.steps)
     for s in range(plan.steps):
         check_stop(f"in phase train after step {s} of {plan.steps}")
         group = groups.group(s % len(groups))
@@ -174,6 +176,7 @@ def _train_steps(engine, plan: Plan, groups, info: TrainingResult, flame: _Flame
         engine.record.counter("RSS MB", current_rss_bytes() / 1e6)
         say(f"[train] step {s + 1}/{plan.steps}: loss {result.loss:.4f}, "
             f"{result.n_targets / dts:,.0f} tokens/s, {dts:.2f}s")
+        report_work(say, "step", s + 1, plan.steps, info.tokens)
         if (s + 1) % eval_every == 0 or s + 1 == plan.steps:
             snapshots.append((s + 1, engine.state().params))  # evaluated after training
         if s == 0 and plan.steps > 1:
@@ -186,12 +189,14 @@ def _evaluate_snapshots(engine, snapshots: list[tuple[int, Any]], heldout,
     """The held-out loss of each snapshot's parameters (the optimiser state of the last step
     kept), into `info.eval_losses`."""
     final = engine.state() if snapshots else None
-    for step, params in snapshots:
+    report_work(say, "eval", 0, len(snapshots))
+    for i, (step, params) in enumerate(snapshots):
         engine.load_state(dataclasses.replace(final, params=params))
         held = evaluate(engine, heldout)
         info.eval_losses.append((step, held.loss))
         say(f"[train] held-out loss after step {step}: {held.loss:.4f} over "
             f"{held.n_targets:,} targets")
+        report_work(say, "eval", i + 1, len(snapshots))
 
 
 def _record_error(info: TrainingResult, exc: SpheresError, say: Say) -> None:
@@ -274,7 +279,11 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[Throughp
     """Tokens/s for each thread count on the same group, measured side by side in one run."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
-    points = []
+    points: list[ThroughputPoint] = []
+    say(f"[throughput] {len(plan.throughput_threads)} runs of 2 steps, T="
+        f"{','.join(str(T) for T in plan.throughput_threads)}")
+    report_work(say, "run", 0, len(plan.throughput_threads))
+    tokens = 0
     for T in plan.throughput_threads:
         check_stop(f"in phase throughput before T={T}")
         with make_engine("fast", small, threads=T, stall_timeout=plan.stall_timeout) as engine:
@@ -285,29 +294,45 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[Throughp
         points.append(ThroughputPoint(T, result.n_targets / seconds, seconds,
                                       plan.throughput_group))
         say(f"[throughput] T={T}: {points[-1].tokens_per_s:,.0f} tokens/s")
+        tokens += 2 * result.n_targets
+        report_work(say, "run", len(points), len(plan.throughput_threads), tokens)
     for p in points:
         p.speedup = p.tokens_per_s / points[0].tokens_per_s
     return points
 
 
+class _Cases:
+    """verify's `live` inside analyze: each run it finishes is one case of the phase."""
+
+    def __init__(self, say: Say, total: int) -> None:
+        self.say, self.total, self.done = say, total, 0
+
+    def begin(self, *_args, **_kwargs) -> None:
+        if self.done == 0:
+            report_work(self.say, "case", 0, self.total)
+
+    def end(self, *_args, **_kwargs) -> None:
+        self.done += 1
+        report_work(self.say, "case", self.done, self.total)
+
+
 def phase_equivalence(plan: Plan, cfg: Config, say: Say) -> EquivalenceResult:
     t0 = time.perf_counter()
-    report = run_verify([preset("tiny", seed=plan.seed)], ["float64", "float32"],
-                        plan.sweep_threads, trajectory_steps=3,
-                        out=lambda line: say(f"[verify] {line}"))
-    records = list(report.records)
+    dtypes = ["float64", "float32"]
+    sweeps = [([preset("tiny", seed=plan.seed)], plan.sweep_threads, 3)]
     if plan.extra_verify:  # larger presets cost seconds per run: a shorter thread sweep
-        extra = run_verify([preset(p, seed=plan.seed) for p in plan.extra_verify],
-                           ["float64", "float32"], plan.extra_threads, trajectory_steps=3,
-                           out=lambda line: say(f"[verify] {line}"))
-        records += extra.records
+        sweeps.append(([preset(p, seed=plan.seed) for p in plan.extra_verify],
+                       plan.extra_threads, 3))
     if cfg.preset not in {"tiny", *plan.extra_verify}:
         # the analysed preset itself, on a 2-batch group so the float64 reference stays short
-        small = cfg.replace(group_size=2)
-        extra = run_verify([small], ["float64", "float32"],
-                           sorted({1, 2, plan.threads}), trajectory_steps=2,
-                           out=lambda line: say(f"[verify] {line}"))
-        records += extra.records
+        sweeps.append(([cfg.replace(group_size=2)], sorted({1, 2, plan.threads}), 2))
+    cases = _Cases(say, sum(len(c) * len(dtypes) * len(t) for c, t, _ in sweeps))
+    say(f"[verify] {cases.total} cases (presets x dtypes x thread counts)")
+    records = []
+    for configs, threads, steps in sweeps:
+        report = run_verify(configs, dtypes, threads, trajectory_steps=steps,
+                            out=lambda line: say(f"[verify] {line}"), live=cases)
+        records += report.records
     return EquivalenceResult(
         records=records, seconds=time.perf_counter() - t0,
         presets=sorted({r.preset for r in records}), dtypes=["float64", "float32"],
@@ -325,9 +350,19 @@ def _label(threads: list[int]) -> str:
 
 
 def phase_drills(say: Say) -> list[DrillResult]:
-    from harness.verify.drills import run_drills
+    from harness.verify.drills import DRILLS, run_drills
 
-    return run_drills(say)
+    say(f"[drill] {len(DRILLS)} watchdog and fault drills")
+    done = [0]
+    report_work(say, "drill", 0, len(DRILLS))
+
+    def counted(line: str) -> None:
+        say(line)
+        if line.startswith("[drill] "):
+            done[0] += 1
+            report_work(say, "drill", done[0], len(DRILLS))
+
+    return run_drills(counted)
 
 
 def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
@@ -341,7 +376,9 @@ def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
             return engine.step(group.tokens, group.targets).loss
 
     say(f"[memory] memray over one {small.train.group_size}-batch step")
+    report_work(say, "step", 0, 1)
     res = memray_profile(one_step, out_dir, top=8)
+    report_work(say, "step", 1, 1)
     capture = res.get("capture")
     if capture:
         Path(capture).unlink(missing_ok=True)  # large binary: the figures are in the report

@@ -42,6 +42,7 @@ from harness.figures.results import (
 )
 from harness.measure.machine import machine_facts
 from harness.measure.process import cpu_use
+from harness.run.progress import enter_phase
 from harness.run.stop import at_once, check_stop
 from plumbing.errors import InputError
 from plumbing.folder_lock import lock_beside
@@ -68,6 +69,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     check_stop("after phase drills")
     from harness.bench.engine_compare import analyze_phase  # every engine side by side (SPEC 13)
 
+    enter_phase(say, "engines")
     engines = analyze_phase(plan.preset, plan.threads, plan.engines, say)
     check_stop("after phase engines")
     from harness.bench.repro import analyze_phase as repro_phase  # issue 23

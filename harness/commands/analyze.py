@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                      stall_timeout=args.stall_timeout, inject=args.inject, engines=args.engine)
     if plan.data is not None and not Path(plan.data).exists():
         raise InputError(f"--data {plan.data}: no such file or folder")
+    _check_resources(plan)
     out = args.out or default_out(plan)
     if args.trace is not None:
         check_writable(args.trace)
@@ -75,3 +76,17 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     return ExitCode.OK if not failed else ExitCode.VERIFY_FAILED
+
+
+def _check_resources(plan) -> None:
+    """The training phase's memory and threads, refused up front (exit 2) past their bounds;
+    the throughput phase's largest thread count too (its engines are built one at a time)."""
+    from harness.commands.preflight import check_resources, data_bytes, estimate_resources
+    from reference.config import preset
+
+    cfg = preset(plan.preset, seed=plan.seed)
+    for threads in sorted({plan.threads, max(plan.throughput_threads, default=1)}):
+        need = estimate_resources(cfg, threads=threads, dtype="float32", engine="fast",
+                                  synthetic_tokens=None if plan.data else plan.synthetic_tokens,
+                                  text_bytes=data_bytes(plan.data))
+        check_resources(need, fix="use a smaller --preset, --quick or fewer --threads")

@@ -18,7 +18,7 @@ import os
 import sys
 
 from fast.mpi_topology import MAX_RANKS, launcher_world
-from harness.run.mpi_world import STARTUP_SECONDS, start_mpi
+from harness.run.mpi_world import STARTUP_SECONDS, name_silent_ranks, start_mpi
 from harness.run.mpi_world import channel as current_channel
 from harness.run.stop import Stopped
 from plumbing.errors import ExitCode, InputError, SpheresError, StallError
@@ -29,12 +29,15 @@ def mpi_entry(args: argparse.Namespace) -> int | None:
     """Run an `--mpi` command and return its exit code; None for an ordinary run.
 
     Refuses (InputError, exit 2) a command started by mpiexec with R > 1 without `--mpi`, which
-    would otherwise run R independent copies that each train alone.
+    would otherwise run R independent copies that each train alone; every rank exits 2, and
+    only rank 0 prints the message (not once per rank).
     """
     wants = bool(getattr(args, "mpi", False))
     world = launcher_world()
     if not wants:
         if world is not None and world[1] > 1:
+            if world[0] != 0:  # every rank refuses alike; rank 0 alone says so, once
+                return InputError.exit_code
             fix = ("add --mpi: mpiexec -n R spheres train --mpi ..." if args.command in
                    MPI_COMMANDS else f"run `spheres {args.command}` without mpiexec")
             raise InputError(f"started by an MPI launcher with {world[1]} ranks but without "
@@ -71,6 +74,9 @@ def _root(args: argparse.Namespace) -> int:
     except StallError as exc:
         from harness.commands.failures import report_stall
 
+        world = current_channel()
+        if world is not None and "another rank is stuck or gone" in str(exc):
+            name_silent_ranks(exc, world.size)  # which rank, when this host can see it
         report_stall(exc, getattr(args, "checkpoint_dir", None))
         _abort(exc.exit_code)
     except SpheresError as exc:

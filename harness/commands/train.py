@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import options as o
-from harness.commands.preflight import Outputs, check_writable
+from harness.commands.preflight import (
+    Outputs,
+    check_disk,
+    check_resources,
+    check_writable,
+    checkpoint_bytes,
+    checkpoints_kept,
+    data_bytes,
+    estimate_resources,
+    spans,
+)
+from harness.figures.thresholds import TRACE_BYTES_PER_SPAN
 from harness.run.checkpoint import Checkpoint
-from harness.run.corpus import Corpus, load_corpus, one_group_tokens
+from harness.run.corpus import Corpus, corpus_warnings, load_corpus, one_group_tokens
 from harness.run.engines import parse_faults
 from harness.run.heldout import HeldOut, plan_heldout
 from harness.run.train import train
@@ -114,8 +125,11 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
         cfg, start_step = o.config_from_args(args, lr=args.lr, total_steps=args.total_steps,
                                              last_group=args.last_group,
                                              shuffle=not args.no_shuffle), 0
+    threads = args.threads or usable_cores()
+    _check_resources(args, cfg, threads)
     corpus, heldout = _corpus(args, cfg, resume)
     steps = planned_steps(args.steps, args.epochs, len(corpus.groups(cfg)))
+    _check_run_length(args, cfg, threads, steps)
     if resume is None:  # a resumed run keeps its checkpoint's horizon, so the same lr curve
         cfg = with_horizon(cfg, start_step=0, steps=steps, total_steps=args.total_steps)
     return TrainPlan(
@@ -123,10 +137,36 @@ def plan_from_args(args: argparse.Namespace) -> TrainPlan:
         resume_state=resume.state if resume is not None else None, heldout=heldout,
         eval_every=args.eval_every, checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        engine=args.engine, threads=args.threads or usable_cores(),
+        engine=args.engine, threads=threads,
         dtype=args.dtype or "float32", stall_timeout=args.stall_timeout, faults=faults,
         summary_json=args.json, trace=args.trace, quiet=args.quiet,
         progress_seconds=args.progress_seconds)
+
+
+def _check_resources(args: argparse.Namespace, cfg: Config, threads: int) -> None:
+    """Refuse (exit 2, with the numbers) a run this machine cannot hold, before any work."""
+    synthetic = None if args.data else args.synthetic_tokens or one_group_tokens(cfg, 4)
+    need = estimate_resources(cfg, threads=threads, dtype=args.dtype or "float32",
+                              engine=args.engine, synthetic_tokens=synthetic,
+                              text_bytes=data_bytes(args.data))
+    check_resources(need, fix=("give fewer --synthetic-tokens" if synthetic else
+                               "train on less --data") + ", a smaller --preset or fewer --threads")
+
+
+def _check_run_length(args: argparse.Namespace, cfg: Config, threads: int, steps: int) -> None:
+    """What grows with the steps, refused before the first (exit 2, with the numbers): the
+    run record in memory, the checkpoints keep-N leaves on disk, the --trace file."""
+    check_resources(estimate_resources(cfg, threads=threads, dtype=args.dtype or "float32",
+                                       engine=args.engine, synthetic_tokens=None,
+                                       steps=steps),
+                    fix="run fewer --steps at a time (--resume continues bitwise)")
+    if args.checkpoint_dir is not None:
+        kept = checkpoints_kept(steps, args.checkpoint_every, args.keep_checkpoints)
+        check_disk(args.checkpoint_dir, kept * checkpoint_bytes(cfg),
+                   f"{kept:,} checkpoints of {checkpoint_bytes(cfg) / 1e6:.1f} MB")
+    if args.trace is not None:
+        check_disk(args.trace.parent, spans(cfg, threads, steps) * TRACE_BYTES_PER_SPAN,
+                   f"--trace of {steps:,} steps", fix="trace fewer --steps")
 
 
 def _corpus(args: argparse.Namespace, cfg: Config, resume: Checkpoint | None
@@ -139,6 +179,9 @@ def _corpus(args: argparse.Namespace, cfg: Config, resume: Checkpoint | None
         print(f"data: {line}", file=sys.stderr, flush=True)
     corpus, heldout = plan_heldout(corpus, cfg, eval_every=args.eval_every,
                                    eval_fraction=args.eval_fraction)
+    held = int((heldout.targets != 0).sum()) if heldout is not None else None
+    for line in corpus_warnings(corpus, cfg, held):
+        print(f"spheres: warning: {line}", file=sys.stderr, flush=True)
     trained_on = resume.extra.get("data") if resume is not None else None
     if trained_on is not None and trained_on != corpus.source:
         print(f"spheres: warning: the checkpoint was trained on {trained_on}, this run reads "

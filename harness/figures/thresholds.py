@@ -104,3 +104,37 @@ CHILD_STOP_SECONDS = 1.0
 # a 60 s deadline with other jobs on both cores; 60 s per rank keeps a never-starting world
 # caught (it is still a stall, exit 3) without failing a healthy one on a loaded machine.
 DDP_START_SECONDS_PER_RANK = 60.0
+
+# Preflight (harness/commands/preflight.py): resources a run needs, estimated from the sizes it
+# is given before any work. A run is refused when the estimate exceeds this share of the memory
+# psutil reports available: the estimate counts only the big arrays (Python objects, BLAS
+# buffers and the page cache are not in it) and other processes on a shared machine need the
+# rest; a run that is refused at 80% would be swapping or killed near 100%.
+MEMORY_AVAILABLE_FRACTION = 0.8
+# The synthetic corpus while it is generated and encoded: measured peak 62-76 bytes per token
+# (tracemalloc, 2e5 and 1e6 tokens, tiny preset; word and sentence arrays, the joined text);
+# 80 covers both.
+SYNTHETIC_BYTES_PER_TOKEN = 80
+# A text file being read and encoded: the text, its words and the int64 ids before the stream
+# is narrowed (measured 13.1 bytes of peak per byte of text, tracemalloc, a 1.3 MB file); 16
+# covers it.
+TEXT_BYTES_PER_BYTE = 16
+# Committed memory per started thread: measured 16 KiB for an idle thread (2000 threads, RSS
+# delta); a worker inside the kernels touches more of its 8 MiB reserved stack, 64 KiB covers it.
+THREAD_BYTES = 64 * 1024
+# Worker threads per usable core: the seed design runs 63 workers (G=63) on any machine, so 63
+# on one core is the most oversubscription it asks for, and the bench holds 63 on 2 cores within
+# 2% of 2. Beyond that every barrier hands each worker the GIL in turn: 10000 workers on 2 cores
+# spent 25 s in one tiny-preset step (progress "step ETA 0s") and outlived SIGTERM by 5 s.
+MAX_THREADS_PER_CORE = 64
+# Checkpoints a run will keep on disk at once (keep-N, plus the one being written) may use at
+# most this share of the free space: the rest is for the --json, trace and stall files and for
+# other writers; a run refused here would otherwise fail its last write after all the work.
+DISK_FREE_FRACTION = 0.9
+# The fast engine's run record (fast/record.py) keeps every span of every step: measured 77
+# bytes of RSS per span (1.5 MB over 1000 tiny-preset steps of 20 spans each: 8 batches and 4
+# barrier waits of 3 threads); 128 covers it. One step has about G + 4 x (T + 1) spans.
+RECORD_BYTES_PER_SPAN = 128
+# A --trace file: measured 198 bytes of JSON per span (tiny preset, 10 and 40 steps); 256
+# covers it. Checked against the free disk like the checkpoints.
+TRACE_BYTES_PER_SPAN = 256

@@ -84,13 +84,35 @@ def save_checkpoint(path: str | Path, state: TrainState, config: Config, vocab: 
     return write_output(path, lambda fh: np.savez(fh, **arrays), "checkpoint")
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # every .npz is a zip archive and starts with this
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz; a file that is not one is refused in our words, never numpy's
+    (its advice for a non-archive is to unpickle it, which a checkpoint never needs)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc}); "
+                              "check its permissions") from exc
+    if len(head) < len(ZIP_MAGIC) and ZIP_MAGIC.startswith(head):
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated to {len(head)} "
+                              "bytes); delete it or resume from an earlier checkpoint")
+    if head != ZIP_MAGIC:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: not an .npz archive (no zip header); pass a "
+            "step-*.npz written by spheres train --checkpoint-dir, or its folder")
     try:  # our own handle: np.load leaks its file when the zip is damaged (ResourceWarning)
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:  # an entry of Python objects: numpy asks for allow_pickle
         raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated, damaged or not a checkpoint: {exc}); "
+            f"{path} is not a checkpoint spheres wrote: it holds Python objects, which a "
+            "checkpoint never does; pass a step-*.npz written by spheres train") from exc
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or damaged: {exc}); "
             "delete it or resume from an earlier checkpoint") from exc
 
 

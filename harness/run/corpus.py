@@ -83,3 +83,27 @@ def load_corpus(cfg: Config, data: str | Path | None = None, *, synthetic_tokens
     source = (str(data) if data is not None
               else f"synthetic({n_synth} tokens, seed {cfg.train.seed})")
     return Corpus(source=source, vocab=vocab, stream=stream, n_documents=len(docs), skips=skips)
+
+
+def corpus_warnings(corpus: Corpus, cfg: Config, heldout_targets: int | None = None
+                    ) -> list[str]:
+    """What makes a run on this corpus meaningless, one line each (#20 class 7): a corpus
+    smaller than one batch or one group trains every step on padding, and a held-out tail
+    smaller than one batch measures a loss over a handful of targets."""
+    t = cfg.train
+    batch = t.batch_size * cfg.model.seq_len
+    group = t.group_size * batch
+    targets = max(0, int(corpus.stream.size) - 1)
+    out = []
+    if targets < group:
+        what = (f"less than one batch ({t.batch_size}x{cfg.model.seq_len} = {batch})"
+                if targets < batch else f"less than one group (G={t.group_size} batches of "
+                f"{t.batch_size}x{cfg.model.seq_len} = {group:,})")
+        out.append(f"the corpus holds {targets:,} training targets, {what}: every step trains "
+                   f"on the whole corpus, {targets:,} of its {group:,} target slots "
+                   f"({targets / group:.1%}), the rest padding; give more --data (or "
+                   "--synthetic-tokens), a smaller --group-size or a smaller --preset")
+    if heldout_targets is not None and heldout_targets < batch:
+        out.append(f"the held-out tail holds {heldout_targets:,} targets, less than one batch "
+                   f"({batch}): its loss is noise; raise --eval-fraction or give more data")
+    return out

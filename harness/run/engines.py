@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.figures.thresholds import MAX_THREADS_PER_CORE
+from plumbing.cores import usable_cores
 from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import Engine, InjectsFaults, ReferenceEngine
@@ -83,6 +85,7 @@ def unfired_faults(engine: Engine) -> list[str]:
 def parse_threads(text: str) -> list[int]:
     """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
     out: set[int] = set()
+    cap = MAX_THREADS_PER_CORE * usable_cores()  # checked before a range is expanded
     try:
         for part in text.split(","):
             part = part.strip()
@@ -90,12 +93,23 @@ def parse_threads(text: str) -> list[int]:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if lo > hi:
                     raise ValueError
+                _check_cap(text, hi, cap)
                 out.update(range(lo, hi + 1))
             elif part:
-                out.add(int(part))
+                out.add(_check_cap(text, int(part), cap))
     except ValueError:
         raise InputError(
             f"--threads {text!r}: expected counts like 1-63 or 1,2,4 or 1-4,8") from None
     if not out or min(out) < 1:
         raise InputError(f"--threads {text!r}: thread counts must be >= 1")
     return sorted(out)
+
+
+def _check_cap(text: str, n: int, cap: int) -> int:
+    """`n` when at most MAX_THREADS_PER_CORE per usable core (its reason in thresholds.py)."""
+    if n > cap:
+        raise InputError(
+            f"--threads {text}: {n} is more than {MAX_THREADS_PER_CORE} per usable core "
+            f"({usable_cores()} cores: at most {cap}); past that every barrier hands each "
+            "worker the GIL in turn (10000 on 2 cores: 25 s for one tiny step); use fewer")
+    return n

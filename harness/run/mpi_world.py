@@ -68,3 +68,59 @@ def run_or_abort(main) -> int:
         if mpi is not None and mpi.COMM_WORLD.Get_size() > 1:
             mpi.COMM_WORLD.Abort(code)
         return code
+
+
+_RANK_ENV = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")  # as fast/mpi_topology.py reads
+
+
+def silent_ranks(size: int, me: int = 0) -> list[str]:
+    """Why the other ranks on this host may not answer: each one found suspended (SIGSTOP,
+    Ctrl-Z), ended, or not on this host at all, named with its pid. The launcher starts the
+    ranks of one host as siblings (Hydra's proxy, Open MPI's orted), each with its rank in its
+    environment; ranks on other hosts cannot be seen from here and are said to be elsewhere."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    try:
+        siblings = psutil.Process().parent().children()
+    except (psutil.Error, AttributeError):
+        siblings = []
+    for proc in siblings:
+        try:
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        rank = next((env[v] for v in _RANK_ENV if env.get(v, "").isdigit()), None)
+        if rank is not None:
+            found[int(rank)] = proc
+    out = []
+    for rank in range(size):
+        if rank == me:
+            continue
+        proc = found.get(rank)
+        if proc is None:
+            out.append(f"rank {rank} is not on this host or has ended")
+            continue
+        try:
+            status = proc.status()
+        except psutil.Error:
+            status = psutil.STATUS_DEAD
+        if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+            out.append(f"rank {rank} (pid {proc.pid}) is suspended (SIGSTOP or Ctrl-Z; "
+                       f"kill -CONT {proc.pid} resumes it)")
+        elif status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            out.append(f"rank {rank} (pid {proc.pid}) has ended")
+    return out
+
+
+def name_silent_ranks(exc: SpheresError, size: int) -> SpheresError:
+    """`exc` (a collective past its deadline) with the ranks that are why, when they can be
+    seen from here: "another rank is stuck or gone" becomes "rank 1 (pid ...) is suspended"."""
+    try:
+        why = silent_ranks(size)
+    except Exception:  # a diagnosis must never hide the stall itself
+        return exc
+    seen = [w for w in why if "not on this host" not in w] or why
+    if seen and exc.args:
+        exc.args = (f"{exc.args[0]}: {'; '.join(seen)}", *exc.args[1:])
+    return exc

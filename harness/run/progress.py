@@ -75,6 +75,9 @@ class Estimate:
     unit_eta: float | None  # seconds
     run_eta: float | None
     unit_elapsed: float = 0.0  # seconds the running unit has taken so far
+    # run_eta is a lower bound: the running unit outlasted the mean (or finished its inner work
+    # and is still busy), so only the units after it have a measured duration
+    at_least: bool = False
 
 
 def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, done_inner: int,
@@ -92,21 +95,25 @@ def estimate(*, unit: int, units: int, done_units: int, done_seconds: float, don
     elif done_tokens and done_seconds > 0:
         tok_rate = done_tokens / done_seconds
     remaining_units = max(0, units - unit)
-    if inner_done is not None and inner_total:
+    at_least = False
+    mean = done_seconds / done_units if done_units else None
+    if inner_done is not None and inner_total and not (inner_done >= inner_total
+                                                       and unit_elapsed > 0):
         work = done_inner + inner_done
         rate = work / elapsed if elapsed > 0 and work else None
         unit_eta = (inner_total - inner_done) / rate if rate else None
         per_unit = done_inner / done_units if done_units else inner_total
         run_eta = unit_eta + remaining_units * per_unit / rate if rate else None
-    else:
-        per_unit = done_seconds / done_units if done_units else None
-        if per_unit is not None and unit_elapsed <= per_unit:
-            unit_eta = per_unit - unit_elapsed
-            run_eta = unit_eta + remaining_units * per_unit
-        else:  # nothing finished yet, or this unit outlasted the mean: no honest figure
-            unit_eta = run_eta = None
+    elif mean is not None and unit_elapsed <= mean:
+        unit_eta = mean - unit_elapsed
+        run_eta = unit_eta + remaining_units * mean
+    else:  # nothing finished yet, or this unit outlasted the mean (or has done all its batches
+        # and is still reducing): no figure for it, the units after it at their mean
+        unit_eta = None
+        run_eta = remaining_units * mean if mean is not None else None
+        at_least = run_eta is not None
     return Estimate(unit, units, inner_done, inner_total, tok_rate, unit_eta, run_eta,
-                    unit_elapsed)
+                    unit_elapsed, at_least)
 
 
 class LiveProgress:
@@ -127,6 +134,9 @@ class LiveProgress:
         self.line_seconds = line_seconds
         self.clock = clock
         self.unit, self.unit_label = 0, ""
+        self.offset = 0  # units an earlier run did (shown in the count, not in the rates)
+        # the running unit's own counts and ETAs, replacing the generic ones (PhaseLines)
+        self.detail: Callable[[], list[str] | None] | None = None
         self.inner_total: int | None = None
         self.inner_done: int | None = None
         self.done_units, self.done_seconds, self.done_inner, self.done_tokens = 0, 0.0, 0, 0
@@ -184,10 +194,12 @@ class LiveProgress:
                 self.loss = loss
         self._render(line=False)
 
-    def set_units(self, units: int) -> None:
-        """The run's number of units, once the caller knows it."""
+    def set_units(self, units: int, offset: int = 0) -> None:
+        """The run's number of units, once the caller knows it; `offset` units were done by an
+        earlier run (a resumed training) and are shown, not timed: step 41/60 after 40."""
         with self._lock:
             self.units = int(units)
+            self.offset = int(offset)
         with self._render_lock:
             if self._bar is not None:
                 self._bar.total = self.units
@@ -249,17 +261,24 @@ class LiveProgress:
 
     def describe(self, e: Estimate) -> str:
         """The shared text of a bar postfix and a plain line."""
-        parts = [f"{self.unit_name} {e.unit}/{e.units}" + (f" {self.unit_label}"
-                                                          if self.unit_label else "")]
+        label = f" {self.unit_label}" if self.unit_label else ""
+        parts = [f"{self.unit_name} {e.unit + self.offset}/{e.units + self.offset}{label}"]
+        detail = self.detail() if self.detail is not None else None
+        if detail is not None:  # a phase's own work (PhaseLines): its counts and ETAs
+            return " | ".join(parts + detail)
         if e.inner_total is not None:
             parts.append(f"{self.inner_name} {e.inner_done}/{e.inner_total}")
         if e.tokens_per_s is not None:
             parts.append(f"{e.tokens_per_s:,.0f} tok/s")
         if e.inner_total is not None:  # a unit with inner work: its own ETA too
-            parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
-        if e.inner_total is None and e.unit_eta is None and e.unit_elapsed > 0:
-            parts.append(f"{self.unit_name} running {format_seconds(e.unit_elapsed)}")
-        parts.append(f"run ETA {format_seconds(e.run_eta)}")
+            if e.unit_eta is not None or e.unit_elapsed <= 0:
+                parts.append(f"{self.unit_name} ETA {format_seconds(e.unit_eta)}")
+        if e.unit_eta is None and e.unit_elapsed > 0:
+            done = (e.inner_total is not None and e.inner_done is not None
+                    and e.inner_done >= e.inner_total)
+            parts.append(f"{self.unit_name} running {format_seconds(e.unit_elapsed)}"
+                         + (" (all batches done: reducing, updating)" if done else ""))
+        parts.append(f"run ETA {'>= ' if e.at_least else ''}{format_seconds(e.run_eta)}")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.eval_loss is not None:
@@ -315,28 +334,118 @@ def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
                          tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
 
 
-ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "memory")
+ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "engines", "memory")
+
+
+@dataclass
+class PhaseWork:
+    """Work inside one phase (steps, runs, cases): how much of it is done, its tokens, and the
+    clock when it began and when the last unit ended; rates come from finished units only."""
+
+    kind: str  # "step", "run", "case", "drill"
+    total: int
+    started: float
+    done: int = 0
+    tokens: int = 0
+    last: float = 0.0
+
+    def per_unit(self) -> float | None:
+        return (self.last - self.started) / self.done if self.done else None
+
+    def overrun(self, now: float) -> bool:
+        """The running unit has taken longer than the mean unit so far."""
+        per = self.per_unit()
+        return per is not None and self.done < self.total and now - self.last > per
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at the measured rate; None before the first unit has ended. While the
+        running unit outlasts the mean, the units after it (a lower bound, never "0s")."""
+        per = self.per_unit()
+        if per is None:
+            return None
+        if self.overrun(now):
+            return (self.total - self.done - 1) * per
+        return max(0.0, (self.total - self.done) * per - (now - self.last))
+
+    def parts(self, now: float) -> list[str]:
+        out = [f"{self.kind} {self.done}/{self.total}"]
+        span = self.last - self.started
+        if self.tokens and span > 0:
+            out.append(f"{self.tokens / span:,.0f} tok/s")
+        eta = self.eta(now)
+        if (eta is None or self.overrun(now)) and self.done < self.total:
+            out.append(f"{self.kind} {self.done + 1} running {format_seconds(now - self.last)}")
+        bound = ">= " if self.overrun(now) else ""
+        out.append(f"phase ETA {bound}{format_seconds(eta)}")
+        return out
+
+
+def report_work(say: Callable[[str], None], kind: str, done: int, total: int,
+                tokens: int = 0) -> None:
+    """Tell the phase progress behind `say` (a `PhaseLines`) how far its phase is: call with
+    done=0 when the work starts and after each unit; a plain `say` ignores it."""
+    work = getattr(say, "work", None)
+    if work is not None:
+        work(kind, done, total, tokens)
+
+
+def enter_phase(say: Callable[[str], None], tag: str) -> None:
+    """Start phase `tag` on the progress behind `say` (for phases whose lines carry no tag)."""
+    enter = getattr(say, "enter", None)
+    if enter is not None:
+        enter(tag)
 
 
 class PhaseLines:
     """`analyze`'s `say`: prints each line and advances the progress when a line's tag
-    (`[train] ...`) names a later phase; phases skipped after an error just do not appear."""
+    (`[train] ...`) names a later phase; phases skipped after an error just do not appear.
+    Inside a phase, `work` (`report_work`) shows the units done, tokens/s and the phase's ETA
+    from the measured rate; the run ETA is the phase's plus "more phases to go", a lower bound
+    until the last phase (later phases' work is not measured yet, so no figure is invented)."""
 
     def __init__(self, live: LiveProgress, phases: tuple[str, ...] = ANALYZE_PHASES) -> None:
         self.live, self.phases = live, phases
         self.current: str | None = None
+        self.work_done: PhaseWork | None = None
         live.set_units(len(phases))
+        live.detail = self._detail
 
     def __call__(self, line: str) -> None:
         self.live.write_out(line)
         tag = line[1:line.find("]")] if line.startswith("[") and "]" in line else None
         if tag in self.phases and tag != self.current:
-            if self.current is not None:
-                self.live.end()
-            self.current = tag
-            self.live.begin(self.phases.index(tag) + 1, label=tag)
+            self.enter(tag)
+
+    def enter(self, tag: str) -> None:
+        if self.current is not None:
+            self.live.end()
+        self.current, self.work_done = tag, None
+        self.live.begin(self.phases.index(tag) + 1, label=tag)
+
+    def work(self, kind: str, done: int, total: int, tokens: int = 0) -> None:
+        now = self.live.clock()
+        w = self.work_done
+        if w is None or w.kind != kind or done == 0:
+            w = self.work_done = PhaseWork(kind, total, started=now, last=now)
+        w.done, w.total, w.tokens, w.last = done, total, tokens, now
+        self.live.tick()
+
+    def _detail(self) -> list[str] | None:
+        w = self.work_done
+        if w is None:
+            return None
+        now = self.live.clock()
+        parts = w.parts(now)
+        eta = w.eta(now)
+        later = len(self.phases) - (self.phases.index(self.current) + 1 if self.current else 0)
+        if eta is not None and (later or w.overrun(now)):
+            parts.append(f"run ETA >= {format_seconds(eta)}"
+                         + (f" ({later} more phases)" if later else ""))
+        else:
+            parts.append(f"run ETA {format_seconds(eta)}")
+        return parts
 
     def finish(self) -> None:
         if self.current is not None:
             self.live.end()
-            self.current = None
+            self.current, self.work_done = None, None

@@ -132,7 +132,8 @@ def run_training(plan: TrainPlan, engine: Engine, *, say: Say = stderr_say,
 
     `should_stop()` is polled between steps: a signal number ends the run there by raising
     `Stopped` (the caller checkpoints, harness/run/rescue.py). `plan.keep_checkpoints` > 0
-    keeps only that many newest step-*.npz files.
+    keeps only that many newest step-*.npz files. Steps are shown by their global number, as
+    the checkpoints name them: a run resumed from step 40 for 20 more shows step 41/60.
     """
     cfg, start, steps = plan.cfg, plan.start_step, plan.steps
     groups = plan.corpus.groups(cfg)
@@ -144,8 +145,8 @@ def run_training(plan: TrainPlan, engine: Engine, *, say: Say = stderr_say,
     summary = _new_summary(plan, groups, compile_seconds)
     _announce(plan, groups, summary, say)
     token_counts: list[int] = []  # each step's non-pad targets: the loss weights
-    if live is not None:
-        live.set_units(steps)
+    if live is not None:  # counted as the checkpoints count: a resumed run goes on from start
+        live.set_units(steps, offset=start)
     if plan.heldout is not None:
         h = plan.heldout
         say(f"held out: the last {h.n_tokens:,} tokens of the stream (from token "
@@ -168,7 +169,7 @@ def run_training(plan: TrainPlan, engine: Engine, *, say: Say = stderr_say,
         if record is not None:  # the fast engine's run record (fast.record)
             record.counter("tokens/s", result.n_targets / dt)
             record.counter("RSS MB", current_rss_bytes() / 1e6)
-        say(f"[step {s + 1 - start}/{steps}] epoch {epoch} step {position + 1}/"
+        say(f"[step {s + 1}/{start + steps}] epoch {epoch} step {position + 1}/"
             f"{per_epoch} (group {gi + 1}) loss {result.loss:.4f} | norm "
             f"{result.grad_norm:.3f} | lr {result.lr:.2e} | {rate:,.0f} tok/s over the run "
             f"({result.n_targets:,} tokens this step) | {dt:.2f}s")
