@@ -36,8 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --measure: timed steps per engine, best counts (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="with --measure: write the figures")
     p.add_argument("--markdown", type=Path, default=None, help="with --measure: write a table")
-    p.add_argument("--stall-timeout", type=o.positive_float, default=600.0,
-                   help="seconds an engine may take to answer one request (default: 600)")
+    from harness.figures.thresholds import MIN_ENGINE_TIMEOUT
+
+    p.add_argument("--stall-timeout", type=o.timeout_seconds(MIN_ENGINE_TIMEOUT), default=600.0,
+                   help="seconds an engine may take to answer one request, at least "
+                        f"{MIN_ENGINE_TIMEOUT:g} (default: 600)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_common(p)
     o.add_engine(p, default_engine="reference")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    o.add_stall_timeout(p)
     o.add_mpi(p)
 
 
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
     if args.engine == "reference" and dtype != "float64":
         warnings.warn("the reference engine computes in float64; --dtype is ignored", stacklevel=1)
-    engine = make_engine(args.engine, cfg, threads=args.threads or usable_cores(), dtype=dtype)
+    engine = make_engine(args.engine, cfg, threads=args.threads or usable_cores(), dtype=dtype,
+                         stall_timeout=args.stall_timeout)
     try:
         result = engine.group_grads(group.tokens, group.targets)
         params = engine.state().params
