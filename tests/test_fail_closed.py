@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from support import run_cli
 
@@ -38,3 +40,98 @@ def test_grads_takes_a_stall_timeout_and_passes_it_to_the_engine(tmp_path, capsy
                               str(tmp_path / "g.npz")], capsys)
     assert code == 0, err
     assert seen["stall_timeout"] == 7.0
+
+
+VERIFY = ["verify", "--presets", "tiny", "--threads", "1,2", "--dtypes", "float64", "--quiet"]
+
+
+def _junit(path):
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    return root.attrib, {n: (c.find("failure") is not None or c.find("error") is not None)
+                         for n, c in cases.items()}
+
+
+def test_the_console_row_carries_the_verdict_junit_gives(tmp_path, capsys):
+    junit = tmp_path / "j.xml"
+    code, out, err = run_cli([*VERIFY, "--engine", "engine_plugins:thread_dependent",
+                              "--require-bitwise", "--junit", str(junit)], capsys)
+    assert code == 1
+    rows = {int(line.split()[2]): line.split()[-1] for line in out.splitlines()
+            if line.startswith("tiny ")}
+    _, failed = _junit(junit)
+    assert rows == {1: "PASS", 2: "FAIL"}
+    assert failed == {"tiny float64 T=1": False, "tiny float64 T=2": True}
+
+
+def test_an_engine_claiming_zero_targets_fails_the_target_count_gate(tmp_path, capsys):
+    code, out, err = run_cli([*VERIFY, "--engine", "engine_plugins:zero_targets"], capsys)
+    assert code == 1
+    assert "target-count: engine_plugins:zero_targets: preset tiny, float64, T=1: the engine " \
+           "counted 0 targets" in err
+
+
+def test_a_sweep_ended_by_an_engine_fault_writes_what_ran_and_that_it_ended(tmp_path, capsys):
+    import json
+
+    junit, js = tmp_path / "j.xml", tmp_path / "v.json"
+    code, _, err = run_cli([*VERIFY, "--engine", "engine_plugins:fails_mid_sweep", "--junit",
+                            str(junit), "--json", str(js)], capsys)
+    assert code == 4, err
+    counts, failed = _junit(junit)
+    assert failed == {"tiny float64 T=1": False, "tiny float64 T=2": True, "ended-early": True}
+    assert counts["errors"] == "1"
+    doc = json.loads(js.read_text())
+    assert doc["passed"] is False and "plug-in fault" in doc["error"]
+    assert doc["not_run"] == ["tiny float64 T=2"]
+
+
+def test_ranks_runs_reach_junit_and_a_killed_rank_fails_every_case(tmp_path, capsys,
+                                                                  monkeypatch):
+    import harness.verify.ranks as ranks
+
+    def killed(R, cfg, dtypes, threads, **kw):
+        raise RuntimeError(f"mpiexec -n {R} exited -9: rank 1 killed by SIGKILL")
+
+    monkeypatch.setattr(ranks, "mpiexec_path", lambda: "/bin/true")
+    monkeypatch.setattr(ranks, "launch_digest", killed)
+    junit = tmp_path / "j.xml"
+    code, out, err = run_cli([*VERIFY, "--engine", "reference", "--ranks", "2", "--junit",
+                              str(junit)], capsys)
+    assert code == 1
+    counts, failed = _junit(junit)
+    assert failed["tiny float64 R=2 T=1"] and failed["tiny float64 R=2 T=2"]
+    assert not failed["tiny float64 T=1"]
+    assert counts["tests"] == "4" and counts["failures"] == "2"
+    assert "ranks-run: preset tiny, float64, R=2, T=2: mpiexec -n 2 exited -9" in err
+
+
+def test_a_case_asked_for_with_no_record_is_a_failure():
+    from harness.verify.gates import VerifyReport
+    from harness.verify.junit import junit_xml
+
+    report = VerifyReport(planned_cases=["tiny float64 T=1"])
+    assert not report.passed
+    assert report.failures == ["not-run: tiny float64 T=1: asked for, never ran"]
+    assert 'failures="1"' in junit_xml(report) and 'type="not-run"' in junit_xml(report)
+
+
+def test_a_plugin_factory_error_is_the_plugins_fault_named_and_cleaned(capsys):
+    code, _, err = run_cli([*VERIFY, "--engine", "engine_plugins:factory_raises"], capsys)
+    assert code == 4, err
+    assert "internal error" not in err and "\x1b" not in err
+    assert ("plug-in engine 'engine_plugins:factory_raises': its factory raised RuntimeError: "
+            "CUDA device 7 not found") in err
+
+
+def test_engines_measure_fails_when_an_engine_asked_for_was_not_measured(tmp_path, capsys):
+    broken = f"exec:{sys.executable} -c 'import sys; sys.exit(3)'"
+    js = tmp_path / "e.json"
+    code, out, err = run_cli(["engines", "--measure", "--engine", "reference", "--engine",
+                              broken, "--rounds", "1", "--threads", "1", "--json", str(js)],
+                             capsys)
+    assert code == 1, err
+    assert "engines: FAIL: 1 of 2 engines not measured" in err and "exit code 3" in err
+    assert js.exists()  # the figures measured are kept

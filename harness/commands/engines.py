@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from harness.commands import options as o
@@ -74,4 +75,18 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown is not None:
         write_output(args.markdown, "# Engines side by side\n\n" + markdown(result),
                      "--markdown")
+    return _verdict(result)
+
+
+def _verdict(result) -> int:
+    """Asked to measure and did not: a failure (exit 1) naming each engine and why."""
+    missing = [row for row in result.rows if row.error]
+    if result.error or not result.rows or missing:
+        why = result.error or "; ".join(f"{row.engine}: {row.error}" for row in missing) \
+            or "no engine to measure"
+        print(f"engines: FAIL: {len(missing) or len(result.rows) or 1} of "
+              f"{max(len(result.rows), 1)} engines not measured: {why}", file=sys.stderr,
+              flush=True)
+        return ExitCode.VERIFY_FAILED
+    print(f"engines: measured {len(result.rows)} of {len(result.rows)} engines", flush=True)
     return ExitCode.OK

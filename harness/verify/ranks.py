@@ -107,10 +107,14 @@ def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: li
             fps = launch_digest(R, cfg, dtypes, threads, steps=steps,
                                 stall_timeout=stall_timeout)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            rec = RankRecord(cfg.preset, ",".join(dtypes), R, 0, *(float("nan"),) * 3,
-                             "", "", "", time.perf_counter() - start)
-            rec.failures.append(f"ranks-run: preset {cfg.preset}, R={R}: {exc}")
-            records.append(rec)
+            seconds = time.perf_counter() - start
+            for dtype in dtypes:  # every case this launch was for failed: one record each
+                for T in threads:
+                    rec = RankRecord(cfg.preset, dtype, R, T, *(float("nan"),) * 3, "", "", "",
+                                     seconds)
+                    rec.failures.append(f"ranks-run: preset {cfg.preset}, {dtype}, R={R}, "
+                                        f"T={T}: {exc}")
+                    records.append(rec)
             out(f"  R={R}: FAIL: {exc}")
             continue
         seen = {(f.dtype, f.threads) for f in fps}
@@ -180,15 +184,20 @@ def to_dicts(records: list[RankRecord]) -> list[dict]:
 
 
 def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str],
-                        threads: list[int], records: list, *, steps: int, stall_timeout: float,
+                        threads: list[int], report, *, steps: int, stall_timeout: float,
                         out=print) -> list[RankRecord]:
-    """The `--ranks` part of `spheres verify`, after the single-process sweep (`records`)."""
+    """The `--ranks` part of `spheres verify`, after the single-process sweep: every case it
+    is asked for goes into `report.planned_cases` first, each record into `report.ranks` as it
+    comes (harness.verify.gates.VerifyReport: a case with no record is a failure)."""
     from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL
 
     ranks = parse_ranks(ranks_text)
+    records = report.records
+    report.planned_cases += [f"{cfg.preset} {dtype} R={R} T={T}" for cfg in configs
+                             for R in ranks for dtype in dtypes for T in threads]
     out(f"# across MPI ranks {ranks} (one mpiexec launch per R, T = {threads})")
     out(RANK_HEADER)
-    result: list[RankRecord] = []
+    result: list[RankRecord] = report.ranks
     for cfg in configs:
         baseline = {}
         for rec in records:
