@@ -135,3 +135,64 @@ def test_engines_measure_fails_when_an_engine_asked_for_was_not_measured(tmp_pat
     assert code == 1, err
     assert "engines: FAIL: 1 of 2 engines not measured" in err and "exit code 3" in err
     assert js.exists()  # the figures measured are kept
+
+
+# ------------------------------------------------------------------ compare: inputs by kind
+
+
+def _write(path, data):
+    import json
+
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _results():
+    from harness.figures.results import AnalysisResults
+
+    return AnalysisResults(verdict="PASS").to_json()
+
+
+def _bench_run(names):
+    return {"machine_info": {"cpu": {"brand_raw": "x"}}, "commit_info": {"id": "a"},
+            "datetime": "2026-12-01T10:00:00", "benchmarks": [
+                {"name": n, "fullname": f"benchmarks/x.py::{n}",
+                 "stats": {"min": 1.0, "max": 1.1, "mean": 1.05, "rounds": 3}}
+                for n in names]}
+
+
+@pytest.mark.parametrize("a, b, says", [
+    ({"a": 1}, {"b": 2}, "a.json is not a document compare reads (keys: a)"),
+    ({"final_loss": 4.0, "losses": [4.0], "tokens_per_s": 1.0, "steps": 1},
+     {"final_loss": 3.0, "losses": [3.0], "tokens_per_s": 2.0, "steps": 1},
+     "a.json is a `spheres train --json` summary, which compare does not read"),
+    ("results", {"targets": [], "metrics": {}, "schema_version": 1},
+     "a.json is an analyze results.json but"),
+    ("results", "bench-run", "a.json is an analyze results.json but"),
+])
+def test_compare_identifies_each_input_by_its_kind(a, b, says, tmp_path, capsys):
+    kinds = {"results": _results(), "bench-run": _bench_run(["x"])}
+    pa = _write(tmp_path / "a.json", kinds.get(a, a) if isinstance(a, str) else a)
+    pb = _write(tmp_path / "b.json", kinds.get(b, b) if isinstance(b, str) else b)
+    code, out, err = run_cli(["compare", pa, pb], capsys)
+    assert code == 2 and says in err, err
+    assert "changed" not in out
+
+
+def test_compare_of_a_run_whose_benchmarks_are_all_missing_fails(tmp_path, capsys):
+    a = _write(tmp_path / "a.json", _bench_run(["t1", "t2"]))
+    b = _write(tmp_path / "b.json", _bench_run([]))
+    code, out, _ = run_cli(["compare", a, b], capsys)
+    assert code == 1
+    assert "hold(s) no benchmark" in out and "2 of 2 benchmarks of A are missing from B" in out
+    code, out, _ = run_cli(["compare", a, a], capsys)
+    assert code == 0
+
+
+def test_a_schema_version_that_is_a_string_is_named_as_one(tmp_path, capsys):
+    doc = dict(_results())
+    doc["schema_version"] = str(doc["schema_version"])
+    pa = _write(tmp_path / "a.json", doc)
+    code, _, err = run_cli(["compare", pa, pa], capsys)
+    assert code == 2
+    assert f"schema_version '{doc['schema_version']}', a JSON string not a number," in err
