@@ -196,3 +196,24 @@ def test_a_schema_version_that_is_a_string_is_named_as_one(tmp_path, capsys):
     code, _, err = run_cli(["compare", pa, pa], capsys)
     assert code == 2
     assert f"schema_version '{doc['schema_version']}', a JSON string not a number," in err
+
+
+# ------------------------------------------------------------------ options the run cannot honour
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["verify", "--engine", "reference", "--trace", "t.json"], "--trace records the threads'"),
+    (["verify", "--engine", "reference", "--locate"], "--locate records fold digests"),
+    (["verify", "--engine", "reference", "--inject", "hang:target=worker=0,step=1"],
+     "--inject injects faults"),
+    (["grads", "--dtype", "float32", "--out", "g.npz"], "the reference engine computes in "
+     "float64 only"),
+    (["engines", "--json", "e.json"], "--json applies only with --measure"),
+    (["engines", "--engine", "fast", "--rounds", "2"], "--engine, --rounds apply only with"),
+])
+def test_an_option_the_run_cannot_honour_is_refused_before_any_work(argv, says, capsys,
+                                                                   tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and says in err, err
+    assert list(tmp_path.iterdir()) == [] and "PASS" not in out

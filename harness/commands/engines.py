@@ -18,6 +18,10 @@ DESCRIPTION = ("Every engine of the entry-point group kissing_spheres.engines: n
 OUTPUTS: Outputs = (("--json", "json", "file"), ("--markdown", "markdown", "file"))
 
 
+MEASURE_OPTIONS = {"engine", "preset", "group_size", "threads", "dtype", "rounds", "json",
+                   "markdown", "stall_timeout"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", action="store_true",
                    help="also measure every available engine side by side on one workload: "
@@ -50,6 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from harness.figures.bench_metrics import Workload
     from harness.run.plugins import format_engines, list_engines
 
+    if not args.measure:  # the options of --measure mean nothing without it: refused
+        given = sorted((MEASURE_OPTIONS & getattr(args, "explicit", set())) - {"engine"}
+                       | ({"engine"} if args.engine else set()))  # an append: None unless given
+        if given:
+            names = ", ".join(f"--{d.replace('_', '-')}" for d in given)
+            raise InputError(f"{names} {'apply' if len(given) > 1 else 'applies'} only with "
+                             "--measure; add --measure or drop "
+                             f"{'them' if len(given) > 1 else 'it'}")
     print(format_engines(list_engines()), flush=True)
     if not args.measure:
         return ExitCode.OK

@@ -65,9 +65,27 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
     return items
 
 
+def check_honoured(args: argparse.Namespace) -> None:
+    """Options the engine under test cannot honour are refused before any work, never left to
+    an empty file or a message at the end: --inject, --trace and --locate need the threads and
+    run record of the fast engine."""
+    if args.engine == "fast":
+        return
+    for given, option, why in ((args.inject, "--inject", "injects faults into Node Zero and "
+                                "the workers"),
+                               (args.trace is not None, "--trace", "records the threads' "
+                                "timeline"),
+                               (args.locate, "--locate", "records fold digests of the "
+                                "reduction tree")):
+        if given:
+            raise InputError(f"{option} {why} of the fast engine; {args.engine!r} has none: "
+                             f"drop {option} or use --engine fast")
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.run.engines import parse_faults, parse_threads
 
+    check_honoured(args)
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
