@@ -217,3 +217,12 @@ def test_an_option_the_run_cannot_honour_is_refused_before_any_work(argv, says, 
     code, out, err = run_cli(argv, capsys)
     assert code == 2 and says in err, err
     assert list(tmp_path.iterdir()) == [] and "PASS" not in out
+
+
+def test_a_rank_killed_by_a_signal_is_named_as_such():
+    from harness.verify.ranks import launch_failure
+
+    text = launch_failure(2, 9, "")
+    assert text == ("mpiexec -n 2 exited 9 (mpiexec's report of a rank ended by signal 9, "
+                    "SIGKILL): nothing on stderr")
+    assert launch_failure(3, 1, "a\nb\n\x1b[31mc") == "mpiexec -n 3 exited 1: a | b | c"

@@ -85,10 +85,25 @@ def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int]
     proc = run_child(argv, timeout=LAUNCH_TIMEOUT_S, where=f"during mpiexec -n {ranks}",
                      env=env)  # a stop ends mpiexec's whole process group
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"mpiexec -n {ranks} exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(launch_failure(ranks, proc.returncode, proc.stderr))
     return [from_json(Fingerprint, json.loads(line)) for line in proc.stdout.splitlines()
             if line.startswith("{")]
+
+
+# mpiexec (hydra) exits with N when a rank was ended by signal N: the common ones, named
+RANK_SIGNALS = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+
+
+def launch_failure(ranks: int, code: int, stderr: str) -> str:
+    """Why one mpiexec launch failed: its exit code (a rank's signal named where mpiexec
+    reports one) and the end of its stderr, cleaned and cut."""
+    from harness.run.engine_text import engine_text
+
+    tail = " | ".join(stderr.strip().splitlines()[-3:])
+    why = (f" (mpiexec's report of a rank ended by signal {code}, {RANK_SIGNALS[code]})"
+           if code in RANK_SIGNALS else "")
+    return (f"mpiexec -n {ranks} exited {code}{why}: "
+            + (engine_text(tail) if tail else "nothing on stderr"))
 
 
 def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: list[int],
