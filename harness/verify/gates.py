@@ -412,11 +412,19 @@ def markdown_summary(report: VerifyReport) -> str:
         lines.append(f"| {r.preset} | {r.dtype} | {r.threads} | {r.loss_error:.2e} | "
                      f"{r.grad_error:.2e} | `{r.worst_tensor}` | {r.trajectory_error:.2e} | "
                      f"`{r.grad_hash[:12]}` | {busy} | {'PASS' if r.passed else 'FAIL'} |")
-    ranks = ""
-    if report.ranks:
-        from harness.verify.ranks import rank_markdown
-
-        ranks = rank_markdown(report.ranks)
+    ranks = rank_markdown(report.ranks) if report.ranks else ""
     if report.failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures]
     return "\n".join(lines) + "\n" + ranks
+
+
+def rank_markdown(records: list) -> str:
+    """The --ranks records (harness.verify.ranks.RankRecord) as a markdown section."""
+    lines = ["", "## Across MPI ranks (bitwise against the single process)", "",
+             "| preset | dtype | R | T | loss err | grad err | trajectory err | grads sha256 "
+             "| status |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in records:
+        lines.append(f"| {r.preset} | {r.dtype} | {r.ranks} | {r.threads} | "
+                      f"{r.loss_error:.2e} | {r.grad_error:.2e} | {r.trajectory_error:.2e} | "
+                      f"`{r.grad_hash[:12]}` | {'PASS' if not r.failures else 'FAIL'} |")
+    return "\n".join(lines) + "\n"

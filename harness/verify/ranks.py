@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fast.mpi_topology import MAX_RANKS
@@ -181,21 +181,6 @@ def format_rank_row(r: RankRecord) -> str:
     return (f"{r.preset:<6} {r.dtype:<7} {r.ranks:>3} {r.threads:>3} {r.loss_error:>9.2e} "
             f"{r.grad_error:>9.2e} {r.trajectory_error:>9.2e} {r.grad_hash[:12]:>12} "
             f"{r.seconds:>6.2f}  {'PASS' if not r.failures else 'FAIL'}")
-
-
-def rank_markdown(records: list[RankRecord]) -> str:
-    lines = ["", "## Across MPI ranks (bitwise against the single process)", "",
-             "| preset | dtype | R | T | loss err | grad err | trajectory err | grads sha256 "
-             "| status |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
-    for r in records:
-        lines.append(f"| {r.preset} | {r.dtype} | {r.ranks} | {r.threads} | "
-                      f"{r.loss_error:.2e} | {r.grad_error:.2e} | {r.trajectory_error:.2e} | "
-                      f"`{r.grad_hash[:12]}` | {'PASS' if not r.failures else 'FAIL'} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_dicts(records: list[RankRecord]) -> list[dict]:
-    return [asdict(r) for r in records]
 
 
 def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str],
