@@ -108,7 +108,7 @@ class ExecEngine:
             untrack_child(self.proc)
             self._stderr.close()
             raise
-        self.engine_name = str(reply["name"]) if "name" in reply else self.command
+        self.engine_name = engine_text(reply["name"], 80) if "name" in reply else self.command
         self.step_count = 0
 
     # ------------------------------------------------------------------ Engine protocol

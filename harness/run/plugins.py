@@ -69,7 +69,7 @@ def list_engines(load: bool = True) -> list[EngineInfo]:
             try:
                 _load_target(target)
             except Exception as exc:  # a plug-in's import error must not hide the others
-                info.error = f"{type(exc).__name__}: {exc}"
+                info.error = f"{type(exc).__name__}: {engine_text(exc, 160)}"
         out.append(info)
     return out
 
@@ -94,7 +94,7 @@ def resolve_factory(spec: str) -> Callable:
     except Exception as exc:
         hint = " (install it with: pip install -e '.[torch]')" if spec == "torch" else ""
         raise InputError(f"engine {spec!r} ({target}) cannot be loaded: "
-                         f"{type(exc).__name__}: {exc}{hint}") from None
+                         f"{type(exc).__name__}: {engine_text(exc)}{hint}") from None
 
 
 def _whose(spec: str) -> str:
