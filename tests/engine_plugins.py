@@ -49,3 +49,38 @@ class _ThreadDependent(ReferenceEngine):
 def thread_dependent(config: Config, *, threads: int = 1, dtype: str = "float64", params=None,
                      stall_timeout: float = 60.0) -> ReferenceEngine:
     return _ThreadDependent(config, threads, params=params)
+
+
+class _ZeroTargets(ReferenceEngine):
+    """Right gradients, but claims to have counted no targets: a reply that cannot be true."""
+
+    def group_grads(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
+        result = super().group_grads(tokens, targets)
+        result.n_targets = 0
+        return result
+
+
+def zero_targets(config: Config, *, threads: int = 1, dtype: str = "float64", params=None,
+                 stall_timeout: float = 60.0) -> ReferenceEngine:
+    return _ZeroTargets(config, params=params)
+
+
+def factory_raises(config: Config, *, threads: int = 1, dtype: str = "float64", params=None,
+                   stall_timeout: float = 60.0) -> ReferenceEngine:
+    """A plug-in whose factory fails: the error is the plug-in's, named as such."""
+    raise RuntimeError("\x1b[31mCUDA device 7 not found\x1b[0m")
+
+
+class _FailsMidSweep(ReferenceEngine):
+    def __init__(self, config: Config, threads: int, params=None) -> None:
+        if threads > 1:
+            from plumbing.errors import FaultError
+
+            raise FaultError("plug-in fault: cannot run with more than one thread")
+        super().__init__(config, params=params)
+
+
+def fails_mid_sweep(config: Config, *, threads: int = 1, dtype: str = "float64", params=None,
+                    stall_timeout: float = 60.0) -> ReferenceEngine:
+    """Runs T=1, faults at T=2: the sweep ends early, and the file must say so."""
+    return _FailsMidSweep(config, threads, params=params)

@@ -190,7 +190,7 @@ def test_spheres_compare_refuses_bad_input(tmp_path, capsys):
     a.write_text(json.dumps(_run(BASE)))
     b.write_text(json.dumps({"verdict": "PASS"}))
     code, _, err = run_cli(["compare", str(a), str(b)], capsys)
-    assert code == 2 and "like with like" in err
+    assert code == 2 and "b.json is not a document compare reads" in err
     code, _, err = run_cli(["compare", str(a), str(tmp_path / "missing.json")], capsys)
     assert code == 2 and "cannot read" in err
 

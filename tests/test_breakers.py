@@ -32,7 +32,7 @@ from fast.trainer import FastTrainer
 from fast.workers import Worker
 from harness.analysis.checks import ANALYZE_CHECKS, build_checks
 from harness.bench import targets as bench_targets
-from harness.figures.bench_metrics import BenchMetrics
+from harness.figures.bench_metrics import BenchMetrics, EngineComparison, EngineRow
 from harness.figures.facts import ThreadStats, ThreadTable
 from harness.figures.results import (
     AllocationSite,
@@ -236,6 +236,7 @@ def baseline_results(findings: dict) -> AnalysisResults:
             peak_bytes=100_000_000, top=[AllocationSite("f", "x.py", 1, 1000)])),
         equivalence=EquivalenceResult(runs=2, dtypes=["float32"], records=[record]),
         drills=[DrillResult("hang in a worker", passed=True, outcome="StallError")],
+        engines=EngineComparison(rows=[EngineRow("fast", "float32", 2, tokens_per_s=1000.0)]),
         record=RecordSummary(findings=findings),
     )
 
@@ -347,6 +348,8 @@ FIGURE_BREAKERS = {
     "memray": _set("memory.memray", MemrayResult(error="memray failed")),
     "drill": _drill_failed,
     "fast-equals-reference": lambda r: analyze_equivalence(_scaled_grads)(r),
+    "engines-measured": lambda r: r.engines.rows.append(
+        EngineRow("exec:python engine.py", "float32", 2, error="FaultError: died")),
 }
 
 
@@ -437,8 +440,19 @@ def _idle_worker(mp):
     mp.setattr(fw, "worker_batches", lambda w, g, t: [] if w == 1 else list(orig(w, g, t)))
 
 
+def _miscounted(mp):
+    orig = FastTrainer.group_grads
+
+    def group_grads(self, tokens, targets):
+        result = orig(self, tokens, targets)
+        result.n_targets += 1
+        return result
+    mp.setattr(FastTrainer, "group_grads", group_grads)
+
+
 VERIFY_BREAKERS = {
     "loss-equivalence": _scaled_loss,
+    "target-count": _miscounted,
     "grad-equivalence": _scaled_grads,
     "trajectory": _nudged_update,
     "work-distribution": _idle_worker,

@@ -57,7 +57,7 @@ def test_bad_data_exits_2_with_one_line(case, bad_inputs, capsys, tmp_path):
     (["grads", "--preset", "huge", "--out", "x.npz"], "invalid choice"),
     (["train", "--group-size", "0"], "at least 1"),
     (["train", "--threads", "-3"], "at least 1"),
-    (["train", "--stall-timeout", "0"], "positive"),
+    (["train", "--stall-timeout", "0"], "at least 1"),
     (["verify", "--threads", "5-2"], "5-2"),
     (["verify", "--presets", "tiny,nope"], "nope"),
     (["train", "--engine", "fast", "--inject", "explode:target=worker=0,step=1"], "explode"),

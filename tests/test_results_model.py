@@ -106,7 +106,7 @@ def test_a_file_that_does_not_match_the_model_is_an_input_error():
     with pytest.raises(InputError, match=f"schema_version 2 but .* schema_version "
                                          f"{SCHEMA_VERSION}"):
         AnalysisResults.from_json(dict(data, schema_version=2))
-    with pytest.raises(InputError, match="schema_version None"):
+    with pytest.raises(InputError, match="no schema_version"):
         AnalysisResults.from_json({k: v for k, v in data.items() if k != "schema_version"})
     data["training"]["surprise"] = 1
     with pytest.raises(InputError, match=r"training: unknown field\(s\) \['surprise'\]"):

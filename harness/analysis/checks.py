@@ -27,7 +27,7 @@ ANALYZE_CHECKS = (
     "hierarchy", "bitwise-reduction", "node-zero-no-batch", "workers-busy", "batches-per-epoch",
     "tokenize-peak", "steps-finished", "every-batch-once", "loss-finite", "faults-fired",
     "scaling-2", "no-collapse", "cpu-use", "peak-rss", "memray", "barriers",
-    "update-after-batches", "drill", "fast-equals-reference",
+    "update-after-batches", "drill", "fast-equals-reference", "engines-measured",
 )
 # the checks whose verdict is a finding of the run record (harness.measure.evidence), by section
 RECORD_CHECKS = (
@@ -206,7 +206,10 @@ def _architecture_checks(r: AnalysisResults) -> list[Check]:
     checks = []
     for dtype in eq.dtypes:
         rows = [x for x in eq.records if x.dtype == dtype]
-        if not rows:
+        if not rows:  # asked for and never measured: a failure, never a silent omission
+            checks.append(_check("architecture", f"fast = reference ({dtype}) for every "
+                                 "thread count", False, f"no run of {dtype} was measured",
+                                 "fast-equals-reference"))
             continue
         worst = max(rows, key=lambda x: x.grad_error)
         failed = [x for x in rows if not x.passed]
@@ -227,13 +230,28 @@ def _scale_out_checks(r: AnalysisResults) -> list[Check]:
     return scale_out_checks(r.scale_out)
 
 
+def _engine_checks(r: AnalysisResults) -> list[Check]:
+    """Engines side by side: every engine in the section (each available one and each
+    `--engine` asked for) was measured; one that could not be is a failure, not a note."""
+    eng = r.engines
+    if eng is None or eng.error:
+        figure = f"not measured: {eng.error}" if eng is not None else "the phase did not run"
+        return [_check("engines", "every engine side by side was measured", False, figure,
+                       "engines-measured")]
+    missing = [f"{row.engine} ({row.error})" for row in eng.rows if row.error]
+    figure = (f"{len(eng.rows) - len(missing)} of {len(eng.rows)} engines measured"
+              + (f"; not measured: {'; '.join(missing)}" if missing else ""))
+    return [_check("engines", "every engine side by side was measured",
+                   bool(eng.rows) and not missing, figure, "engines-measured")]
+
+
 def build_checks(r: AnalysisResults) -> list[Check]:
     """Every verdict of one analysis, section by section, in the report's order. Every check
     analyze makes comes from here, so `spheres check` re-derives all of them from results.json
     (harness/analysis/recheck.py): a section's checks go in this list, never appended later."""
     sections = (_startup_checks, _record_checks, _worker_checks, _loading_checks,
                 _processing_checks, _performance_checks, _memory_checks, _drill_checks,
-                _architecture_checks, _scale_out_checks)
+                _architecture_checks, _scale_out_checks, _engine_checks)
     return [check for section in sections for check in section(r)]
 
 

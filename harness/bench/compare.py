@@ -1,14 +1,18 @@
 """`spheres compare A B`: what changed between two runs, as markdown for a CI job summary.
 
 A and B are two `results.json` of `spheres analyze`, two `summary.json` of `make bench`, or two
-pytest-benchmark JSON files (a stored `make bench` run). A results.json or summary.json is read
-through its typed model (`AnalysisResults`, `BenchSummary`): one of another schema version is
-refused (exit 2) rather than compared key by key with a file whose keys mean something else.
-Benchmark runs are judged benchmark by
-benchmark with the noise rule of `harness.bench.history`; any other JSON is flattened to dotted
-paths (lists of records keyed by their name, title or thread count), and every figure and
-verdict whose value differs is listed, verdicts first. Exit 1 when a verdict got worse (a pass
-became a fail) or a benchmark regressed beyond its noise; else 0.
+pytest-benchmark JSON files (a stored `make bench` run). Each input is identified by its schema
+and kind first (`kind_of`): anything else (two unrelated JSON objects, a `train --json`
+summary), or two inputs of different kinds, is refused (exit 2) naming both, never reported as
+"changed" or "no change". A results.json or summary.json is read through its typed model
+(`AnalysisResults`, `BenchSummary`): one of another schema version is refused (exit 2) rather
+than compared key by key with a file whose keys mean something else. Benchmark runs are judged
+benchmark by benchmark with the noise rule of `harness.bench.history`; a benchmark of A that B
+lacks is a failure (asked for, not measured), as is a run with no benchmark at all. The typed
+documents are flattened to dotted paths (lists of records keyed by their name, title or thread
+count), and every figure and verdict whose value differs is listed, verdicts first. Exit 1 when
+a verdict got worse (a pass became a fail), a benchmark regressed beyond its noise or went
+missing; else 0.
 """
 
 from __future__ import annotations
@@ -53,7 +57,61 @@ class Report:
     failed: bool = False
 
 
+# kinds compare reads, by the keys that identify them (see `kind_of`)
+ANALYZE, BENCH, BENCH_RUN = "analyze results.json", "bench summary.json", "pytest-benchmark run"
+# kinds we write that compare does not read, by the keys that identify them, with the advice
+FOREIGN = (({"final_loss", "losses", "tokens_per_s", "steps"}, "a `spheres train --json` summary",
+            "compare two analyze results.json (spheres analyze --out) instead"),
+           ({"records", "failures", "passed"}, "a `spheres verify --json` report",
+            "its verdict is its exit code; compare analyze results.json instead"),
+           ({"workload", "rows", "sgemm_limit_flops"}, "a `spheres engines --json` table",
+            "compare two bench summary.json (make bench) instead"))
+
+
+def kind_of(data: dict[str, Any]) -> str:
+    """The kind of document `data` is, by its schema: ANALYZE, BENCH or BENCH_RUN; else an
+    InputError's text (the empty string never: every input has a kind or is refused)."""
+    if "checks" in data and "verdict" in data:
+        return ANALYZE
+    if "targets" in data and "metrics" in data:
+        return BENCH
+    if is_benchmark_run(data):
+        return BENCH_RUN
+    return ""
+
+
+def _foreign(data: dict[str, Any], path: Path) -> InputError:
+    for keys, what, advice in FOREIGN:
+        if keys <= data.keys():
+            return InputError(f"compare: {path} is {what}, which compare does not read; "
+                              f"{advice}")
+    keys = ", ".join(list(data)[:5]) + (", ..." if len(data) > 5 else "")
+    return InputError(f"compare: {path} is not a document compare reads (keys: {keys or 'none'})"
+                      f"; pass two {ANALYZE} (spheres analyze), two {BENCH} (make bench) or two "
+                      "pytest-benchmark JSON files")
+
+
+def load_pair(a: Path, b: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both inputs, each identified by its kind and the two kinds the same, then read through
+    their typed models: every refusal (exit 2) before any comparison."""
+    old, new = read(a), read(b)
+    same_kind(kind_of(old), kind_of(new), str(a), str(b))
+    return typed(old, a), typed(new, b)
+
+
+def same_kind(ka: str, kb: str, a: str, b: str) -> None:
+    if ka != kb:
+        raise InputError(f"compare: {a} is {_article(ka)} but {b} is {_article(kb)}; compare "
+                         "two of the same kind")
+
+
 def load(path: Path) -> dict[str, Any]:
+    """One input, identified by its kind and read through its typed model."""
+    return typed(read(path), path)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, refused (InputError) unless it is of a kind compare reads."""
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
@@ -63,23 +121,33 @@ def load(path: Path) -> dict[str, Any]:
                          "summary.json or a pytest-benchmark JSON") from None
     if not isinstance(data, dict):
         raise InputError(f"compare: {path} holds a JSON {type(data).__name__}, not an object")
-    return typed(data, path)
+    if not kind_of(data):
+        raise _foreign(data, path)
+    return data
 
 
 def typed(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """A results.json or bench summary.json read into its dataclasses (schema version checked,
     unknown fields refused) and written back as the JSON the comparison flattens."""
-    if "checks" in data and "verdict" in data:
-        return AnalysisResults.from_json(data, what=f"compare: {path}").to_json()
-    if "targets" in data and "metrics" in data:
-        return BenchSummary.from_json(data, what=f"compare: {path}").to_json()
-    return data
+    model = {ANALYZE: AnalysisResults, BENCH: BenchSummary}.get(kind_of(data))
+    if model is None:
+        return data
+    try:
+        return model.from_json(data, what=f"compare: {path}").to_json()
+    except InputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise InputError(f"compare: {path} is {_article(kind_of(data))} that cannot be read: "
+                         f"{exc}") from None
 
 
 def is_benchmark_run(data: dict[str, Any]) -> bool:
     """A pytest-benchmark JSON: a list of benchmarks, each with its round statistics."""
     runs = data.get("benchmarks")
-    return isinstance(runs, list) and all(isinstance(b, dict) and "stats" in b for b in runs)
+    return isinstance(runs, list) and "machine_info" in data and all(
+        isinstance(b, dict) and isinstance(b.get("fullname"), str) and isinstance(
+            b.get("stats"), dict) and isinstance(b["stats"].get("min"), int | float)
+        for b in runs)
 
 
 def _record_key(item: dict[str, Any], index: int) -> str:
@@ -140,19 +208,37 @@ def _delta(c: Change) -> str:
     return ""
 
 
+def _article(kind: str) -> str:
+    if not kind:
+        return "not a document compare reads"
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _compare_bench_runs(old: dict[str, Any], new: dict[str, Any], a: str, b: str,
+                        report: Report) -> Report:
+    """Benchmark by benchmark; one A measured that B did not (or an empty run) fails."""
+    c = compare_runs(old, new, against=f"A (`{a}`)", path=a)
+    report.lines += markdown_table(c, only_changed=True)
+    same = sum(d.verdict == "same" for d in c.deltas)
+    report.lines += ["", f"{same} of {len(c.deltas)} benchmarks within their noise bound."]
+    empty = [p for p, run in ((a, old), (b, new)) if not run.get("benchmarks")]
+    if empty:
+        report.lines.append(f"FAIL: {' and '.join(empty)} hold(s) no benchmark: nothing was "
+                            "measured")
+    if c.only_old:
+        report.lines.append(f"FAIL: {len(c.only_old)} of {len(c.only_old) + len(c.deltas)} "
+                            f"benchmarks of A are missing from B: {', '.join(c.only_old[:5])}"
+                            + (" ..." if len(c.only_old) > 5 else ""))
+    report.failed = c.failed or bool(empty) or bool(c.only_old)
+    return report
+
+
 def compare_documents(old: dict[str, Any], new: dict[str, Any], a: str, b: str) -> Report:
     """The markdown of every change between two documents, and whether B is worse."""
     report = Report([f"# Comparison: `{a}` -> `{b}`", ""])
-    if is_benchmark_run(old) != is_benchmark_run(new):
-        raise InputError("compare: one file is a pytest-benchmark run and the other is not; "
-                         "compare like with like")
-    if is_benchmark_run(old):
-        c = compare_runs(old, new, against=f"A (`{a}`)", path=a)
-        report.lines += markdown_table(c, only_changed=True)
-        same = sum(d.verdict == "same" for d in c.deltas)
-        report.lines += ["", f"{same} of {len(c.deltas)} benchmarks within their noise bound."]
-        report.failed = c.failed
-        return report
+    same_kind(kind_of(old), kind_of(new), a, b)
+    if kind_of(old) == BENCH_RUN:
+        return _compare_bench_runs(old, new, a, b, report)
     found = changes(old, new)
     if not found:
         report.lines.append("No figure or verdict changed.")

@@ -9,8 +9,9 @@ from harness.commands.preflight import Outputs
 from plumbing.errors import ExitCode
 
 DESCRIPTION = ("Compare two results.json (analyze), two bench summary.json or two "
-               "pytest-benchmark JSON files; prints every figure and verdict that changed; exit "
-               "1 if a verdict got worse or a benchmark regressed beyond its noise.")
+               "pytest-benchmark JSON files (any other input, or two of different kinds: exit "
+               "2); prints every figure and verdict that changed; exit 1 if a verdict got worse "
+               "or a benchmark regressed beyond its noise or went missing.")
 OUTPUTS: Outputs = ()
 
 
@@ -20,9 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.bench.compare import compare_documents, load
+    from harness.bench.compare import compare_documents, load_pair
 
-    old, new = load(args.a), load(args.b)
+    old, new = load_pair(args.a, args.b)
     report = compare_documents(old, new, str(args.a), str(args.b))
     print("\n".join(report.lines), flush=True)
     return ExitCode.VERIFY_FAILED if report.failed else ExitCode.OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from harness.commands import options as o
@@ -15,6 +16,10 @@ from reference.config import PRESETS, preset
 DESCRIPTION = ("Every engine of the entry-point group kissing_spheres.engines: name, factory, "
                "distribution, and whether it loads here.")
 OUTPUTS: Outputs = (("--json", "json", "file"), ("--markdown", "markdown", "file"))
+
+
+MEASURE_OPTIONS = {"engine", "preset", "group_size", "threads", "dtype", "rounds", "json",
+                   "markdown", "stall_timeout"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --measure: timed steps per engine, best counts (default: 3)")
     p.add_argument("--json", type=Path, default=None, help="with --measure: write the figures")
     p.add_argument("--markdown", type=Path, default=None, help="with --measure: write a table")
-    p.add_argument("--stall-timeout", type=o.positive_float, default=600.0,
-                   help="seconds an engine may take to answer one request (default: 600)")
+    from harness.figures.thresholds import MIN_ENGINE_TIMEOUT
+
+    p.add_argument("--stall-timeout", type=o.timeout_seconds(MIN_ENGINE_TIMEOUT), default=600.0,
+                   help="seconds an engine may take to answer one request, at least "
+                        f"{MIN_ENGINE_TIMEOUT:g} (default: 600)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from harness.figures.bench_metrics import Workload
     from harness.run.plugins import format_engines, list_engines
 
+    if not args.measure:  # the options of --measure mean nothing without it: refused
+        given = sorted((MEASURE_OPTIONS & getattr(args, "explicit", set())) - {"engine"}
+                       | ({"engine"} if args.engine else set()))  # an append: None unless given
+        if given:
+            names = ", ".join(f"--{d.replace('_', '-')}" for d in given)
+            raise InputError(f"{names} {'apply' if len(given) > 1 else 'applies'} only with "
+                             "--measure; add --measure or drop "
+                             f"{'them' if len(given) > 1 else 'it'}")
     print(format_engines(list_engines()), flush=True)
     if not args.measure:
         return ExitCode.OK
@@ -71,4 +87,18 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown is not None:
         write_output(args.markdown, "# Engines side by side\n\n" + markdown(result),
                      "--markdown")
+    return _verdict(result)
+
+
+def _verdict(result) -> int:
+    """Asked to measure and did not: a failure (exit 1) naming each engine and why."""
+    missing = [row for row in result.rows if row.error]
+    if result.error or not result.rows or missing:
+        why = result.error or "; ".join(f"{row.engine}: {row.error}" for row in missing) \
+            or "no engine to measure"
+        print(f"engines: FAIL: {len(missing) or len(result.rows) or 1} of "
+              f"{max(len(result.rows), 1)} engines not measured: {why}", file=sys.stderr,
+              flush=True)
+        return ExitCode.VERIFY_FAILED
+    print(f"engines: measured {len(result.rows)} of {len(result.rows)} engines", flush=True)
     return ExitCode.OK

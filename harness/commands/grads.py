@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from harness.commands.preflight import Outputs, check_writable
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from plumbing.cores import usable_cores
-from plumbing.errors import ExitCode
+from plumbing.errors import ExitCode, InputError
 from plumbing.outputs import write_output
 from reference.config import Config
 from reference.engine import StepResult
@@ -28,19 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_common(p)
     o.add_engine(p, default_engine="reference")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    o.add_stall_timeout(p)
     o.add_mpi(p)
 
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
+    if args.engine == "reference" and args.dtype not in (None, "float64"):
+        raise InputError(f"--dtype {args.dtype}: the reference engine computes in float64 only; "
+                         "drop --dtype or use --engine fast")
     check_writable(out, "--out")
     cfg = o.config_from_args(args)
     corpus = load_corpus(cfg, args.data, synthetic_tokens=one_group_tokens(cfg, 1))
     group = corpus.groups(cfg).group(0)
     dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
-    if args.engine == "reference" and dtype != "float64":
-        warnings.warn("the reference engine computes in float64; --dtype is ignored", stacklevel=1)
-    engine = make_engine(args.engine, cfg, threads=args.threads or usable_cores(), dtype=dtype)
+    engine = make_engine(args.engine, cfg, threads=args.threads or usable_cores(), dtype=dtype,
+                         stall_timeout=args.stall_timeout)
     try:
         result = engine.group_grads(group.tokens, group.targets)
         params = engine.state().params

@@ -113,10 +113,12 @@ def rank_counts(text: str) -> str:
 
 
 def ranks_count(text: str) -> int:
+    from fast.mpi_topology import MAX_RANKS
+
     value = positive_int(text)
-    if value > 12:
-        raise argparse.ArgumentTypeError(f"the 12 symmetry positions allow 1 to 12 ranks, "
-                                         f"got {value}")
+    if value > MAX_RANKS:
+        raise argparse.ArgumentTypeError(f"the {MAX_RANKS} level-2 spheres allow 1 to "
+                                         f"{MAX_RANKS} ranks, got {value}")
     return value
 
 
@@ -144,9 +146,32 @@ def add_engine(p: argparse.ArgumentParser, *, default_engine: str) -> None:
                    help="fast-engine precision (default: float32; the reference is float64)")
 
 
+def timeout_seconds(floor: float) -> Callable[[str], float]:
+    """argparse type: a timeout in [floor, a week]; each floor's reason is in thresholds.py."""
+    parse = finite_number(floor, MAX_STALL_TIMEOUT, low_inclusive=True)
+
+    def check(text: str) -> float:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            if "at least" not in str(exc):
+                raise
+            raise argparse.ArgumentTypeError(
+                f"{exc}: below {floor:g} s a healthy run is called a stall (the waiters poll "
+                "every 0.2 s and a loaded machine pauses longer)") from None
+    return check
+
+
+def add_stall_timeout(p: argparse.ArgumentParser) -> None:
+    from harness.figures.thresholds import MIN_STALL_TIMEOUT
+
+    p.add_argument("--stall-timeout", type=timeout_seconds(MIN_STALL_TIMEOUT), default=60.0,
+                   help=f"seconds without progress before a thread (or an engine process) is "
+                        f"declared stuck, at least {MIN_STALL_TIMEOUT:g} (default: 60)")
+
+
 def add_faults(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stall-timeout", type=finite_number(0, MAX_STALL_TIMEOUT), default=60.0,
-                   help="seconds without progress before a thread is declared stuck (default: 60)")
+    add_stall_timeout(p)
     p.add_argument("--inject", action="append", default=[], metavar="KIND:target=T,step=N",
                    help="fault drill, repeatable: KIND is hang|raise|nan|slow, target worker=I or "
                         "node-zero, e.g. hang:target=worker=1,step=2 or "
@@ -156,7 +181,11 @@ def add_faults(p: argparse.ArgumentParser) -> None:
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no live progress (bar on a terminal, plain lines otherwise)")
-    p.add_argument("--progress-seconds", type=positive_float, default=None,
+    from harness.figures.thresholds import MIN_PROGRESS_SECONDS
+
+    p.add_argument("--progress-seconds",
+                   type=finite_number(MIN_PROGRESS_SECONDS, MAX_STALL_TIMEOUT, low_inclusive=True),
+                   default=None,
                    help="seconds between plain progress lines when stderr is not a terminal "
                         "(default: 5)")
 

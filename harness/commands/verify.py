@@ -16,7 +16,7 @@ from harness.commands.preflight import Outputs, check_writable
 from harness.figures.thresholds import GRAD_TOL
 from harness.verify.gates import VerifyReport, markdown_summary, run_verify
 from harness.verify.junit import junit_xml
-from plumbing.errors import ExitCode, InputError
+from plumbing.errors import ExitCode, InputError, SpheresError
 from plumbing.outputs import write_json, write_output
 from reference.config import PRESETS, preset
 
@@ -65,9 +65,27 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
     return items
 
 
+def check_honoured(args: argparse.Namespace) -> None:
+    """Options the engine under test cannot honour are refused before any work, never left to
+    an empty file or a message at the end: --inject, --trace and --locate need the threads and
+    run record of the fast engine."""
+    if args.engine == "fast":
+        return
+    for given, option, why in ((args.inject, "--inject", "injects faults into Node Zero and "
+                                "the workers"),
+                               (args.trace is not None, "--trace", "records the threads' "
+                                "timeline"),
+                               (args.locate, "--locate", "records fold digests of the "
+                                "reduction tree")):
+        if given:
+            raise InputError(f"{option} {why} of the fast engine; {args.engine!r} has none: "
+                             f"drop {option} or use --engine fast")
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.run.engines import parse_faults, parse_threads
 
+    check_honoured(args)
     threads = parse_threads(args.threads)
     presets = _split(args.presets, PRESETS, "presets")
     dtypes = _split(args.dtypes, GRAD_TOL, "dtypes")
@@ -88,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     from harness.run.stop import Stopped, deferred
 
     report = VerifyReport()
-    ranks: list = []
     try:
         with deferred("the current run"):
             with open_progress("verify", len(configs) * len(dtypes) * len(threads),
@@ -102,48 +119,45 @@ def run(args: argparse.Namespace) -> int:
             if args.ranks:  # SPEC 10: the same gates across MPI ranks
                 from harness.verify.ranks import verify_across_ranks
 
-                ranks = verify_across_ranks(args.ranks, configs, dtypes, threads,
-                                            report.records, steps=args.trajectory_steps,
-                                            stall_timeout=args.stall_timeout,
-                                            out=lambda line: print(line, flush=True),
-                                            engine=args.engine,
-                                            require_bitwise=args.require_bitwise)
+                verify_across_ranks(args.ranks, configs, dtypes, threads, report,
+                                    steps=args.trajectory_steps,
+                                    stall_timeout=args.stall_timeout,
+                                    out=lambda line: print(line, flush=True),
+                                    engine=args.engine, require_bitwise=args.require_bitwise)
+    except SpheresError as exc:  # an engine's fault or stall: what ran, and that it ended
+        report.error = f"{type(exc).__name__}: {exc}"
+        _write(args, report, traces)
+        raise
     except Stopped as exc:  # keep the runs done, marked interrupted, then exit 128 + N
         report.interrupted = exc.name
-        _write(args, report, [], traces)
+        _write(args, report, traces)
         files = [str(p) for p in (args.json, args.markdown, args.junit) if p is not None]
         print(f"verify: INTERRUPTED by {exc.name} after {len(report.records)} of "
               f"{report.planned} runs: not a pass" + (f"; the runs done, marked interrupted, "
                                                       f"are in {', '.join(files)}" if files
                                                       else ""), file=sys.stderr, flush=True)
         raise
-    failures = report.failures + [f for r in ranks for f in r.failures]
-    _write(args, report, ranks, traces)
+    failures = report.failures
+    _write(args, report, traces)
     if failures:
         print(f"verify: FAIL: {len(failures)} gate(s) failed:", file=sys.stderr)
         for f in failures:
             print(f"  {f}", file=sys.stderr)
         return ExitCode.VERIFY_FAILED
-    print(f"verify: PASS: {len(report.records) + len(ranks)} runs in {report.seconds:.1f}s",
-          flush=True)
+    print(f"verify: PASS: {len(report.records) + len(report.ranks)} of "
+          f"{len(report.planned_cases)} runs asked for, in {report.seconds:.1f}s", flush=True)
     return ExitCode.OK
 
 
-def _write(args: argparse.Namespace, report: VerifyReport, ranks: list,
-           traces: list | None) -> None:
-    """--trace, --json, --markdown and --junit of the report (and of --ranks, when run)."""
+def _write(args: argparse.Namespace, report: VerifyReport, traces: list | None) -> None:
+    """--trace, --json, --markdown and --junit of the report (--ranks runs included)."""
     if args.trace is not None:
         from harness.measure.trace import write_traces
 
         write_traces(traces, args.trace)
-    extra_json, extra_md = {}, ""
-    if ranks:
-        from harness.verify.ranks import rank_markdown, to_dicts
-
-        extra_json, extra_md = {"ranks": to_dicts(ranks)}, rank_markdown(ranks)
     if args.json is not None:
-        write_json(args.json, report.to_dict() | extra_json, "--json", indent=2)
+        write_json(args.json, report.to_dict(), "--json", indent=2)
     if args.markdown is not None:
-        write_output(args.markdown, markdown_summary(report) + extra_md, "--markdown")
+        write_output(args.markdown, markdown_summary(report), "--markdown")
     if args.junit is not None:
         write_output(args.junit, junit_xml(report), "--junit")

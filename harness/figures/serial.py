@@ -47,9 +47,20 @@ def from_json(cls: type[T], data: Any) -> T:
 def check_schema(data: Any, expected: int, what: str) -> None:
     """An InputError (exit 2) unless `data` carries `schema_version == expected`."""
     found = data.get("schema_version") if isinstance(data, dict) else None
-    if found != expected:
-        raise InputError(f"{what}: schema_version {found} but this version reads "
-                         f"schema_version {expected}; regenerate it with this version")
+    if found is None or isinstance(found, bool) or found != expected:
+        if not isinstance(data, dict) or "schema_version" not in data:
+            got = "no schema_version"
+        elif isinstance(found, bool) or not isinstance(found, int | float):  # "3" is not 3
+            got = f"schema_version {found!r}, a JSON {_json_type(found)} not a number,"
+        else:
+            got = f"schema_version {found!r}"
+        raise InputError(f"{what}: {got} but this version reads schema_version {expected}; "
+                         "regenerate it with this version")
+
+
+def _json_type(value: Any) -> str:
+    return {str: "string", bool: "boolean", float: "number", list: "array", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

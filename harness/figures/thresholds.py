@@ -138,3 +138,15 @@ RECORD_BYTES_PER_SPAN = 128
 # A --trace file: measured 198 bytes of JSON per span (tiny preset, 10 and 40 steps); 256
 # covers it. Checked against the free disk like the checkpoints.
 TRACE_BYTES_PER_SPAN = 256
+
+# Timeouts typed on the command line (#20 class 5): each has a floor below which it measures
+# the machine's noise, not the run. A stall timeout must cover several of the waiters' deadline
+# polls (fast/barrier.py, reduction.py, workspace_pool.py re-check every 0.2 s, Node Zero every
+# 0.25 s) and a healthy step's hiccups on a loaded 2-core machine (a GC pause, a page-fault
+# burst, a descheduled thread: 0.1-0.5 s measured): 0.001 s called a healthy tiny run a stall.
+MIN_STALL_TIMEOUT = 1.0
+# An engine's request deadline (`engines --stall-timeout`, exec engines): the same floor, and a
+# child Python process needs ~0.3 s just to import NumPy before its first reply.
+MIN_ENGINE_TIMEOUT = 1.0
+# Plain progress lines: below 0.1 s they flood the log (and a CI page) without news.
+MIN_PROGRESS_SECONDS = 0.1

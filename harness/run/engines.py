@@ -74,7 +74,13 @@ def make_engine(kind: str, cfg: Config, *, threads: int = 1, dtype: str = "float
         return ExecEngine(kind[len(EXEC_PREFIX):], cfg, threads=threads, dtype=dtype,
                           params=params, stall_timeout=stall_timeout)
     factory = resolve_factory(kind)
-    return factory(cfg, threads=threads, dtype=dtype, params=params, stall_timeout=stall_timeout)
+    if kind == "reference":  # ours: its errors are ours
+        return factory(cfg, threads=threads, dtype=dtype, params=params,
+                       stall_timeout=stall_timeout)
+    from harness.run.plugins import build_plugin
+
+    return build_plugin(kind, factory, cfg, threads=threads, dtype=dtype, params=params,
+                        stall_timeout=stall_timeout)
 
 
 def unfired_faults(engine: Engine) -> list[str]:

@@ -5,8 +5,11 @@ frames: 4 bytes `KSE1`, an 8-byte little-endian length, then that many bytes of 
 `grads` file format of SPEC 6). One request, one reply, in order. Every request has a deadline
 (the watchdog's stall timeout): no reply in time -> StallError (exit 3); the process dying, an
 `error` reply, or a malformed reply (wrong names, shapes, dtypes, non-finite values) -> FaultError
-(exit 4); each message names the engine, the request number and its op. On any of these, and on
-close(), the whole process group is killed and reaped: no orphan is left behind.
+(exit 4); each message names the engine, the request number and its op. A reply whose first
+bytes are not the frame magic is malformed at once, not after the timeout. What the engine
+sends as text (an `error` reply, its stderr) is cut and cleaned (harness/run/engine_text.py).
+On any of these, and on close(), the engine's whole process tree is killed and reaped, even a
+grandchild that left the group with setsid() (harness/run/contain.py): no orphan is left.
 """
 
 from __future__ import annotations
@@ -25,16 +28,20 @@ import weakref
 
 import numpy as np
 
-from harness.run.stop import track_child, untrack_child
+from harness.run import contain
+from harness.run.engine_text import engine_text
+from harness.run.stop import active, track_child, untrack_child
 from plumbing.errors import FaultError, InputError, StallError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
+from reference.layers import PAD_ID
 from reference.params import init_params, param_specs
 
 MAGIC = b"KSE1"
 HEADER = struct.Struct("<4sQ")  # magic, payload length
 MAX_FRAME = 1 << 34  # 16 GiB: a length past this is garbage on the channel, not a reply
 CLOSE_SECONDS = 5.0  # close(): how long the engine may take to exit after the close request
+EXIT_GRACE_SECONDS = 1.0  # an engine whose channel closed: how long it may take to exit alone
 FLOAT_KINDS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -62,13 +69,21 @@ class ExecEngine:
         self.shapes = {s.name: s.shape for s in param_specs(config.model)}
         self._requests = 0
         self._closed = False
-        argv = shlex.split(self.command)
+        try:
+            argv = shlex.split(self.command)
+        except ValueError as exc:
+            raise InputError(f"--engine {self.name!r}: the command line cannot be split "
+                             f"({exc}); check its quotes") from None
         if not argv:
             raise InputError("--engine exec: needs a command, e.g. exec:'python engine.py'")
         self._stderr = tempfile.TemporaryFile()
+        self._ended_by: str | None = None  # why the harness killed the engine, once it did
+        self._token = contain.new_token()
+        contain.become_subreaper()  # orphans of its tree come to us, not to init
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, start_new_session=True)
+                                         stderr=self._stderr, start_new_session=True,
+                                         env=contain.tree_env(self._token))
         except OSError as exc:
             self._stderr.close()
             raise InputError(f"engine {self.name}: cannot start {argv[0]!r}: {exc}; give a "
@@ -76,7 +91,7 @@ class ExecEngine:
                              ) from None
         self.pid = self.proc.pid
         # the process group dies with us even if nobody calls close()
-        self._finalizer = weakref.finalize(self, _kill_group, self.proc)
+        self._finalizer = weakref.finalize(self, _kill_tree, self.proc, self._token)
         track_child(self.proc)  # a stop at once kills its group at once (harness/run/stop.py)
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -88,11 +103,12 @@ class ExecEngine:
             reply = self._call("init", request)
         except BaseException:  # a failed or stopped handshake leaves no process, no file
             self._closed = True
+            self._ended_by = self._ended_by or "the handshake failed"
             self._finalizer()
             untrack_child(self.proc)
             self._stderr.close()
             raise
-        self.engine_name = str(reply["name"]) if "name" in reply else self.command
+        self.engine_name = engine_text(reply["name"], 80) if "name" in reply else self.command
         self.step_count = 0
 
     # ------------------------------------------------------------------ Engine protocol
@@ -101,6 +117,7 @@ class ExecEngine:
         reply = self._call("grads", _batch(tokens, targets),
                            floats={f"grad/{n}": self.shapes[n] for n in self.names},
                            scalars=("loss",), ints=("n_targets",))
+        self._check_targets("grads", reply, targets)
         grads = {n: np.asarray(reply[f"grad/{n}"], np.float64) for n in self.names}
         total = sum(float(np.sum(g * g)) for g in grads.values())
         return StepResult(loss=float(reply["loss"]), n_targets=int(reply["n_targets"]),
@@ -109,6 +126,7 @@ class ExecEngine:
     def step(self, tokens: np.ndarray, targets: np.ndarray) -> StepResult:
         reply = self._call("step", _batch(tokens, targets), scalars=("loss",),
                            ints=("n_targets",), optional=("grad_norm", "lr"))
+        self._check_targets("step", reply, targets)
         self.step_count += 1
         return StepResult(loss=float(reply["loss"]), n_targets=int(reply["n_targets"]),
                           grad_norm=float(reply.get("grad_norm", np.nan)),
@@ -143,11 +161,23 @@ class ExecEngine:
                 self._send(encode({"op": np.array("close")}), time.monotonic() + CLOSE_SECONDS)
                 self.proc.wait(timeout=CLOSE_SECONDS)
         except (OSError, TimeoutError, subprocess.TimeoutExpired):
-            pass  # it did not leave politely: the group is killed below
+            pass  # it did not leave politely: the tree is killed below
         finally:
+            self._ended_by = self._ended_by or "the run closed it"
             self._finalizer()
             untrack_child(self.proc)
             self._stderr.close()
+
+    def _check_targets(self, op: str, reply: dict, targets: np.ndarray) -> None:
+        """A reply's n_targets must be the batch's non-pad targets: 0 targets claimed for a
+        batch that has them is an engine that did not compute what it was sent."""
+        want = int(np.count_nonzero(np.asarray(targets) != PAD_ID))
+        got = int(reply["n_targets"])
+        if got != want:
+            self._abort(f"its '{op}' reply was malformed")
+            raise FaultError(f"engine {self.name} (pid {self.pid}), request #{self._requests} "
+                             f"'{op}': malformed reply: n_targets {got}, but the batch holds "
+                             f"{want} non-pad targets")
 
     def child_peak_rss_bytes(self) -> int | None:
         """The engine process's own peak RSS (kernel VmHWM) while it runs; None if unknown."""
@@ -169,7 +199,7 @@ class ExecEngine:
     def _call(self, op: str, arrays: dict[str, np.ndarray], *,
               floats: dict[str, tuple[int, ...]] | None = None, scalars: tuple[str, ...] = (),
               ints: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
-        """Send one request and return its validated reply; on any failure kill the group."""
+        """Send one request and return its validated reply; on any failure kill the tree."""
         if self._closed:
             raise FaultError(f"engine {self.name}: {op} called after close()")
         self._requests += 1
@@ -179,21 +209,23 @@ class ExecEngine:
             self._send(encode({"op": np.array(op), **arrays}), deadline)
             reply = self._receive(deadline, where)
         except TimeoutError:
-            self._abort()
+            self._abort(f"no reply within the {self.deadline:g}s stall timeout")
             raise StallError(f"{where}: no reply within {self.deadline:g}s (the stall timeout); "
-                             "the engine's process group was killed",
+                             "the harness killed the engine's process tree",
                              {"engine": self.name, "pid": self.pid, "request": self._requests,
                               "op": op, "timeout_s": self.deadline}) from None
         except (BrokenPipeError, ConnectionError, EOFError) as exc:
-            self._abort()
-            raise FaultError(f"{where}: the engine process died ({self._exit_text()}); "
-                             f"{exc}{self._stderr_tail()}") from None
+            how = self._exit_text()  # before the tree is killed: what the engine itself did
+            self._abort("its channel closed")
+            raise FaultError(f"{where}: the engine process {how}; {exc}{self._stderr_tail()}"
+                             ) from None
         if "error" in reply:
-            self._abort()
-            raise FaultError(f"{where}: the engine reported an error: {reply['error']}")
+            self._abort("it replied with an error")
+            raise FaultError(f"{where}: the engine reported an error: "
+                             f"{engine_text(reply['error'])}")
         problem = _check_reply(reply, floats or {}, scalars, ints, optional)
         if problem:
-            self._abort()
+            self._abort("its reply was malformed")
             raise FaultError(f"{where}: malformed reply: {problem}")
         return reply
 
@@ -211,73 +243,97 @@ class ExecEngine:
                 except BlockingIOError:
                     continue
 
-    def _read_exact(self, n: int, deadline: float, sel: selectors.BaseSelector) -> bytes:
+    def _read_exact(self, n: int, deadline: float, sel: selectors.BaseSelector,
+                    prefix: bytes = b"") -> bytes:
+        """`n` bytes; with `prefix`, bytes that must begin with it are checked as they come,
+        so a reply that is not a frame is malformed at once (MalformedFrame), not a stall."""
         fd = self.proc.stdout.fileno()
-        chunks, got = [], 0
-        while got < n:
+        buf = bytearray()
+        while len(buf) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
                 raise TimeoutError
             try:
-                chunk = os.read(fd, min(n - got, 1 << 22))
+                chunk = os.read(fd, min(n - len(buf), 1 << 22))
             except BlockingIOError:
                 continue
             if not chunk:
-                raise EOFError(f"its stdout closed after {got} of {n} bytes")
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+                raise EOFError(f"its stdout closed after {len(buf)} of {n} bytes")
+            buf += chunk
+            head = bytes(buf[:len(prefix)])
+            if prefix and not prefix.startswith(head):
+                raise _MalformedFrame(f"frame starts {head!r}, not {prefix!r} (the engine must "
+                                      "log to stderr, never stdout)")
+        return bytes(buf)
 
     def _receive(self, deadline: float, where: str) -> dict:
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout.fileno(), selectors.EVENT_READ)
-            magic, length = HEADER.unpack(self._read_exact(HEADER.size, deadline, sel))
-            if magic != MAGIC or length > MAX_FRAME:
-                self._abort()
-                raise FaultError(f"{where}: malformed reply: frame starts {magic!r}, not "
-                                 f"{MAGIC!r} (the engine must log to stderr, never stdout)")
+            try:
+                magic, length = HEADER.unpack(self._read_exact(HEADER.size, deadline, sel,
+                                                               prefix=MAGIC))
+                if length > MAX_FRAME:
+                    raise _MalformedFrame(f"frame length {length:,} bytes is past the "
+                                          f"{MAX_FRAME >> 30} GiB limit of a reply (garbage "
+                                          "on the channel, or a broken writer)")
+            except _MalformedFrame as exc:
+                self._abort("its reply was not a frame")
+                raise FaultError(f"{where}: malformed reply: {exc}") from None
             payload = self._read_exact(length, deadline, sel)
         try:
             with np.load(io.BytesIO(payload), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except Exception as exc:
-            self._abort()
-            raise FaultError(f"{where}: malformed reply: not a readable .npz ({exc})") from None
+            self._abort("its reply was not a readable .npz")
+            raise FaultError(f"{where}: malformed reply: not a readable .npz "
+                             f"({engine_text(exc)})") from None
 
-    def _abort(self) -> None:
+    def _abort(self, why: str) -> None:
+        """Kill the engine's tree, remembering why (so its death is never blamed on it)."""
+        self._ended_by = self._ended_by or why
         self._closed = True
-        self._finalizer()
         if not self._stderr.closed:
             self._stderr_cache = self._stderr_tail()
+        self._finalizer()
+        if not self._stderr.closed:
             self._stderr.close()
 
     def _exit_text(self) -> str:
+        """How the engine ended, told apart from the harness killing it."""
         try:
-            code = self.proc.wait(timeout=1.0)
+            code = self.proc.wait(timeout=EXIT_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            return "still running"
-        if code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+            return (f"closed its channel but was still running after {EXIT_GRACE_SECONDS:g}s "
+                    "(the harness then killed it)")
+        if code >= 0:
+            return f"died (exit code {code})"
+        name = signal.Signals(-code).name
+        stop = active()
+        if self._ended_by:
+            return f"was killed by the harness ({name}) because {self._ended_by}"
+        if stop is not None and stop.requested() is not None:
+            return (f"was killed by the harness ({name}) stopping on "
+                    f"{signal.Signals(stop.requested()).name}")
+        return (f"died (killed by {name}, not sent by the harness: another process or the "
+                "kernel, e.g. its out-of-memory killer)")
 
     def _stderr_tail(self, lines: int = 5) -> str:
         if self._stderr.closed:
             return getattr(self, "_stderr_cache", "")
-        self._stderr.seek(0)
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - 64 * 1024))  # the tail only: never a 2 MB log
         tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-lines:]
-        return ("; its stderr ends: " + " | ".join(tail)) if tail else ""
+        return ("; its stderr ends: " + engine_text(" | ".join(tail))) if tail else ""
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the engine's whole process group and reap the leader (idempotent)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=5.0)
-    except subprocess.TimeoutExpired:
-        pass
+class _MalformedFrame(Exception):
+    """A reply that is not a frame (bad magic, absurd length): a fault at once."""
+
+
+def _kill_tree(proc: subprocess.Popen, token: str) -> None:
+    """SIGKILL the engine's whole process tree and reap it (idempotent)."""
+    contain.end_tree(proc, token)
     for stream in (proc.stdin, proc.stdout):
         try:
             if stream is not None:

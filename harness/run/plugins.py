@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from plumbing.errors import InputError
+from harness.run.engine_text import engine_text
+from plumbing.errors import FaultError, InputError, SpheresError
 
 GROUP = "kissing_spheres.engines"
 EXEC_PREFIX = "exec:"
@@ -72,7 +73,7 @@ def list_engines(load: bool = True) -> list[EngineInfo]:
             try:
                 _load_target(target)
             except Exception as exc:  # a plug-in's import error must not hide the others
-                info.error = f"{type(exc).__name__}: {exc}"
+                info.error = f"{type(exc).__name__}: {engine_text(exc, 160)}"
         out.append(info)
     return out
 
@@ -98,7 +99,59 @@ def resolve_factory(spec: str) -> Callable:
         hint = (" (install it with: pip install -e '.[torch]')"
                 if spec in ("torch", "torch-ddp") else "")
         raise InputError(f"engine {spec!r} ({target}) cannot be loaded: "
-                         f"{type(exc).__name__}: {exc}{hint}") from None
+                         f"{type(exc).__name__}: {engine_text(exc)}{hint}") from None
+
+
+def _whose(spec: str) -> str:
+    """Who to blame for engine `spec`: the plug-in, its factory and its distribution."""
+    registered = _registered()
+    if spec in registered:
+        target, dist = registered[spec]
+        return f"plug-in engine {spec!r} ({target}, from {dist})"
+    return f"plug-in engine {spec!r}"
+
+
+def _plugin_fault(spec: str, what: str, exc: Exception) -> FaultError:
+    return FaultError(f"{_whose(spec)}: {what} raised {type(exc).__name__}: {engine_text(exc)} "
+                      "(an error of the plug-in, not of spheres: report it to its authors)")
+
+
+def build_plugin(spec: str, factory: Callable, *args: object, **kwargs: object) -> object:
+    """The engine `factory(*args, **kwargs)` builds, its errors named as the plug-in's: an
+    exception that is not one of ours (plumbing.errors) from the factory or any method is a
+    fault of the engine (exit 4), never "internal error" of the harness."""
+    try:
+        engine = factory(*args, **kwargs)
+    except SpheresError:
+        raise
+    except Exception as exc:
+        raise _plugin_fault(spec, "its factory", exc) from exc
+    return PluginEngine(spec, engine)
+
+
+class PluginEngine:
+    """A plug-in's engine behind a guard: every call that raises a foreign exception becomes
+    a FaultError naming the plug-in and the method; attributes pass through unchanged, so the
+    capability Protocols (Recorded, InjectsFaults...) see what the plug-in has."""
+
+    def __init__(self, spec: str, engine: object) -> None:
+        self._spec = spec
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._engine, name)
+        if not callable(value) or name.startswith("__"):
+            return value
+        spec = self._spec
+
+        def guarded(*args: object, **kwargs: object) -> object:
+            try:
+                return value(*args, **kwargs)
+            except SpheresError:
+                raise
+            except Exception as exc:
+                raise _plugin_fault(spec, f"its {name}()", exc) from exc
+        return guarded
 
 
 def format_engines(infos: list[EngineInfo]) -> str:

@@ -51,9 +51,9 @@ from reference.params import param_specs
 RECORD_GATES = {"reduction-record": ("fold-position", "fold-order", "every-batch-once"),
                 "barrier-record": ("barriers", "update-after-batches")}
 # every gate verify can fail, by the prefix of its failure message (tests/test_breakers.py)
-VERIFY_GATES = ("loss-equivalence", "grad-equivalence", "trajectory", "work-distribution",
-                "node-zero", *RECORD_GATES, "bitwise-grads", "bitwise-update",
-                "bitwise-trajectory")
+VERIFY_GATES = ("loss-equivalence", "grad-equivalence", "target-count", "trajectory",
+                "work-distribution", "node-zero", *RECORD_GATES, "bitwise-grads",
+                "bitwise-update", "bitwise-trajectory")
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,23 +78,58 @@ def digest(tensors: dict[str, np.ndarray], names: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+def case_name(r) -> str:
+    """A run's identity, shared by the console, --markdown, --junit and the accounting:
+    preset, dtype, (ranks,) thread count."""
+    ranks = f" R={r.ranks}" if hasattr(r, "ranks") else ""
+    return f"{r.preset} {r.dtype}{ranks} T={r.threads}"
+
+
 @dataclass
 class VerifyReport:
+    """What was asked for and what happened: the one account the console, --json, --markdown
+    and --junit read. A case asked for that has no record is a failure (`not-run`), never a
+    silent pass; so is a sweep ended by an engine's error, or interrupted by a signal."""
+
     records: list[RunRecord] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: str | None = None  # the signal that stopped the sweep (harness/run/stop.py)
     planned: int = 0  # runs the sweep was asked for (what an interrupted one did not reach)
+    planned_cases: list[str] = field(default_factory=list)  # case_name of every run asked for
+    ranks: list = field(default_factory=list)  # harness.verify.ranks.RankRecord (--ranks)
+    error: str | None = None  # the error that ended the sweep early (an engine's fault...)
+
+    @property
+    def not_run(self) -> list[str]:
+        """Cases asked for that have no record."""
+        done = {case_name(r) for r in (*self.records, *self.ranks)}
+        return [c for c in self.planned_cases if c not in done]
 
     @property
     def failures(self) -> list[str]:
-        return [f for r in self.records for f in r.failures]
+        out = [f for r in (*self.records, *self.ranks) for f in r.failures]
+        if self.error:
+            out.append(f"verify-run: the sweep ended early: {self.error}")
+        if not self.interrupted:  # an interrupted sweep says so once, not once per case
+            out += [f"not-run: {c}: asked for, never ran" for c in self.not_run]
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and not self.interrupted and bool(self.planned_cases or
+                                                                   self.records)
 
     def to_dict(self) -> dict:
-        out = {"passed": not self.failures and not self.interrupted, "seconds": self.seconds,
-               "failures": self.failures, "records": [asdict(r) for r in self.records]}
+        out = {"passed": self.passed, "seconds": self.seconds, "failures": self.failures,
+               "records": [asdict(r) for r in self.records],
+               "runs_planned": len(self.planned_cases) or self.planned,
+               "not_run": self.not_run}
+        if self.ranks:
+            out["ranks"] = [asdict(r) for r in self.ranks]
         if self.interrupted:  # never reads as finished: passed is false, and says why
             out["interrupted"] = self.interrupted
-            out["runs_planned"] = self.planned
+        if self.error:
+            out["error"] = self.error
         return out
 
 
@@ -202,6 +237,9 @@ def verify_one(cfg: Config, dtype: str, threads: int, ref: _Reference, *, stall_
     if not grad_err <= GRAD_TOL[dtype]:
         rec.failures.append(f"grad-equivalence: {where}: worst tensor {worst} relative L2 "
                             f"{grad_err:.3e} > {GRAD_TOL[dtype]:.0e}{located}")
+    if res.n_targets != ref.result.n_targets:
+        rec.failures.append(f"target-count: {where}: the engine counted {res.n_targets} "
+                            f"targets, the group holds {ref.result.n_targets}")
     if not traj_err <= TRAJ_TOL[dtype]:
         rec.failures.append(f"trajectory: {where}: after {len(ref.groups)} steps worst tensor "
                             f"{traj_worst} relative L2 {traj_err:.3e} > {TRAJ_TOL[dtype]:.0e}")
@@ -225,17 +263,21 @@ def check_bitwise(records: list[RunRecord], require: bool = True) -> None:
     """Measure whether every T of a (preset, dtype) gives the first T's bits (`bitwise` on each
     record); a difference is a failure with `require`, otherwise a note."""
     for r in records[1:]:
-        r.bitwise = all(getattr(r, f) == getattr(records[0], f)
-                        for f in ("grad_hash", "update_hash", "trajectory_hash"))
+        check_bitwise_one(records[0], r, require)
+
+
+def check_bitwise_one(base: RunRecord, r: RunRecord, require: bool = True) -> None:
+    """One run against the first T of its (preset, dtype), as soon as it ran: so the row
+    printed for it already carries the verdict --junit and --json will."""
+    r.bitwise = all(getattr(r, f) == getattr(base, f)
+                    for f in ("grad_hash", "update_hash", "trajectory_hash"))
     for field_name, check in (("grad_hash", "bitwise-grads"), ("update_hash", "bitwise-update"),
                               ("trajectory_hash", "bitwise-trajectory")):
-        base = records[0]
-        for r in records[1:]:
-            if getattr(r, field_name) != getattr(base, field_name):
-                (r.failures if require else r.notes).append(
-                    f"{check}: {r.engine}: preset {r.preset}, {r.dtype}: T={r.threads} differs "
-                    f"from T={base.threads} ({getattr(r, field_name)[:12]} vs "
-                    f"{getattr(base, field_name)[:12]})")
+        if getattr(r, field_name) != getattr(base, field_name):
+            (r.failures if require else r.notes).append(
+                f"{check}: {r.engine}: preset {r.preset}, {r.dtype}: T={r.threads} differs "
+                f"from T={base.threads} ({getattr(r, field_name)[:12]} vs "
+                f"{getattr(base, field_name)[:12]})")
 
 
 HEADER = (f"{'preset':<6} {'dtype':<7} {'T':>3} {'loss err':>9} {'grad err':>9} "
@@ -265,6 +307,8 @@ def run_verify(configs: list[Config], dtypes: list[str], threads: list[int], *,
     the gate runs themselves."""
     report = VerifyReport() if report is None else report
     report.planned += len(configs) * len(dtypes) * len(threads)
+    report.planned_cases += [f"{cfg.preset} {dtype} T={T}" for cfg in configs for dtype in dtypes
+                             for T in threads]
     start = time.perf_counter()
     try:
         _sweep(report, configs, dtypes, threads, trajectory_steps, stall_timeout, faults, out,
@@ -292,11 +336,10 @@ def _sweep(report: VerifyReport, configs, dtypes, threads, trajectory_steps, sta
             digests = {} if locate else None
             try:
                 _runs(report, records, cfg, dtype, threads, ref, stall_timeout, faults, out,
-                      live, traces, engine, digests)
-            except Stopped:
-                report.records.extend(records)  # the runs done are kept
+                      live, traces, engine, digests, require_bitwise)
+            except BaseException:  # a stop or an engine's error: the runs done are kept
+                report.records.extend(records)
                 raise
-            check_bitwise(records, require_bitwise)
             locate_records(records, cfg, dtype, ref.groups, digests=digests,
                            stall_timeout=stall_timeout, faults=faults, engine_name=engine)
             for r in records:
@@ -315,8 +358,9 @@ def _sweep(report: VerifyReport, configs, dtypes, threads, trajectory_steps, sta
 
 def _runs(report: VerifyReport, records: list[RunRecord], cfg: Config, dtype: str,
           threads: list[int], ref: _Reference, stall_timeout, faults, out, live, traces,
-          engine: str, digests: dict | None) -> None:
-    """Every thread count of one preset and dtype into `records`; a safe point before each."""
+          engine: str, digests: dict | None, require_bitwise: bool) -> None:
+    """Every thread count of one preset and dtype into `records`; a safe point before each;
+    each run's row printed once all its gates (bitwise against the first T too) are in."""
     for T in threads:
         check_stop(f"after {len(report.records) + len(records)} of {report.planned} runs")
         if live is not None:  # harness.run.progress.LiveProgress: one unit per run
@@ -324,6 +368,8 @@ def _runs(report: VerifyReport, records: list[RunRecord], cfg: Config, dtype: st
                        label=f"{cfg.preset} {dtype} T={T}")
         rec = verify_one(cfg, dtype, T, ref, stall_timeout=stall_timeout, faults=faults,
                          traces=traces, engine_name=engine, digests=digests)
+        if records:
+            check_bitwise_one(records[0], rec, require_bitwise)
         records.append(rec)
         if live is not None:
             live.end()
@@ -336,7 +382,7 @@ def _status(report: VerifyReport) -> str:
         return (f"**INTERRUPTED** by {report.interrupted} after {len(report.records)} of "
                 f"{report.planned} runs: incomplete, not a pass"
                 + (f"; **FAIL** ({len(report.failures)})" if report.failures else ""))
-    return "**PASS**" if not report.failures else f"**FAIL** ({len(report.failures)})"
+    return "**PASS**" if report.passed else f"**FAIL** ({len(report.failures)})"
 
 
 def markdown_summary(report: VerifyReport) -> str:
@@ -350,7 +396,9 @@ def markdown_summary(report: VerifyReport) -> str:
              f"Engine(s) under test: {', '.join(engines)}.", "",
              "Bitwise across thread counts (measured for every engine): "
              + ("; ".join(bitwise) if bitwise else "one thread count only") + ".", "",
-             f"{len(report.records)} runs in {report.seconds:.1f}s: " + _status(report), "",
+             f"{len(report.records) + len(report.ranks)} of "
+             f"{len(report.planned_cases) or report.planned} runs asked for, in "
+             f"{report.seconds:.1f}s: " + _status(report), "",
              "Tolerances (relative L2 against the float64 reference): gradients "
              + ", ".join(f"{k} {v:.0e}" for k, v in GRAD_TOL.items()) + "; loss "
              + ", ".join(f"{k} {v:.0e}" for k, v in LOSS_TOL.items()) + "; trajectory "
@@ -364,6 +412,20 @@ def markdown_summary(report: VerifyReport) -> str:
         lines.append(f"| {r.preset} | {r.dtype} | {r.threads} | {r.loss_error:.2e} | "
                      f"{r.grad_error:.2e} | `{r.worst_tensor}` | {r.trajectory_error:.2e} | "
                      f"`{r.grad_hash[:12]}` | {busy} | {'PASS' if r.passed else 'FAIL'} |")
+    ranks = rank_markdown(report.ranks) if report.ranks else ""
     if report.failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures]
+    return "\n".join(lines) + "\n" + ranks
+
+
+def rank_markdown(records: list) -> str:
+    """The --ranks records (harness.verify.ranks.RankRecord) as a markdown section."""
+    lines = ["", "## Across ranks (bitwise against the single process)", "",
+             "| preset | dtype | R | T | loss err | grad err | trajectory err | grads sha256 "
+             "| same bits | status |", "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+    for r in records:
+        same = "n/a" if r.bitwise is None else ("yes" if r.bitwise else "NO")
+        lines.append(f"| {r.preset} | {r.dtype} | {r.ranks} | {r.threads} | "
+                     f"{r.loss_error:.2e} | {r.grad_error:.2e} | {r.trajectory_error:.2e} | "
+                     f"`{r.grad_hash[:12]}` | {same} | {'PASS' if not r.failures else 'FAIL'} |")
     return "\n".join(lines) + "\n"

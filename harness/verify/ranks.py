@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fast.mpi_topology import MAX_RANKS
@@ -88,10 +88,25 @@ def launch_digest(ranks: int, cfg: Config, dtypes: list[str], threads: list[int]
     proc = run_child(argv, timeout=LAUNCH_TIMEOUT_S, where=f"during mpiexec -n {ranks}",
                      env=env)  # a stop ends mpiexec's whole process group
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"mpiexec -n {ranks} exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(launch_failure(ranks, proc.returncode, proc.stderr))
     return [from_json(Fingerprint, json.loads(line)) for line in proc.stdout.splitlines()
             if line.startswith("{")]
+
+
+# mpiexec (hydra) exits with N when a rank was ended by signal N: the common ones, named
+RANK_SIGNALS = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+
+
+def launch_failure(ranks: int, code: int, stderr: str) -> str:
+    """Why one mpiexec launch failed: its exit code (a rank's signal named where mpiexec
+    reports one) and the end of its stderr, cleaned and cut."""
+    from harness.run.engine_text import engine_text
+
+    tail = " | ".join(stderr.strip().splitlines()[-3:])
+    why = (f" (mpiexec's report of a rank ended by signal {code}, {RANK_SIGNALS[code]})"
+           if code in RANK_SIGNALS else "")
+    return (f"mpiexec -n {ranks} exited {code}{why}: "
+            + (engine_text(tail) if tail else "nothing on stderr"))
 
 
 def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: list[int],
@@ -113,10 +128,14 @@ def run_rank_gates(cfg: Config, dtypes: list[str], threads: list[int], ranks: li
         try:
             fps = launcher(R, cfg, dtypes, threads, steps=steps, stall_timeout=stall_timeout)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            rec = RankRecord(cfg.preset, ",".join(dtypes), R, 0, *(float("nan"),) * 3,
-                             "", "", "", time.perf_counter() - start)
-            rec.failures.append(f"ranks-run: preset {cfg.preset}, R={R}: {exc}")
-            records.append(rec)
+            seconds = time.perf_counter() - start
+            for dtype in dtypes:  # every case this launch was for failed: one record each
+                for T in threads:
+                    rec = RankRecord(cfg.preset, dtype, R, T, *(float("nan"),) * 3, "", "", "",
+                                     seconds)
+                    rec.failures.append(f"ranks-run: preset {cfg.preset}, {dtype}, R={R}, "
+                                        f"T={T}: {exc}")
+                    records.append(rec)
             out(f"  R={R}: FAIL: {exc}")
             continue
         seen = {(f.dtype, f.threads) for f in fps}
@@ -173,38 +192,27 @@ def format_rank_row(r: RankRecord) -> str:
             f"{r.seconds:>6.2f}  {'PASS' if not r.failures else 'FAIL'}")
 
 
-def rank_markdown(records: list[RankRecord]) -> str:
-    lines = ["", "## Across ranks (bitwise against the single process)", "",
-             "| preset | dtype | R | T | loss err | grad err | trajectory err | grads sha256 "
-             "| same bits | status |", "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
-    for r in records:
-        same = "n/a" if r.bitwise is None else ("yes" if r.bitwise else "NO")
-        lines.append(f"| {r.preset} | {r.dtype} | {r.ranks} | {r.threads} | "
-                      f"{r.loss_error:.2e} | {r.grad_error:.2e} | {r.trajectory_error:.2e} | "
-                      f"`{r.grad_hash[:12]}` | {same} | {'PASS' if not r.failures else 'FAIL'} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_dicts(records: list[RankRecord]) -> list[dict]:
-    return [asdict(r) for r in records]
-
-
 def verify_across_ranks(ranks_text: str, configs: list[Config], dtypes: list[str],
-                        threads: list[int], records: list, *, steps: int, stall_timeout: float,
+                        threads: list[int], report, *, steps: int, stall_timeout: float,
                         out=print, engine: str = "fast",
                         require_bitwise: bool | None = None) -> list[RankRecord]:
-    """The `--ranks` part of `spheres verify`, after the single-process sweep (`records`):
-    fast under mpiexec, or (`engine` torch-ddp) DDP worlds of R processes, bitwise gated by
-    default only for fast (RANK_ENGINES)."""
+    """The `--ranks` part of `spheres verify`, after the single-process sweep: fast under
+    mpiexec, or (`engine` torch-ddp) DDP worlds of R processes, bitwise gated by default only
+    for fast (RANK_ENGINES). Every case asked for goes into `report.planned_cases` first, each
+    record into `report.ranks` as it comes (harness.verify.gates.VerifyReport: a case with no
+    record is a failure)."""
     from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL
 
     ranks = parse_ranks(ranks_text)
     launcher = rank_launcher(engine)
     gate = engine == "fast" if require_bitwise is None else require_bitwise
+    records = report.records
+    report.planned_cases += [f"{cfg.preset} {dtype} R={R} T={T}" for cfg in configs
+                             for R in ranks for dtype in dtypes for T in threads]
     out(f"# across {RANK_ENGINES[engine]} {ranks} (T = {threads}; bitwise "
         f"{'gated' if gate else 'measured, not gated'})")
     out(RANK_HEADER)
-    result: list[RankRecord] = []
+    result: list[RankRecord] = report.ranks
     for cfg in configs:
         baseline = {}
         for rec in records:
