@@ -98,7 +98,7 @@ def test_ranks_runs_reach_junit_and_a_killed_rank_fails_every_case(tmp_path, cap
     monkeypatch.setattr(ranks, "mpiexec_path", lambda: "/bin/true")
     monkeypatch.setattr(ranks, "launch_digest", killed)
     junit = tmp_path / "j.xml"
-    code, out, err = run_cli([*VERIFY, "--engine", "reference", "--ranks", "2", "--junit",
+    code, out, err = run_cli([*VERIFY, "--engine", "fast", "--ranks", "2", "--junit",
                               str(junit)], capsys)
     assert code == 1
     counts, failed = _junit(junit)
