@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
                        "the main job: train, verify, drill, profile, report"),
     "compare": Command("harness.commands.compare",
                        "markdown table of what changed between two runs"),
+    "ab": Command("harness.commands.ab",
+                  "A/B timing of two revisions or folders, interleaved, with statistics"),
     "stress": Command("harness.commands.stress",
                       "seeded chaos run: perturbed schedules, faults, invariants"),
 }
