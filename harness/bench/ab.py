@@ -3,14 +3,14 @@
 On a shared machine the load changes minute by minute, so the honest comparison measures A and
 B side by side: every round runs three fresh processes, A, A' (A again) and B, in an order
 drawn from a seeded generator, each timing `steps` training steps of one fixed workload after
-a warm-up step (tokens/s). B/A is judged by `harness.bench.significance` (Hodges-Lehmann
-ratio, Moses interval, Mann-Whitney U p-value); A'/A, measured in the same session, is the
-noise band the B/A interval must clear. A revision is exported with `git archive` into a
-temporary folder, a folder is used in place; either runs with PYTHONPATH set to that tree alone
-(the venv's packages, the tree's own `fast/` and `reference/`). One untimed build process per
-tree fills its numba cache (in the tree's own `__pycache__`, as any run of it would: about a
-minute for a fresh export on the 2-core machine, nothing for a folder already run). The
-temporary folder is always removed, also after a stop.
+a warm-up step (tokens/s of its median step). B/A is judged by `harness.bench.significance`
+(Hodges-Lehmann ratio, Moses interval, Mann-Whitney U p-value); A'/A, measured in the same
+session, gives the noise band the B/A interval must clear. A revision is exported with
+`git archive` into a temporary folder, a folder is used in place; either runs with PYTHONPATH
+set to that tree alone (the venv's packages, the tree's own `fast/` and `reference/`). One
+untimed build process per tree fills its numba cache (in the tree's own `__pycache__`, as any
+run of it would: about a minute for a fresh export on the 2-core machine, nothing for a folder
+already run). The temporary folder is always removed, also after a stop.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ TREE_FILES = ("fast/trainer.py", "reference/config.py")
 SLOTS = ("A", "A'", "B")  # A' is tree A again: the A/A noise floor
 
 # One measurement in a fresh process: imports the tree on PYTHONPATH, one warm-up step, then
-# `steps` timed steps of the same seeded batches; prints one JSON line.
+# `steps` timed steps of the same seeded batches; its figure is tokens per second of the median
+# step (a step that lost the core to another process does not move it; the mean is kept too);
+# prints one JSON line.
 CHILD = r'''
 import json, sys, time
 args = json.loads(sys.argv[1])
@@ -58,15 +60,17 @@ tgt = rng.integers(4, cfg.model.vocab_size, shape, dtype=np.int64)
 tr = FastTrainer(cfg, args["threads"])
 try:
     tr.step(tok, tgt)
-    t0 = time.perf_counter()
+    steps = []
     for _ in range(args["steps"]):
+        t0 = time.perf_counter()
         tr.step(tok, tgt)
-    sec = time.perf_counter() - t0
+        steps.append(time.perf_counter() - t0)
 finally:
     tr.close()
 blas = sorted({"%s %s" % (p.get("internal_api"), p.get("architecture"))
                for p in threadpool_info() if p.get("user_api") == "blas"})
-print(json.dumps({"tokens_per_s": args["steps"] * tok.size / sec, "seconds": sec,
+print(json.dumps({"tokens_per_s": tok.size / float(np.median(steps)), "seconds": sum(steps),
+                  "mean_tokens_per_s": len(steps) * tok.size / sum(steps),
                   "fast": fast.__file__, "blas": blas}))
 '''
 

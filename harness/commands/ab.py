@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     work = AbWorkload(args.preset, args.group_size or preset(args.preset).train.group_size,
                       args.threads, args.steps)
     try:
-        with deferred("the measuring process"):
+        with deferred("the measuring process in flight is ended"):
             result = run_ab(a, b, work, rounds=args.rounds, seed=args.seed,
                             say=lambda line: print(line, flush=True))
     except Stopped as exc:  # children ended, temporary trees removed; nothing reads as finished
