@@ -41,9 +41,9 @@ TREE_FILES = ("fast/trainer.py", "reference/config.py")
 SLOTS = ("A", "A'", "B")  # A' is tree A again: the A/A noise floor
 
 # One measurement in a fresh process: imports the tree on PYTHONPATH, one warm-up step, then
-# `steps` timed steps of the same seeded batches; its figure is tokens per second of the median
-# step (a step that lost the core to another process does not move it; the mean is kept too);
-# prints one JSON line.
+# `steps` timed steps of the same seeded batches; its figures are tokens per second of the
+# median step (a step that lost the core to another process does not move it), by the wall
+# clock and by the process's CPU clock (all its threads); prints one JSON line.
 CHILD = r'''
 import json, sys, time
 args = json.loads(sys.argv[1])
@@ -60,17 +60,19 @@ tgt = rng.integers(4, cfg.model.vocab_size, shape, dtype=np.int64)
 tr = FastTrainer(cfg, args["threads"])
 try:
     tr.step(tok, tgt)
-    steps = []
+    wall, cpu = [], []
     for _ in range(args["steps"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tr.step(tok, tgt)
-        steps.append(time.perf_counter() - t0)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
 finally:
     tr.close()
 blas = sorted({"%s %s" % (p.get("internal_api"), p.get("architecture"))
                for p in threadpool_info() if p.get("user_api") == "blas"})
-print(json.dumps({"tokens_per_s": tok.size / float(np.median(steps)), "seconds": sum(steps),
-                  "mean_tokens_per_s": len(steps) * tok.size / sum(steps),
+print(json.dumps({"wall": tok.size / float(np.median(wall)), "seconds": sum(wall),
+                  "cpu": tok.size / max(float(np.median(cpu)), 1e-9),
+                  "mean_wall": len(wall) * tok.size / sum(wall),
                   "fast": fast.__file__, "blas": blas}))
 '''
 
@@ -93,6 +95,7 @@ class AbWorkload:
     group_size: int
     threads: int
     steps: int
+    clock: str = "wall"  # "wall": tokens per second; "cpu": tokens per CPU second
 
 
 @dataclass
@@ -200,8 +203,8 @@ def schedule(rounds: int, seed: int) -> list[list[str]]:
 Measure = Callable[[str], float]  # slot -> tokens/s of one fresh process
 
 
-def alternate(measure_slot: Measure, rounds: int, seed: int,
-              say: Callable[[str], None]) -> tuple[list[list[str]], dict[str, list[float]]]:
+def alternate(measure_slot: Measure, rounds: int, seed: int, say: Callable[[str], None],
+              unit: str = "tokens/s") -> tuple[list[list[str]], dict[str, list[float]]]:
     """The rounds, with a progress line (round i/N, ETA) each and a safe point between."""
     order = schedule(rounds, seed)
     samples: dict[str, list[float]] = {s: [] for s in SLOTS}
@@ -213,7 +216,7 @@ def alternate(measure_slot: Measure, rounds: int, seed: int,
         elapsed = time.monotonic() - start
         eta = format_seconds(elapsed / i * (rounds - i))
         now = "  ".join(f"{s} {samples[s][-1]:,.0f}" for s in SLOTS)
-        say(f"ab: round {i}/{rounds}: {now} tokens/s "
+        say(f"ab: round {i}/{rounds}: {now} {unit} "
             f"(B/A {samples['B'][-1] / samples['A'][-1]:.3f}; ETA {eta})")
     return order, samples
 
@@ -242,9 +245,10 @@ def run_ab(a: Side, b: Side, work: AbWorkload, *, rounds: int, seed: int,
             check_stop(f"after building {name}")
 
         def slot(name: str) -> float:
-            return measure(trees["B" if name == "B" else "A"], work)["tokens_per_s"]
+            return measure(trees["B" if name == "B" else "A"], work)[work.clock]
 
-        order, samples = alternate(slot, rounds, seed, say)
+        unit = "tokens/s" if work.clock == "wall" else "tokens/CPU s"
+        order, samples = alternate(slot, rounds, seed, say, unit)
     ab, aa, band, verdict = verdict_of(samples)
     return AbResult(a=a, b=b, workload=work, rounds=rounds, seed=seed, alpha=AB_ALPHA,
                     order=order, samples=samples, ab=ab, aa=aa, band=band, verdict=verdict,
@@ -261,7 +265,8 @@ def markdown(r: AbResult) -> str:
     w = r.workload
     med = {k: float(np.median(v)) for k, v in r.samples.items()}
     lines = [f"A = {_name(r.a)}, B = {_name(r.b)}; workload: preset {w.preset}, G={w.group_size},"
-             f" T={w.threads}, {w.steps} timed steps per process; {r.rounds} rounds of A, A', B "
+             f" T={w.threads}, {w.steps} timed steps per process, tokens per {w.clock} second "
+             f"of the median step; {r.rounds} rounds of A, A', B "
              f"in seeded random order (seed {r.seed}); CPU {r.cpu}; BLAS "
              f"{', '.join(r.blas) or 'none found'}.", "",
              "| comparison | ratio | interval | confidence | p (Mann-Whitney U) |",

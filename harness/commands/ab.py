@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker threads of the trainer (default: 1)")
     p.add_argument("--steps", type=o.positive_int, default=50,
                    help="timed training steps per process, after one warm-up step (default: 50)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: tokens per second (default); cpu: tokens per CPU second of the "
+                        "process, steadier beside other load but blind to time spent waiting")
     p.add_argument("--seed", type=o.int_in_range(0, 2**32 - 1), default=0,
                    help="seed of the order of A, A', B within each round (default: 0)")
     p.add_argument("--json", type=Path, default=None, help="write every sample and figure")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     a = resolve_side(args.a, args.repo, "A")
     b = resolve_side(args.b, args.repo, "B")
     work = AbWorkload(args.preset, args.group_size or preset(args.preset).train.group_size,
-                      args.threads, args.steps)
+                      args.threads, args.steps, args.clock)
     try:
         with deferred("the measuring process in flight is ended"):
             result = run_ab(a, b, work, rounds=args.rounds, seed=args.seed,
