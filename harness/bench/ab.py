@@ -275,7 +275,7 @@ def markdown(r: AbResult) -> str:
         lines.append(f"| {label} | {e.ratio:.4f} | [{e.low:.4f}, {e.high:.4f}] | "
                      f"{e.confidence:.1%} | {e.p_value:.3g} |")
     medians = ", ".join(f"{slot} {med[slot]:,.0f}" for slot in SLOTS)
-    lines += ["", f"Median tokens/s: {medians}.", "", verdict_line(r)]
+    lines += ["", f"Median tokens per {w.clock} second: {medians}.", "", verdict_line(r)]
     return "\n".join(lines) + "\n"
 
 
