@@ -226,3 +226,16 @@ def test_end_to_end_on_two_real_folders_of_the_engine(tmp_path, capsys):
     assert result["b"]["kind"] == "folder" and result["workload"]["preset"] == "tiny"
     assert all(len(v) == 4 and min(v) > 0 for v in result["samples"].values())
     assert result["blas"] and result["cpu"]
+
+
+def test_a_tree_whose_engine_fails_or_hangs_is_exit_1_naming_it(tmp_path, capsys):
+    from harness.bench.ab import AbWorkload, MeasureError, measure
+
+    broken = _fake_tree(tmp_path / "broken", 0.0)
+    (broken / "fast" / "trainer.py").write_text("raise RuntimeError('engine exploded')\n")
+    code, _, err = run_cli(["ab", str(broken), str(broken), "--rounds", "4"], capsys)
+    assert code == 1 and "engine exploded" in err and str(broken) in err
+    slow = _fake_tree(tmp_path / "slow", 30.0)  # one step of 30 s against a 1 s timeout
+    with pytest.raises(MeasureError, match="did not finish within 1 s"):
+        measure(slow, AbWorkload("tiny", 2, 1, 1), timeout=1.0)
+    assert [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(slow)] == []

@@ -181,13 +181,22 @@ def measure(tree: Path, work: AbWorkload, *, steps: int | None = None,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
     args = dict(asdict(work), steps=work.steps if steps is None else steps)
-    done = run_child([sys.executable, "-c", CHILD, json.dumps(args)], timeout=timeout,
-                     where="between measuring processes", cwd=tree, env=env)
+    try:
+        done = run_child([sys.executable, "-c", CHILD, json.dumps(args)], timeout=timeout,
+                         where="between measuring processes", cwd=tree, env=env)
+    except subprocess.TimeoutExpired:
+        raise MeasureError(f"the measuring process on {tree} did not finish within "
+                           f"{timeout:g} s; measure a smaller workload (--steps, --preset)"
+                           ) from None
     lines = done.stdout.strip().splitlines()
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise MeasureError(f"the measuring process on {tree} exited {done.returncode}: {tail}")
-    figure = json.loads(lines[-1])
+    try:
+        figure = json.loads(lines[-1])
+    except ValueError:
+        raise MeasureError(f"the measuring process on {tree} printed no figure, its last "
+                           f"line: {lines[-1][:200]!r}") from None
     if not Path(figure["fast"]).resolve().is_relative_to(tree.resolve()):
         raise MeasureError(f"the measuring process on {tree} imported {figure['fast']}, not "
                            "that tree's engine")
