@@ -191,6 +191,6 @@ def markdown_table(c: Comparison, *, only_changed: bool = False) -> list[str]:
 
 def regression_message(c: Comparison) -> str:
     """One line naming each regressed benchmark and by how much."""
-    parts = [f"{_short(d.name)} {d.change:+.1%} (noise bound ±{d.noise:.1%})"
-             for d in c.regressions]
+    parts = [f"{_short(d.name)} {d.change:+.1%} (interval [{d.low:+.1%}, {d.high:+.1%}], "
+             f"p={d.p_value:.2g}; noise bound ±{d.noise:.1%})" for d in c.regressions]
     return f"slower than {c.against}: " + "; ".join(parts)
