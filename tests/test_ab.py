@@ -239,3 +239,13 @@ def test_a_tree_whose_engine_fails_or_hangs_is_exit_1_naming_it(tmp_path, capsys
     with pytest.raises(MeasureError, match="did not finish within 1 s"):
         measure(slow, AbWorkload("tiny", 2, 1, 1), timeout=1.0)
     assert [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(slow)] == []
+
+
+def test_a_huge_sample_is_thinned_not_paired_in_full():
+    from harness.bench.significance import MAX_SAMPLES
+
+    rng = np.random.default_rng(0)
+    a = rng.lognormal(0.0, 0.02, 100_000)  # a microbenchmark's rounds: 10^10 pairs in full
+    est = ratio_estimate(a, a * 1.1, alpha=AB_ALPHA)
+    assert (est.n_a, est.n_b) == (MAX_SAMPLES, MAX_SAMPLES)
+    assert est.low < 1.1 < est.high and est.p_value < AB_ALPHA
