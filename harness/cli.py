@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                      "re-check a report folder: manifest, verdicts, findings (exit 1 on any)"),
     "compare": Command("harness.commands.compare",
                        "markdown table of what changed between two runs"),
+    "ab": Command("harness.commands.ab",
+                  "A/B timing of two revisions or folders, interleaved, with statistics"),
     "stress": Command("harness.commands.stress",
                       "seeded chaos run: perturbed schedules, faults, invariants"),
 }

@@ -212,3 +212,39 @@ def test_spheres_compare_refuses_another_schema_version(tmp_path, capsys):
     b.write_text(json.dumps(summary))
     code, _, err = run_cli(["compare", str(b), str(b)], capsys)
     assert code == 2 and f"schema_version {BENCH_SCHEMA_VERSION + 1}" in err
+
+
+def _with_rounds(run: dict, name: str, rounds: list[float]) -> dict:
+    run = copy.deepcopy(run)
+    for b in run["benchmarks"]:
+        if b["name"] == name:
+            b["stats"].update(data=rounds, min=min(rounds), max=max(rounds))
+    return run
+
+
+def test_history_gate_judges_the_raw_rounds_with_the_statistics_of_spheres_ab():
+    from harness.bench.significance import judge, ratio_estimate
+    from harness.figures.thresholds import AB_ALPHA
+
+    name = "test_fast_scaling[T2]"
+    old_rounds, new_rounds = [5.0, 5.05, 5.1, 5.02], [6.0, 6.1, 6.05, 6.12]  # +20%
+    old, new = _with_rounds(_run(BASE), name, old_rounds), _with_rounds(_slowed(1.0), name,
+                                                                        new_rounds)
+    delta = next(d for d in compare_runs(old, new).deltas if d.name.endswith(name))
+    est = ratio_estimate(old_rounds, new_rounds, alpha=AB_ALPHA)
+    assert (delta.change, delta.low, delta.high, delta.p_value) == pytest.approx(
+        (est.ratio - 1, est.low - 1, est.high - 1, est.p_value))
+    assert delta.p_value < AB_ALPHA  # 4 raw rounds each: the U test decides (2 cannot)
+    assert delta.verdict == judge(est, delta.noise, alpha=AB_ALPHA, higher_is_better=False) \
+        == "regressed"
+    # the old rounds' best and worst alone (a run stored without raw rounds): 2 against 4
+    lean = copy.deepcopy(old)
+    for b in lean["benchmarks"]:
+        b["stats"].pop("data", None)
+    thin = next(d for d in compare_runs(lean, new).deltas if d.name.endswith(name))
+    assert thin.p_value > delta.p_value and thin.verdict == "regressed"
+
+
+def test_make_bench_stores_the_raw_rounds(tmp_path):
+    args = bench_runner.parse_args(["--quick", "--history", str(tmp_path)])
+    assert "--benchmark-save-data" in bench_runner.pytest_command(tmp_path / "r.json", args)

@@ -2,13 +2,16 @@
 
 `make bench` saves every run through pytest-benchmark's own storage (`--benchmark-autosave`,
 `--benchmark-storage`): one JSON per run under `<storage>/<machine id>/NNNN_<commit>_<date>.json`
-holding the commit, the machine and every round. This module compares one run with another,
-benchmark by benchmark (matched by full name), on the best (minimum) round time, the figure
-`harness.bench.summary` uses for every rate. A benchmark regressed when it got slower by more than
-the
-noise measured across the rounds of both runs (see `threshold`). Runs are only compared when
-they measured the same settings (preset, groups, rounds...); a baseline from another machine
-is shown but does not gate.
+holding the commit, the machine and every round (`--benchmark-save-data`). This module
+compares one run with another, benchmark by benchmark (matched by full name), on the raw round
+times through `harness.bench.significance`, the statistics `spheres ab` uses: the
+Hodges-Lehmann ratio new/old, its interval and the Mann-Whitney U p-value. A benchmark
+regressed when the test is significant (with too few rounds to test: on the interval alone) and
+the whole interval lies beyond the noise band, max(NOISE_FLOOR, NOISE_FACTOR x the spread of
+either run's rounds) (see `threshold`). A stored run without raw rounds (saved before
+`--benchmark-save-data`) contributes its best and worst round. Runs are only compared when they
+measured the same settings (preset, groups, rounds...); a baseline from another machine is
+shown but does not gate.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.figures.thresholds import NOISE_FACTOR, NOISE_FLOOR  # the regression noise rule
+from harness.bench.significance import judge, ratio_estimate
+from harness.figures.thresholds import (  # the regression noise rule, the test's alpha
+    AB_ALPHA,
+    NOISE_FACTOR,
+    NOISE_FLOOR,
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,12 @@ class BenchDelta:
     name: str
     old_seconds: float
     new_seconds: float
-    change: float  # new / old - 1: +0.25 is 25% slower
+    change: float  # Hodges-Lehmann new / old - 1 over the rounds: +0.25 is 25% slower
     noise: float  # the relative threshold this benchmark was judged with
     verdict: str  # "regressed", "faster" or "same" (within noise)
+    low: float = 0.0  # interval of the change (new / old - 1)
+    high: float = 0.0
+    p_value: float = 1.0  # two-sided Mann-Whitney U over the rounds
 
 
 @dataclass
@@ -70,6 +81,26 @@ def threshold(old: dict[str, Any], new: dict[str, Any]) -> float:
     return max(NOISE_FLOOR, NOISE_FACTOR * max(spread(old), spread(new)))
 
 
+def round_seconds(stats: dict[str, Any]) -> list[float]:
+    """The benchmark's raw round times, or (a run saved without them) its best and worst."""
+    data = stats.get("data")
+    if isinstance(data, list) and len(data) >= 2:
+        return [float(x) for x in data]
+    return [float(stats["min"]), float(stats["max"])]
+
+
+def judge_benchmark(name: str, old: dict[str, Any], new: dict[str, Any]) -> BenchDelta:
+    """One benchmark's rounds in two runs, judged by the statistics of `spheres ab`."""
+    o, n = float(old["min"]), float(new["min"])
+    noise = threshold(old, new)
+    if o <= 0 or n <= 0:  # a timer that read zero: nothing to divide, never a silent pass
+        return BenchDelta(name, o, n, math.inf, noise, "regressed")
+    est = ratio_estimate(round_seconds(old), round_seconds(new), alpha=AB_ALPHA)
+    verdict = judge(est, noise, alpha=AB_ALPHA, higher_is_better=False)
+    return BenchDelta(name, o, n, est.ratio - 1.0, noise, verdict, est.low - 1.0,
+                      est.high - 1.0, est.p_value)
+
+
 def _benchmarks(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["fullname"]: b["stats"] for b in run.get("benchmarks", [])}
 
@@ -100,11 +131,7 @@ def compare_runs(old: dict[str, Any], new: dict[str, Any], *, against: str = "th
                         gating=same_machine and same_settings, note="; ".join(notes))
     a, b = _benchmarks(old), _benchmarks(new)
     for name in sorted(a.keys() & b.keys()):
-        o, n = float(a[name]["min"]), float(b[name]["min"])
-        change = n / o - 1.0 if o > 0 else math.inf
-        noise = threshold(a[name], b[name])
-        verdict = "regressed" if change > noise else "faster" if change < -noise else "same"
-        result.deltas.append(BenchDelta(name, o, n, change, noise, verdict))
+        result.deltas.append(judge_benchmark(name, a[name], b[name]))
     result.only_old = sorted(a.keys() - b.keys())
     result.only_new = sorted(b.keys() - a.keys())
     return result
@@ -143,8 +170,9 @@ def markdown_table(c: Comparison, *, only_changed: bool = False) -> list[str]:
     """| benchmark | before | after | change | noise | verdict | for one comparison."""
     head = f"Compared with {c.against}" + (f" (commit {c.commit[:10]})" if c.commit else "")
     lines = [head + (f": {c.note}" if c.note else "") + ".", "",
-             "| benchmark | before (best s) | after (best s) | change | noise bound | verdict |",
-             "|---|---:|---:|---:|---:|---|"]
+             "| benchmark | before (best s) | after (best s) | change | noise bound | verdict "
+             "| interval | p (U test) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
     for d in c.deltas:
         if only_changed and d.verdict == "same":
             continue
@@ -152,16 +180,17 @@ def markdown_table(c: Comparison, *, only_changed: bool = False) -> list[str]:
         if d.verdict == "regressed":  # only a gating comparison can fail the run
             mark = "**REGRESSED**" if c.gating else "slower (not gating)"
         lines.append(f"| {_short(d.name)} | {d.old_seconds:.4g} | {d.new_seconds:.4g} | "
-                     f"{d.change:+.1%} | ±{d.noise:.1%} | {mark} |")
+                     f"{d.change:+.1%} | ±{d.noise:.1%} | {mark} | "
+                     f"[{d.low:+.1%}, {d.high:+.1%}] | {d.p_value:.2g} |")
     for name in c.only_old:
-        lines.append(f"| {_short(name)} | measured | missing | | | missing |")
+        lines.append(f"| {_short(name)} | measured | missing | | | missing | | |")
     for name in c.only_new:
-        lines.append(f"| {_short(name)} | | new | | | new |")
+        lines.append(f"| {_short(name)} | | new | | | new | | |")
     return lines
 
 
 def regression_message(c: Comparison) -> str:
     """One line naming each regressed benchmark and by how much."""
-    parts = [f"{_short(d.name)} {d.change:+.1%} (noise bound ±{d.noise:.1%})"
-             for d in c.regressions]
+    parts = [f"{_short(d.name)} {d.change:+.1%} (interval [{d.low:+.1%}, {d.high:+.1%}], "
+             f"p={d.p_value:.2g}; noise bound ±{d.noise:.1%})" for d in c.regressions]
     return f"slower than {c.against}: " + "; ".join(parts)

@@ -63,7 +63,8 @@ def pytest_command(json_path: Path, args: BenchOptions) -> list[str]:
            f"--ks-seed-group={args.seed_group}", f"--ks-rounds={args.rounds}",
            f"--ks-matmul-n={args.matmul_n}"]
     if args.history:  # every run kept, with commit and machine
-        cmd += ["--benchmark-autosave", f"--benchmark-storage=file://{args.history}"]
+        cmd += ["--benchmark-autosave", "--benchmark-save-data",  # raw rounds: the U test
+                f"--benchmark-storage=file://{args.history}"]
     return cmd + list(args.pytest_args)
 
 

@@ -150,3 +150,19 @@ MIN_STALL_TIMEOUT = 1.0
 MIN_ENGINE_TIMEOUT = 1.0
 # Plain progress lines: below 0.1 s they flood the log (and a CI page) without news.
 MIN_PROGRESS_SECONDS = 0.1
+
+# A/B timing (`spheres ab`, and `make bench`'s history gate through the same statistics):
+# a change is called only when the two-sided Mann-Whitney U test gives p below AB_ALPHA, the
+# conventional 5% false-alarm rate asv uses too, AND the ratio's whole interval lies beyond the
+# noise band. The band is what an A/A comparison in the same session reaches, never below
+# AB_MIN_EFFECT: a 1% change is below what one fresh process of a short workload resolves on a
+# shared machine (timer, page faults, scheduler ticks), so a narrower band only flags noise.
+AB_ALPHA = 0.05
+AB_MIN_EFFECT = 0.01  # (reasons above)
+# 4 samples per side is the fewest at which any outcome of the U test reaches AB_ALPHA (the
+# smallest two-sided p at 4 against 4 is 2/70 = 0.029; at 3 against 3 it is 0.1): fewer rounds
+# can never show a change, so `spheres ab` refuses them.
+AB_MIN_ROUNDS = 4
+# One measuring process of `spheres ab`, including a cold numba compile of the tree under test
+# (about a minute on the 2-core machine while other jobs run): 10 minutes means it hangs.
+AB_CHILD_TIMEOUT_SECONDS = 600.0
