@@ -25,11 +25,13 @@ import numpy as np
 from fast.spheres import POSITIONS
 
 # span kinds (the trace and the Gantt colour by these)
-BATCH = "batch"  # forward + backward of one batch, folded into its position segment
+BATCH = "batch"  # forward + backward of one batch, into its own gradient buffer
 FORWARD = "forward"  # inside a batch: one micro-batch's forward and loss (nested in BATCH)
 BACKWARD = "backward"  # inside a batch: one micro-batch's backward (nested in BATCH)
 NESTED = (FORWARD, BACKWARD)  # kinds that lie inside a BATCH span of the same thread
-TICKET = "ticket wait"  # a batch waits for batch b-12 of its position
+TICKET = "ticket wait"  # a computed batch waits for its fold turn (its position's previous batch)
+GRANT = "buffer wait"  # a batch waits for a gradient buffer (granted in batch order)
+FOLDING = "folding"  # a batch adds its buffer into its position segment (one P-length add)
 DISPATCH = "dispatching"  # Node Zero hands out the group (its batch field holds g)
 REDUCE = "reducing"  # a worker sums the 12 position segments over its chunks
 DECIDE = "deciding"  # Node Zero: loss, global norm, finiteness, clip scale, learning rate

@@ -13,15 +13,16 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fast import evaluate, reduction, update
+from fast import evaluate, grad_pool, reduction, update
 from fast import model as fast_model
 from fast.barrier import Barrier
 from fast.faults import Fault, FaultPlan
+from fast.grad_pool import GradPool, grad_pool_size
 from fast.heartbeat import HeartbeatBoard
 from fast.model import FastModel
 from fast.node_zero import Barriers, JobBoard, NodeZero, Shared, StepJob
@@ -32,6 +33,7 @@ from fast.update import decay_mask
 from fast.watchdog import Watchdog
 from fast.workers import Worker
 from fast.workspace_pool import WorkspacePool, pool_size
+from plumbing.cores import usable_cores
 from plumbing.errors import InputError
 from reference.config import Config
 from reference.engine import StepResult, TrainState
@@ -57,6 +59,7 @@ def warmup(dtype) -> float:
         if dt not in _warm_dtypes:
             fast_model.warmup(dt.type)
             reduction.warmup(dt)
+            grad_pool.warmup(dt)
             update.warmup(dt)
             evaluate.warmup(dt)
             _warm_dtypes.add(dt)
@@ -85,9 +88,19 @@ class FastTrainer:
                  params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
                  faults: Iterable[Fault | str] | FaultPlan | None = None,
                  barrier_timeout: float | None = None, *,
-                 chunk_size: int = CHUNK_ELEMENTS, locate: bool = False) -> None:
+                 chunk_size: int = CHUNK_ELEMENTS, locate: bool = False,
+                 cores: int | None = None, grad_buffers: int | None = None,
+                 kernel: Callable | None = None) -> None:
+        """`cores`: the core count the pools are sized for (None: plumbing.cores.usable_cores;
+        `spheres simulate` raises it to a machine we do not have). `grad_buffers`: the gradient
+        pool's size (None: fast.grad_pool.grad_pool_size). `kernel`: a stand-in for
+        fast.model.batch_forward_backward with its signature (the simulator's sleeping kernel)."""
         if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
             raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
+        for value, what in ((cores, "cores"), (grad_buffers, "grad_buffers")):
+            if value is not None and (not isinstance(value, int | np.integer)
+                                      or isinstance(value, bool) or value < 1):
+                raise InputError(f"{what}={value!r} must be a positive integer or None")
         if not stall_timeout > 0:
             raise InputError(f"stall_timeout={stall_timeout!r} must be positive seconds")
         self.config = config.validate()
@@ -129,7 +142,12 @@ class FastTrainer:
             total=np.zeros(P, dtype=self.dtype), chunks=chunks,
             chunk_norms=np.zeros(len(chunks), dtype=np.float64),
             tickets=PositionTickets(self.barrier_timeout, ticks), barriers=barriers,
-            board=JobBoard(), heartbeats=hearts, faults=self.faults)
+            board=JobBoard(), heartbeats=hearts, faults=self.faults, kernel=kernel)
+        self.cores = int(cores) if cores is not None else usable_cores()
+        self.shared.grads = GradPool(
+            P, self.dtype, int(grad_buffers) if grad_buffers is not None
+            else grad_pool_size(self.threads, self.cores), self.shared.abort,
+            self.barrier_timeout, ticks)
         self.faults.attach(self.shared.abort, hearts.ticks)
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
@@ -138,7 +156,8 @@ class FastTrainer:
         self._node_zero = NodeZero(self.shared, zero_heart)
         # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
         # per-worker buffers are per batch in flight: no two batches ever share one at once)
-        self.workspaces = WorkspacePool(self.model, pool_size(self.threads), self.shared.abort,
+        self.workspaces = WorkspacePool(self.model, pool_size(self.threads, self.cores),
+                                        self.shared.abort,
                                         self.barrier_timeout, ticks)
         self._workers = [Worker(i, self.shared, h, self.workspaces)
                          for i, h in enumerate(worker_hearts)]
@@ -228,6 +247,7 @@ class FastTrainer:
                           "compiled code); they are daemon threads and die with the process",
                           RuntimeWarning, stacklevel=2)
         self.workspaces.close()
+        self.shared.grads.close()
         if self._blas_entered:
             self._blas_entered = False
             _blas_single_thread(False)
@@ -247,7 +267,10 @@ class FastTrainer:
         node_zero = next(r.stats() for r in records if r.role == "node-zero")
         return {"workers": workers, "node_zero": node_zero, "n_workers": self.threads,
                 "steps": self._step, "chunks": len(self.shared.chunks),
-                "segment_bytes": self.shared.segments.nbytes}
+                "segment_bytes": self.shared.segments.nbytes,
+                "grad_buffers": self.shared.grads.size,
+                "grad_buffers_created": self.shared.grads.created,
+                "grad_buffers_peak": self.shared.grads.in_use_peak}
 
     def record_digests(self, capture=()) -> FoldDigests:
         """From the next step on, record a digest of every partial sum of the reduction tree
