@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from fast.deadline import IdleDeadline
+from fast.perturb import at_sync_point
 from fast.reduction import TicketsAborted
 from fast.spheres import POSITIONS
 
@@ -113,6 +114,7 @@ class GradPool:
                                        "given in this step's order")
                 mine = self._order[self._turn] == batch
                 if mine and (self._free or self._created < self.size):
+                    at_sync_point(threading.current_thread().name, "granted", None)
                     self._turn += 1
                     self._cond.notify_all()  # the next batch in the order may be granted
                     held = self._created - len(self._free) + 1
@@ -130,6 +132,7 @@ class GradPool:
 
     def release(self, buffer: np.ndarray) -> None:
         """Give back a buffer that `fold_into` has zeroed."""
+        at_sync_point(threading.current_thread().name, "releasing", None)
         with self._cond:
             self._free.append(buffer)
             self._cond.notify_all()

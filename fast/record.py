@@ -31,6 +31,7 @@ BACKWARD = "backward"  # inside a batch: one micro-batch's backward (nested in B
 NESTED = (FORWARD, BACKWARD)  # kinds that lie inside a BATCH span of the same thread
 TICKET = "ticket wait"  # a computed batch waits for its fold turn (its position's previous batch)
 GRANT = "buffer wait"  # a batch waits for a gradient buffer (granted in batch order)
+WORKSPACE = "workspace wait"  # a batch waits for an activation workspace (min(T, cores) exist)
 FOLDING = "folding"  # a batch adds its buffer into its position segment (one P-length add)
 DISPATCH = "dispatching"  # Node Zero hands out the group (its batch field holds g)
 REDUCE = "reducing"  # a worker sums the 12 position segments over its chunks
@@ -38,6 +39,7 @@ DECIDE = "deciding"  # Node Zero: loss, global norm, finiteness, clip scale, lea
 UPDATE = "updating"  # a worker applies AdamW over its chunks
 CHECKPOINT = "checkpoint write"  # the caller writes a checkpoint
 STEP = "step"  # Node Zero: from handing out the group to leaving Point B
+IN_FLIGHT = "batches in flight"  # the record's derived counter: batches computing at once
 WAIT = "wait "  # prefix: "wait point-A", "wait reduced", "wait decided", "wait point-B"
 
 
@@ -215,7 +217,12 @@ class Recorder:
         with self._lock:
             logs = [ThreadLog(lg.name, lg.role, lg.ident, lg.position, list(lg.spans),
                               list(lg.folds)) for lg in self.logs]
-        return RecordSnapshot(logs, list(self.counters), self.dropped_steps)
+        snap = RecordSnapshot(logs, list(self.counters), self.dropped_steps)
+        # batches computing at once over time, derived from the batch spans: the trace's
+        # "batches in flight" counter track (issue #18: how many compute at once, measured)
+        snap.counters += [(IN_FLIGHT, t, float(n)) for t, n in in_flight(snap)]
+        snap.counters.sort(key=lambda c: c[1])
+        return snap
 
 
 def _drop_step(entries: list, key: int, step: int) -> None:
@@ -257,3 +264,27 @@ class RecordSnapshot:
         for kind, _, start, end, _ in log.spans:
             out[kind] = out.get(kind, 0.0) + (end - start)
         return out
+
+
+def in_flight(rec: RecordSnapshot, step: int | None = None,
+              kind: str = BATCH) -> list[tuple[float, int]]:
+    """Batches computing at once over time, from the record's `kind` spans (of `step`, or all):
+    (time s, count from then on) at every start and end, in time order. An end and a start at
+    the same instant count the end first, so touching spans are never "at once"."""
+    events = []
+    for t in rec.threads:
+        for k, s, start, end, _ in t.spans:
+            if k == kind and (step is None or s == step):
+                events.append((start, 1))
+                events.append((end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))
+    out, n = [], 0
+    for at, delta in events:
+        n += delta
+        out.append((at, n))
+    return out
+
+
+def peak_in_flight(rec: RecordSnapshot, step: int | None = None) -> int:
+    """Most batches computing at the same moment (read from the record, never assumed)."""
+    return max((n for _, n in in_flight(rec, step)), default=0)

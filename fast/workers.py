@@ -22,7 +22,17 @@ from fast.grad_pool import fold_into
 from fast.heartbeat import Heartbeat, Phase
 from fast.model import batch_forward_backward, n_marks
 from fast.node_zero import Shared, StepJob
-from fast.record import BATCH, FOLD, FOLDING, GRANT, REDUCE, TICKET, UPDATE, wait_kind
+from fast.record import (
+    BATCH,
+    FOLD,
+    FOLDING,
+    GRANT,
+    REDUCE,
+    TICKET,
+    UPDATE,
+    WORKSPACE,
+    wait_kind,
+)
 from fast.reduction import chunk_sq_norm, first_nonfinite, reduce_chunk, zero_segment
 from fast.spheres import POSITIONS, position_of, worker_batches, worker_position
 from fast.update import apply_chunk
@@ -115,6 +125,8 @@ class Worker:
         that RUNS it (`record.here()`), whoever that is.
         """
         s, hb = self.shared, self.hb
+        if not 0 <= b < job.n_batches:  # a broken plan fails loudly, before any wait
+            raise IndexError(f"batch {b} is outside the group of {job.n_batches} batches")
         rec = s.record
         log = rec.here()
         p = position_of(b)
@@ -128,10 +140,8 @@ class Worker:
             log.span(GRANT, job.generation, t0, rec.now(), b)
         try:
             target = segment if buffer is None else buffer
-            t1 = rec.now()
             self.compute(job, k, b, target, direct)
             t2 = rec.now()
-            log.span(BATCH, job.generation, t1, t2, b)
             hb.set(Phase.WAITING_TICKET, batch=b)
             s.tickets.wait_turn(b)
             t3 = rec.now()
@@ -159,7 +169,10 @@ class Worker:
         s, hb = self.shared, self.hb
         B = s.config.train.batch_size
         log, rec = self.shared.record.here(), self.shared.record
+        t0 = rec.now()
         workspace = self.workspaces.acquire()
+        t1 = rec.now()
+        log.span(WORKSPACE, job.generation, t0, t1, b)
         hb.set(Phase.COMPUTING, step=job.step, batch=b)
         try:
             poison = s.faults.fire("worker", self.index, job.step, b, hb.slot, first=k == 0)
@@ -173,7 +186,9 @@ class Worker:
                              s.heartbeats.ticks, hb.slot, marks=marks)
         finally:
             self.workspaces.release(workspace)
-        log.micro_spans(job.generation, b, marks, t_call, rec.now())
+        t2 = rec.now()
+        log.span(BATCH, job.generation, t1, t2, b)  # computing: holds a workspace (a core)
+        log.micro_spans(job.generation, b, marks, t_call, t2)
         if poison:
             target[0] = np.nan  # fault drill: this batch's gradient is poisoned
         job.batch_loss[b] = loss

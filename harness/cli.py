@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                        "markdown table of what changed between two runs"),
     "stress": Command("harness.commands.stress",
                       "seeded chaos run: perturbed schedules, faults, invariants"),
+    "simulate": Command("harness.commands.simulate",
+                        "the real protocol on N simulated cores with stand-in batches"),
 }
 
 

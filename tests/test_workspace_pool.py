@@ -69,7 +69,7 @@ def test_pool_size_changes_no_bit_and_bounds_the_workspaces(monkeypatch, no_thre
     g = BatchGroups(stream, b, s, cfg.train.group_size).group(0)
     digests, created = [], []
     for size in (1, 2, 5):
-        monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, n=size: n)
+        monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, cores=None, n=size: n)
         with FastTrainer(cfg, 5) as tr:
             result = tr.group_grads(g.tokens, g.targets)
             created.append(tr.workspaces.created)
