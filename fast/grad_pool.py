@@ -6,14 +6,18 @@ position's ticket) is ordered. The first batch of a position in a step needs no 
 computes straight into the position's zeroed segment (a fold into zero is exact, so the
 association is the same). Every later batch takes a buffer here before it computes.
 
-Why it cannot deadlock, for any T, G, pool size >= 1 and schedule: buffers are granted
-strictly in batch order (the order `begin` is given), and a worker takes its buffer BEFORE its
-workspace and holds at most one. Let b be the lowest unfolded batch. Every buffer batch below b
-has folded and given its buffer back, and no batch above b was granted before b, so if b needs
-a buffer it gets one; it then needs a workspace (workspace holders wait for nothing, see
-fast/workspace_pool.py) and the fold turn of the batch before it in its position, which is
-below b and so already folded. So b folds, and by induction every batch does. Every wait has
-the trainer's idle deadline and re-checks the abort flag (fast.deadline).
+Why it cannot deadlock, for any T, G, pool size >= 1 and schedule: the LAST free buffer goes
+only to the lowest batch not yet granted (any batch may take one while two or more are free),
+and a worker takes its buffer BEFORE its workspace and holds at most one. Let g be the lowest
+ungranted batch. Every batch below g holds its buffer only until it folds, and it does fold:
+its fold waits only for lower batches, all granted, and compute waits for nothing but a
+workspace, whose holders wait for nothing (fast/workspace_pool.py). Batches above g were
+granted with two or more free, so they never take the last one: a buffer is free for g, or one
+held below g comes back. g's worker reaches g, since it runs its batches in ascending order and
+those below g finish. So g is granted, and by induction every batch folds. With one buffer this
+is strict batch order; with more, a worker runs ahead of a slower one instead of waiting for
+its batch's grant (no coupling between workers beyond the fold order). Every wait has the
+trainer's idle deadline and re-checks the abort flag (fast.deadline).
 
 The fold also zeroes the buffer as it reads it (`fold_into`): a released buffer is zero, so no
 separate pass clears it before the next batch.
@@ -81,12 +85,13 @@ class GradPool:
         self._abort = abort
         self._timeout = timeout
         self._ticks = ticks
-        # guards _free, _created, _order and _turn; acquire() sleeps on it for its grant
+        # guards _free, _created, _order, _granted and _low; acquire() sleeps on it
         self._cond = threading.Condition(threading.Lock())
         self._free: list[np.ndarray] = []
         self._created = 0
-        self._order: list[int] = []  # this step's buffer batches, in grant order
-        self._turn = 0  # index into _order of the next batch to be granted
+        self._order: list[int] = []  # this step's buffer batches, ascending
+        self._granted: dict[int, bool] = {}  # batch -> granted yet, this step
+        self._low = 0  # index into _order of the lowest batch not yet granted
         self.in_use_peak = 0  # most buffers held at once (the run record's memory figure)
 
     @property
@@ -95,30 +100,33 @@ class GradPool:
         return self._created
 
     def begin(self, order: Sequence[int]) -> None:
-        """Start of a step (no worker is running): grants go to `order`, in that order."""
+        """Start of a step (no worker is running): these batches will ask for a buffer."""
         with self._cond:
             self._order = sorted(int(b) for b in order)
-            self._turn = 0
+            self._granted = dict.fromkeys(self._order, False)
+            self._low = 0
+
+    def lowest_ungranted(self) -> int | None:
+        """The batch the last free buffer is kept for (None once all are granted)."""
+        with self._cond:
+            return self._order[self._low] if self._low < len(self._order) else None
 
     def acquire(self, batch: int) -> np.ndarray:
-        """Batch `batch`'s zeroed buffer, once every batch before it in the order was granted
-        and a buffer is free; raises TicketsAborted on abort or when no thread made progress
-        for the timeout."""
+        """Batch `batch`'s zeroed buffer: at once while two or more are free, the last one only
+        when `batch` is the lowest not yet granted; raises TicketsAborted on abort or when no
+        thread made progress for the timeout."""
         deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
+            if self._granted.get(batch, True):
+                raise RuntimeError(f"batch {batch} asked for a gradient buffer it was not "
+                                   "given in this step's order, or asked twice")
             while True:
                 if self._abort.is_set():
                     raise TicketsAborted(f"gradient buffer wait for batch {batch} aborted")
-                if self._turn >= len(self._order) or self._order[self._turn] > batch:
-                    raise RuntimeError(f"batch {batch} asked for a gradient buffer it was not "
-                                       "given in this step's order")
-                mine = self._order[self._turn] == batch
-                if mine and (self._free or self._created < self.size):
+                free = len(self._free) + self.size - self._created
+                if free >= 2 or (free == 1 and self._order[self._low] == batch):
                     at_sync_point(threading.current_thread().name, "granted", None)
-                    self._turn += 1
-                    self._cond.notify_all()  # the next batch in the order may be granted
-                    held = self._created - len(self._free) + 1
-                    self.in_use_peak = max(self.in_use_peak, held)
+                    self._grant(batch)
                     if self._free:
                         return self._free.pop()
                     self._created += 1
@@ -126,9 +134,18 @@ class GradPool:
                 if not deadline.wait(self._cond, GRANT_POLL_SECONDS):
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for a "
-                        f"gradient buffer (next grant: batch {self._order[self._turn]}, "
-                        f"{self.size} buffers)")
+                        f"gradient buffer (the last one is kept for batch "
+                        f"{self._order[self._low]}; {self.size} buffers)")
         return np.zeros(self.n_params, dtype=self.dtype)  # fresh pages: zero, outside the lock
+
+    def _grant(self, batch: int) -> None:
+        """Mark `batch` granted (the caller holds the lock) and move the lowest pointer on."""
+        self._granted[batch] = True
+        while self._low < len(self._order) and self._granted[self._order[self._low]]:
+            self._low += 1
+        held = self._created - len(self._free) + 1
+        self.in_use_peak = max(self.in_use_peak, held)
+        self._cond.notify_all()  # the batch the last buffer is kept for may have changed
 
     def release(self, buffer: np.ndarray) -> None:
         """Give back a buffer that `fold_into` has zeroed."""

@@ -26,6 +26,7 @@ import pytest
 
 import fast.workers as fw
 from fast.barrier import Barrier
+from fast.grad_pool import GradPool
 from fast.node_zero import JobBoard
 from fast.reduction import PositionTickets
 from fast.trainer import FastTrainer
@@ -83,10 +84,18 @@ def wrong_position(mp: pytest.MonkeyPatch) -> None:
 
 
 def reversed_folds(mp: pytest.MonkeyPatch) -> None:
-    """Each worker runs its batches in descending order and tickets no longer order them."""
+    """Each worker runs its batches in descending order; neither tickets nor buffer grants
+    (which would wait for the ascending batch forever) order them any more."""
     orig = fw.worker_batches
     mp.setattr(fw, "worker_batches", lambda w, g, t: list(orig(w, g, t))[::-1])
     mp.setattr(PositionTickets, "wait_turn", lambda self, batch: None)
+    begin = GradPool.begin
+
+    def begin_descending(self, order):
+        begin(self, order)
+        self._order.reverse()
+
+    mp.setattr(GradPool, "begin", begin_descending)
 
 
 def skipped_batch(mp: pytest.MonkeyPatch) -> None:

@@ -41,27 +41,49 @@ def test_the_first_batch_of_each_position_needs_no_buffer():
     assert first == [6, 7] and rest == [18, 30]
 
 
-def test_grants_go_strictly_in_batch_order(no_thread_leak):
-    """Batch 13 waits while 12 is not granted, even with buffers free; 12's grant frees it."""
-    pool = GradPool(8, np.float32, 4, threading.Event(), timeout=30.0)
+def test_the_last_free_buffer_is_kept_for_the_lowest_ungranted_batch(no_thread_leak):
+    """Two buffers: 13 takes one at once; 14 waits, since the last is kept for 12; 12 takes
+    it; 14 gets 13's buffer once 13 gives it back (zeroed)."""
+    pool = GradPool(8, np.float32, 2, threading.Event(), timeout=30.0)
     pool.begin([12, 13, 14])
+    b13 = pool.acquire(13)
+    assert pool.lowest_ungranted() == 12
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(14)), name="test-grant")
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and got == []  # the last buffer is 12's
+    b12 = pool.acquire(12)
+    assert pool.lowest_ungranted() == 14 and b12 is not b13
+    waiter.join(0.3)
+    assert waiter.is_alive()  # none free now
+    pool.release(b13)
+    waiter.join(30)
+    assert not waiter.is_alive() and got[0] is b13 and pool.created == 2
+    assert pool.lowest_ungranted() is None
+
+
+def test_one_buffer_is_strict_batch_order(no_thread_leak):
+    pool = GradPool(8, np.float32, 1, threading.Event(), timeout=30.0)
+    pool.begin([12, 13])
     got = []
     waiter = threading.Thread(target=lambda: got.append(pool.acquire(13)), name="test-grant")
     waiter.start()
     waiter.join(0.3)
     assert waiter.is_alive() and got == []  # 12 comes first
-    a = pool.acquire(12)
+    pool.release(pool.acquire(12))
     waiter.join(30)
-    assert not waiter.is_alive() and len(got) == 1 and got[0] is not a
-    assert not a.any() and pool.created == 2
+    assert not waiter.is_alive() and len(got) == 1
 
 
 def test_a_batch_out_of_order_or_twice_is_refused():
     pool = GradPool(8, np.float32, 2, threading.Event(), timeout=5.0)
     pool.begin([12, 13])
     pool.acquire(12)
-    with pytest.raises(RuntimeError, match="not given"):
+    with pytest.raises(RuntimeError, match="asked twice"):
         pool.acquire(12)  # already granted: asking again is a bug, not a wait
+    with pytest.raises(RuntimeError, match="not given"):
+        pool.acquire(5)  # not a buffer batch of this step
 
 
 def test_a_grant_wait_ends_on_idle_timeout_and_on_abort():

@@ -75,3 +75,23 @@ def test_bad_options_exit_2_before_any_work(argv, message, capsys, tmp_path, mon
         raise SystemExit(code)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_report_section_comes_from_a_quick_simulated_sweep(no_thread_leak):
+    """analyze's "Scaling beyond this machine": measured rows, past 12 batches at once at
+    T = 63, rendered, and kept through results.json."""
+    from harness.analysis.report import render
+    from harness.analysis.scaling import SIM_THREADS, phase_scaling, section_lines
+    from harness.figures.results import AnalysisResults
+
+    r = AnalysisResults(scaling=phase_scaling(lambda message: None))
+    s = r.scaling
+    assert s.error is None and [row.threads for row in s.rows] == list(SIM_THREADS)
+    top = s.rows[-1]
+    assert top.threads == 63 and top.peak_in_flight > 12 and top.rounds == 1
+    assert top.step_seconds < s.rows[0].step_seconds  # 63 workers beat 4 on 64 cores
+    lines = section_lines(r)
+    assert any(line.startswith("| 63 |") for line in lines)
+    assert "## Scaling beyond this machine" in render(r)
+    again = AnalysisResults.from_json(r.to_json())
+    assert again.scaling.rows == s.rows
