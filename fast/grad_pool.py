@@ -6,18 +6,20 @@ position's ticket) is ordered. The first batch of a position in a step needs no 
 computes straight into the position's zeroed segment (a fold into zero is exact, so the
 association is the same). Every later batch takes a buffer here before it computes.
 
-Why it cannot deadlock, for any T, G, pool size >= 1 and schedule: the LAST free buffer goes
-only to the lowest batch not yet granted (any batch may take one while two or more are free),
-and a worker takes its buffer BEFORE its workspace and holds at most one. Let g be the lowest
-ungranted batch. Every batch below g holds its buffer only until it folds, and it does fold:
-its fold waits only for lower batches, all granted, and compute waits for nothing but a
-workspace, whose holders wait for nothing (fast/workspace_pool.py). Batches above g were
-granted with two or more free, so they never take the last one: a buffer is free for g, or one
-held below g comes back. g's worker reaches g, since it runs its batches in ascending order and
-those below g finish. So g is granted, and by induction every batch folds. With one buffer this
-is strict batch order; with more, a worker runs ahead of a slower one instead of waiting for
-its batch's grant (no coupling between workers beyond the fold order). Every wait has the
-trainer's idle deadline and re-checks the abort flag (fast.deadline).
+Why it cannot deadlock, for any T, G, pool size >= 1 and schedule: batch b is granted a buffer
+only while more are free than there are batches below b not yet granted (one is kept back for
+each of them), and a worker takes its buffer BEFORE its workspace and holds at most one. Let g
+be the lowest ungranted batch. Every batch below g holds its buffer only until it folds, and it
+does fold: its fold waits only for lower batches, all granted, and compute waits for nothing
+but a workspace, whose holders wait for nothing (fast/workspace_pool.py). Every batch above g
+was granted while g was ungranted below it, so it left at least one buffer free: a buffer is
+free for g, or one held below g comes back, and no batch above g can take the last one. g's
+worker reaches g, since it runs its batches in ascending order and those below g finish. So g
+is granted, and by induction every batch folds. With one buffer this is strict batch order;
+with more, a worker may run ahead of a slower one by as many buffers as are spare, yet a high
+batch never takes the buffers the lower ones need (so grants follow batch order closely and
+the folds rarely wait). Every wait has the trainer's idle deadline and re-checks the abort
+flag (fast.deadline).
 
 The fold also zeroes the buffer as it reads it (`fold_into`): a released buffer is zero, so no
 separate pass clears it before the next batch.
@@ -40,15 +42,17 @@ GRANT_POLL_SECONDS = 0.2  # a waiter re-checks abort and its idle deadline this 
 
 
 def grad_pool_size(threads: int, cores: int, needers: int | None = None) -> int:
-    """Buffers worth having: 2 x min(T, cores), at most one per batch that needs one, >= 1.
+    """Buffers worth having: min(T, cores) + 1, at most one per batch that needs one, >= 1.
 
-    min(T, cores) batches compute at once; each may finish before the batch its fold follows
-    (b - 12, still computing), and then holds its buffer until that fold is done. A second
-    min(T, cores) lets that many finished batches wait for their turn while as many new ones
-    compute, so no core idles for want of a buffer when batch times vary. Batch-order grants
-    make any size >= 1 deadlock-free; the size only buys concurrency.
+    min(T, cores) batches compute at once, each in its own buffer. The fold order needs one
+    more: a batch that finished before the batch its fold follows (its position's previous
+    batch, still computing) holds its buffer while it waits, and the spare one lets the next
+    batch start meanwhile. More would buy little (grants follow batch order, so such waits are
+    short and rare) and cost P values each: at the seed preset 20 MB per buffer, against the
+    seed workload's 1.0 GB peak RSS bound (thresholds.SEED_WORKLOAD_PEAK_BYTES). Any size >= 1
+    is deadlock-free; the size only buys concurrency.
     """
-    size = 2 * max(1, min(int(threads), int(cores)))
+    size = max(1, min(int(threads), int(cores))) + 1
     if needers is not None:
         size = min(size, int(needers))
     return max(1, size)
@@ -90,6 +94,7 @@ class GradPool:
         self._free: list[np.ndarray] = []
         self._created = 0
         self._order: list[int] = []  # this step's buffer batches, ascending
+        self._index: dict[int, int] = {}  # batch -> its index in _order
         self._granted: dict[int, bool] = {}  # batch -> granted yet, this step
         self._low = 0  # index into _order of the lowest batch not yet granted
         self.in_use_peak = 0  # most buffers held at once (the run record's memory figure)
@@ -103,18 +108,24 @@ class GradPool:
         """Start of a step (no worker is running): these batches will ask for a buffer."""
         with self._cond:
             self._order = sorted(int(b) for b in order)
+            self._index = {b: i for i, b in enumerate(self._order)}
             self._granted = dict.fromkeys(self._order, False)
             self._low = 0
 
     def lowest_ungranted(self) -> int | None:
-        """The batch the last free buffer is kept for (None once all are granted)."""
+        """The lowest batch not yet granted (None once all are)."""
         with self._cond:
             return self._order[self._low] if self._low < len(self._order) else None
 
+    def _kept_back(self, batch: int) -> int:
+        """Batches below `batch` not yet granted: a buffer is kept back for each (lock held)."""
+        order, granted = self._order, self._granted
+        return sum(1 for j in range(self._low, self._index[batch]) if not granted[order[j]])
+
     def acquire(self, batch: int) -> np.ndarray:
-        """Batch `batch`'s zeroed buffer: at once while two or more are free, the last one only
-        when `batch` is the lowest not yet granted; raises TicketsAborted on abort or when no
-        thread made progress for the timeout."""
+        """Batch `batch`'s zeroed buffer, once more are free than batches below it wait for a
+        grant; raises TicketsAborted on abort or when no thread made progress for the
+        timeout."""
         deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
             if self._granted.get(batch, True):
@@ -124,7 +135,7 @@ class GradPool:
                 if self._abort.is_set():
                     raise TicketsAborted(f"gradient buffer wait for batch {batch} aborted")
                 free = len(self._free) + self.size - self._created
-                if free >= 2 or (free == 1 and self._order[self._low] == batch):
+                if free > self._kept_back(batch):
                     at_sync_point(threading.current_thread().name, "granted", None)
                     self._grant(batch)
                     if self._free:
@@ -134,8 +145,8 @@ class GradPool:
                 if not deadline.wait(self._cond, GRANT_POLL_SECONDS):
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for a "
-                        f"gradient buffer (the last one is kept for batch "
-                        f"{self._order[self._low]}; {self.size} buffers)")
+                        f"gradient buffer ({self._kept_back(batch)} kept back for lower batches "
+                        f"from batch {self._order[self._low]}; {self.size} buffers)")
         return np.zeros(self.n_params, dtype=self.dtype)  # fresh pages: zero, outside the lock
 
     def _grant(self, batch: int) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fast.trainer
 import fast.workers as fw
 from fast.barrier import Barrier
-from fast.grad_pool import GradPool
 from fast.node_zero import JobBoard
 from fast.reduction import PositionTickets
 from fast.trainer import FastTrainer
@@ -89,13 +89,8 @@ def reversed_folds(mp: pytest.MonkeyPatch) -> None:
     orig = fw.worker_batches
     mp.setattr(fw, "worker_batches", lambda w, g, t: list(orig(w, g, t))[::-1])
     mp.setattr(PositionTickets, "wait_turn", lambda self, batch: None)
-    begin = GradPool.begin
-
-    def begin_descending(self, order):
-        begin(self, order)
-        self._order.reverse()
-
-    mp.setattr(GradPool, "begin", begin_descending)
+    # a buffer per batch: a high batch asking first no longer waits for the lower ones' grants
+    mp.setattr(fast.trainer, "grad_pool_size", lambda threads, cores, needers=None: 64)
 
 
 def skipped_batch(mp: pytest.MonkeyPatch) -> None:
@@ -153,6 +148,9 @@ def late_worker(mp: pytest.MonkeyPatch) -> None:
         self.compute_batches(job)
 
     mp.setattr(Worker, "run_step", run_step)
+    # enough gradient buffers that worker 0 never waits for the grants of worker 1's batches
+    # (a buffer is kept back for each lower ungranted batch, and worker 1 asks for none)
+    mp.setattr(fast.trainer, "grad_pool_size", lambda threads, cores, needers=None: 64)
 
 
 _current: list[FastTrainer] = []

@@ -27,9 +27,9 @@ from reference.batches import BatchGroups
 from reference.config import preset
 
 
-def test_pool_size_is_twice_the_computing_batches_capped_by_need():
-    assert grad_pool_size(63, 2) == 4
-    assert grad_pool_size(63, 64) == 126
+def test_pool_size_is_the_computing_batches_plus_one_capped_by_need():
+    assert grad_pool_size(63, 2) == 3
+    assert grad_pool_size(63, 64) == 64
     assert grad_pool_size(63, 64, needers=51) == 51
     assert grad_pool_size(1, 2, needers=0) == 1  # never below one buffer
 
@@ -41,9 +41,9 @@ def test_the_first_batch_of_each_position_needs_no_buffer():
     assert first == [6, 7] and rest == [18, 30]
 
 
-def test_the_last_free_buffer_is_kept_for_the_lowest_ungranted_batch(no_thread_leak):
-    """Two buffers: 13 takes one at once; 14 waits, since the last is kept for 12; 12 takes
-    it; 14 gets 13's buffer once 13 gives it back (zeroed)."""
+def test_a_buffer_is_kept_back_for_each_lower_ungranted_batch(no_thread_leak):
+    """Two buffers: 13 takes one at once (one kept for 12); 14 waits (one free, kept for 12);
+    12 takes it; 14 gets 13's once 13 gives it back."""
     pool = GradPool(8, np.float32, 2, threading.Event(), timeout=30.0)
     pool.begin([12, 13, 14])
     b13 = pool.acquire(13)
@@ -61,6 +61,22 @@ def test_the_last_free_buffer_is_kept_for_the_lowest_ungranted_batch(no_thread_l
     waiter.join(30)
     assert not waiter.is_alive() and got[0] is b13 and pool.created == 2
     assert pool.lowest_ungranted() is None
+
+
+def test_a_high_batch_never_takes_the_buffers_lower_ones_need(no_thread_leak):
+    """Four buffers, batches 12..20 ungranted: 20 has 8 lower ungranted batches, so it waits
+    even with every buffer free; once 12..15 are granted and released it may go."""
+    pool = GradPool(8, np.float32, 4, threading.Event(), timeout=30.0)
+    pool.begin(range(12, 21))
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(20)), name="test-grant")
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and got == []
+    for b in range(12, 17):  # 17..19 still ungranted: 3 kept back, 4 free > 3
+        pool.release(pool.acquire(b))
+    waiter.join(30)
+    assert not waiter.is_alive() and len(got) == 1
 
 
 def test_one_buffer_is_strict_batch_order(no_thread_leak):
