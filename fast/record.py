@@ -39,7 +39,7 @@ DECIDE = "deciding"  # Node Zero: loss, global norm, finiteness, clip scale, lea
 UPDATE = "updating"  # a worker applies AdamW over its chunks
 CHECKPOINT = "checkpoint write"  # the caller writes a checkpoint
 STEP = "step"  # Node Zero: from handing out the group to leaving Point B
-IN_FLIGHT = "batches in flight"  # the record's derived counter: batches computing at once
+IN_FLIGHT = "batches in flight"  # derived from BATCH spans (`in_flight`): the trace's counter
 WAIT = "wait "  # prefix: "wait point-A", "wait reduced", "wait decided", "wait point-B"
 
 
@@ -217,12 +217,7 @@ class Recorder:
         with self._lock:
             logs = [ThreadLog(lg.name, lg.role, lg.ident, lg.position, list(lg.spans),
                               list(lg.folds)) for lg in self.logs]
-        snap = RecordSnapshot(logs, list(self.counters), self.dropped_steps)
-        # batches computing at once over time, derived from the batch spans: the trace's
-        # "batches in flight" counter track (issue #18: how many compute at once, measured)
-        snap.counters += [(IN_FLIGHT, t, float(n)) for t, n in in_flight(snap)]
-        snap.counters.sort(key=lambda c: c[1])
-        return snap
+        return RecordSnapshot(logs, list(self.counters), self.dropped_steps)
 
 
 def _drop_step(entries: list, key: int, step: int) -> None:

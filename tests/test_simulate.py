@@ -29,7 +29,6 @@ def test_a_simulated_run_computes_more_than_12_batches_at_once(no_thread_leak):
     assert result.step_seconds <= SIM_TEST_IDEAL_RATIO * result.ideal_seconds, result
     assert result.step_seconds >= 2 * 0.05  # two rounds of batches cannot take less
     assert 0 < result.cores_busy <= 1.0
-    assert any(name == IN_FLIGHT for name, _, _ in rec.counters)  # the trace's counter
 
 
 def test_the_cores_bound_batches_in_flight(no_thread_leak):
