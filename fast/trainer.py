@@ -81,6 +81,18 @@ def _blas_single_thread(enter: bool) -> None:
                 _blas_limit = None
 
 
+def _check_sizes(threads, stall_timeout, cores, grad_buffers) -> None:
+    """Bad sizes are refused before anything is built (exit 2 through InputError)."""
+    if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
+    for value, what in ((cores, "cores"), (grad_buffers, "grad_buffers")):
+        if value is not None and (not isinstance(value, int | np.integer)
+                                  or isinstance(value, bool) or value < 1):
+            raise InputError(f"{what}={value!r} must be a positive integer or None")
+    if not stall_timeout > 0:
+        raise InputError(f"stall_timeout={stall_timeout!r} must be positive seconds")
+
+
 class FastTrainer:
     """Node Zero + `threads` workers + a watchdog, over flat float32/float64 buffers."""
 
@@ -95,14 +107,7 @@ class FastTrainer:
         `spheres simulate` raises it to a machine we do not have). `grad_buffers`: the gradient
         pool's size (None: fast.grad_pool.grad_pool_size). `kernel`: a stand-in for
         fast.model.batch_forward_backward with its signature (the simulator's sleeping kernel)."""
-        if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
-            raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
-        for value, what in ((cores, "cores"), (grad_buffers, "grad_buffers")):
-            if value is not None and (not isinstance(value, int | np.integer)
-                                      or isinstance(value, bool) or value < 1):
-                raise InputError(f"{what}={value!r} must be a positive integer or None")
-        if not stall_timeout > 0:
-            raise InputError(f"stall_timeout={stall_timeout!r} must be positive seconds")
+        _check_sizes(threads, stall_timeout, cores, grad_buffers)
         self.config = config.validate()
         self.threads = int(threads)
         self.stall_timeout = float(stall_timeout)
@@ -144,21 +149,13 @@ class FastTrainer:
             tickets=PositionTickets(self.barrier_timeout, ticks), barriers=barriers,
             board=JobBoard(), heartbeats=hearts, faults=self.faults, kernel=kernel)
         self.cores = int(cores) if cores is not None else usable_cores()
-        self.shared.grads = GradPool(
-            P, self.dtype, int(grad_buffers) if grad_buffers is not None
-            else grad_pool_size(self.threads, self.cores), self.shared.abort,
-            self.barrier_timeout, ticks)
+        self.workspaces = self._make_pools(grad_buffers, ticks)
         self.faults.attach(self.shared.abort, hearts.ticks)
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
         if locate:  # fold digests of every partial sum (`spheres verify --locate`)
             self.record_digests()
         self._node_zero = NodeZero(self.shared, zero_heart)
-        # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
-        # per-worker buffers are per batch in flight: no two batches ever share one at once)
-        self.workspaces = WorkspacePool(self.model, pool_size(self.threads, self.cores),
-                                        self.shared.abort,
-                                        self.barrier_timeout, ticks)
         self._workers = [Worker(i, self.shared, h, self.workspaces)
                          for i, h in enumerate(worker_hearts)]
         party_names = {i: f"ks-worker-{i}" for i in range(self.threads)}
@@ -178,6 +175,18 @@ class FastTrainer:
         except BaseException:
             self.close()
             raise
+
+    def _make_pools(self, grad_buffers: int | None, ticks) -> WorkspacePool:
+        """The gradient pool (into `shared.grads`) and the workspace pool (returned), both
+        sized for `self.cores`: min(T, cores) workspaces shared by the workers instead of one
+        per worker (SPEC 4's per-worker buffers are per batch in flight: no two batches ever
+        share one at once), and min(T, cores) + 1 gradient buffers (fast/grad_pool.py)."""
+        size = (int(grad_buffers) if grad_buffers is not None
+                else grad_pool_size(self.threads, self.cores))
+        self.shared.grads = GradPool(self.model.n_params, self.dtype, size, self.shared.abort,
+                                     self.barrier_timeout, ticks)
+        return WorkspacePool(self.model, pool_size(self.threads, self.cores), self.shared.abort,
+                             self.barrier_timeout, ticks)
 
     def _new_barrier(self, name: str, parties: int, ticks) -> Barrier:
         """One step barrier (a seam for tests that build deliberately broken variants)."""

@@ -119,10 +119,10 @@ class Worker:
         """Batch b (the k-th of this thread's share): compute into a buffer of its own, then
         fold into position b % 12 when the position's ticket says it is b's turn.
 
-        Compute never waits for another batch: only the buffer grant (batch order, holders
-        never wait for a grant) and the fold (one P-length add) are ordered. The first batch of
-        a position computes straight into its zeroed segment. Recorded in the log of the thread
-        that RUNS it (`record.here()`), whoever that is.
+        Compute never waits for another batch: only the buffer grant (lower batches first; a
+        holder never waits for a grant) and the fold (one P-length add) are ordered. The first
+        batch of a position computes straight into its zeroed segment. Recorded in the log of
+        the thread that RUNS it (`record.here()`), whoever that is.
         """
         s, hb = self.shared, self.hb
         if not 0 <= b < job.n_batches:  # a broken plan fails loudly, before any wait
