@@ -9,6 +9,7 @@ every thread ends, no deadlock.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -184,3 +185,17 @@ def test_compute_overlaps_the_batch_it_folds_after(no_thread_leak):
     spans = {b: (a, e) for t in tr.record.snapshot().threads for k, _, a, e, b in t.spans
              if k == BATCH}
     assert spans[12][0] < spans[0][1] and spans[0][0] < spans[12][1]
+
+
+def test_verify_sweeps_groups_that_fold_from_buffers(tmp_path, no_thread_leak):
+    """`spheres verify --group-size 14`: batches 12 and 13 fold from their own buffers, and
+    the gates (bitwise across T, reference tolerances, record gates) pass."""
+    from harness.cli import main
+
+    out = tmp_path / "v.json"
+    code = main(["verify", "--presets", "tiny", "--group-size", "14", "--threads", "1,5,13",
+                 "--dtypes", "float32", "--trajectory-steps", "2", "--json", str(out)])
+    assert code == 0
+    records = json.loads(out.read_text())["records"]
+    assert [r["threads"] for r in records] == [1, 5, 13]
+    assert all(sum(r["worker_batches"]) == 14 and not r["failures"] for r in records)
