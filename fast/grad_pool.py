@@ -76,6 +76,46 @@ def split_first(batches: Sequence[int]) -> tuple[list[int], list[int]]:
     return first, rest
 
 
+class BatchOrder:
+    """Which of this step's batches were served, and how many below a batch were not.
+
+    The one rule of both pools (gradient buffers here, workspaces in fast/workspace_pool.py):
+    batch b may take one of `free` items only while free > kept_back(b), the batches below b
+    of this step's order not yet served. The caller holds its pool's lock.
+    """
+
+    def __init__(self) -> None:
+        self._order: list[int] = []  # this step's batches, ascending
+        self._index: dict[int, int] = {}  # batch -> its index in _order
+        self._served: list[bool] = []
+        self._low = 0  # index into _order of the lowest batch not yet served
+
+    def begin(self, order) -> None:
+        self._order = sorted(int(b) for b in order)
+        self._index = {b: i for i, b in enumerate(self._order)}
+        self._served = [False] * len(self._order)
+        self._low = 0
+
+    def knows(self, batch: int) -> bool:
+        return batch in self._index
+
+    def served(self, batch: int) -> bool:
+        return self._served[self._index[batch]]
+
+    def kept_back(self, batch: int) -> int:
+        """Batches below `batch` not yet served (one item is kept back for each)."""
+        return self._served[self._low:self._index[batch]].count(False)
+
+    def serve(self, batch: int) -> None:
+        self._served[self._index[batch]] = True
+        while self._low < len(self._order) and self._served[self._low]:
+            self._low += 1
+
+    def lowest(self) -> int | None:
+        """The lowest batch not yet served (None once all are)."""
+        return self._order[self._low] if self._low < len(self._order) else None
+
+
 class GradPool:
     """`size` zeroed gradient buffers of P elements, granted to batches in batch order."""
 
@@ -89,14 +129,11 @@ class GradPool:
         self._abort = abort
         self._timeout = timeout
         self._ticks = ticks
-        # guards _free, _created, _order, _granted and _low; acquire() sleeps on it
+        # guards _free, _created and _order; acquire() sleeps on it until it may take one
         self._cond = threading.Condition(threading.Lock())
         self._free: list[np.ndarray] = []
         self._created = 0
-        self._order: list[int] = []  # this step's buffer batches, ascending
-        self._index: dict[int, int] = {}  # batch -> its index in _order
-        self._granted: dict[int, bool] = {}  # batch -> granted yet, this step
-        self._low = 0  # index into _order of the lowest batch not yet granted
+        self._order = BatchOrder()  # this step's buffer batches and which were granted
         self.in_use_peak = 0  # most buffers held at once (the run record's memory figure)
 
     @property
@@ -107,37 +144,32 @@ class GradPool:
     def begin(self, order: Sequence[int]) -> None:
         """Start of a step (no worker is running): these batches will ask for a buffer."""
         with self._cond:
-            self._order = sorted(int(b) for b in order)
-            self._index = {b: i for i, b in enumerate(self._order)}
-            self._granted = dict.fromkeys(self._order, False)
-            self._low = 0
+            self._order.begin(order)
 
     def lowest_ungranted(self) -> int | None:
         """The lowest batch not yet granted (None once all are)."""
         with self._cond:
-            return self._order[self._low] if self._low < len(self._order) else None
-
-    def _kept_back(self, batch: int) -> int:
-        """Batches below `batch` not yet granted: a buffer is kept back for each (lock held)."""
-        order, granted = self._order, self._granted
-        return sum(1 for j in range(self._low, self._index[batch]) if not granted[order[j]])
+            return self._order.lowest()
 
     def acquire(self, batch: int) -> np.ndarray:
         """Batch `batch`'s zeroed buffer, once more are free than batches below it wait for a
         grant; raises TicketsAborted on abort or when no thread made progress for the
         timeout."""
         deadline = IdleDeadline(self._timeout, self._ticks)
+        order = self._order
         with self._cond:
-            if self._granted.get(batch, True):
+            if not order.knows(batch) or order.served(batch):
                 raise RuntimeError(f"batch {batch} asked for a gradient buffer it was not "
                                    "given in this step's order, or asked twice")
             while True:
                 if self._abort.is_set():
                     raise TicketsAborted(f"gradient buffer wait for batch {batch} aborted")
                 free = len(self._free) + self.size - self._created
-                if free > self._kept_back(batch):
+                if free > order.kept_back(batch):
                     at_sync_point(threading.current_thread().name, "granted", None)
-                    self._grant(batch)
+                    order.serve(batch)
+                    self.in_use_peak = max(self.in_use_peak, self.size - free + 1)
+                    self._cond.notify_all()  # who an item is kept back for may have changed
                     if self._free:
                         return self._free.pop()
                     self._created += 1
@@ -145,18 +177,9 @@ class GradPool:
                 if not deadline.wait(self._cond, GRANT_POLL_SECONDS):
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for a "
-                        f"gradient buffer ({self._kept_back(batch)} kept back for lower batches "
-                        f"from batch {self._order[self._low]}; {self.size} buffers)")
+                        f"gradient buffer ({order.kept_back(batch)} kept back for lower "
+                        f"batches from batch {order.lowest()}; {self.size} buffers)")
         return np.zeros(self.n_params, dtype=self.dtype)  # fresh pages: zero, outside the lock
-
-    def _grant(self, batch: int) -> None:
-        """Mark `batch` granted (the caller holds the lock) and move the lowest pointer on."""
-        self._granted[batch] = True
-        while self._low < len(self._order) and self._granted[self._order[self._low]]:
-            self._low += 1
-        held = self._created - len(self._free) + 1
-        self.in_use_peak = max(self.in_use_peak, held)
-        self._cond.notify_all()  # the batch the last buffer is kept for may have changed
 
     def release(self, buffer: np.ndarray) -> None:
         """Give back a buffer that `fold_into` has zeroed."""

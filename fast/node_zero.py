@@ -38,6 +38,7 @@ from fast.reduction import (
 )
 from fast.spheres import POSITIONS
 from fast.update import StepScalars, step_scalars
+from fast.workspace_pool import WorkspacePool
 from plumbing.errors import NonFiniteGradientError, StallError
 from reference.config import Config
 
@@ -156,6 +157,7 @@ class Shared:
     heartbeats: HeartbeatBoard
     faults: FaultPlan
     grads: GradPool | None = None  # gradient buffers of batches in flight (batch-order grants)
+    workspaces: WorkspacePool | None = None  # activation workspaces, lowest batches first
     kernel: Callable | None = None  # None: fast.model.batch_forward_backward (simulator: stand-in)
     record: Recorder = field(default_factory=Recorder)  # what every thread did (SPEC 11)
     abort: threading.Event = field(default_factory=threading.Event)
@@ -277,6 +279,8 @@ class NodeZero:
         s.tickets.reset(batches)
         if s.grads is not None:
             s.grads.begin(rest)
+        if s.workspaces is not None:
+            s.workspaces.begin(batches)
 
     def run_eval(self, job: StepJob) -> None:
         """A held-out evaluation: post, Point A, the loss in batch order, Point B. No faults
@@ -284,6 +288,8 @@ class NodeZero:
         s, party = self.shared, self.shared.node_zero_party
         try:
             self.hb.set(Phase.DISPATCHING, step=job.step)
+            if s.workspaces is not None:
+                s.workspaces.begin(range(job.n_batches))
             s.board.post(job)
             self.hb.set(Phase.WAITING_A)
             s.barriers.point_a.wait(party)

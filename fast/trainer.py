@@ -185,8 +185,9 @@ class FastTrainer:
                 else grad_pool_size(self.threads, self.cores))
         self.shared.grads = GradPool(self.model.n_params, self.dtype, size, self.shared.abort,
                                      self.barrier_timeout, ticks)
-        return WorkspacePool(self.model, pool_size(self.threads, self.cores), self.shared.abort,
-                             self.barrier_timeout, ticks)
+        self.shared.workspaces = WorkspacePool(self.model, pool_size(self.threads, self.cores),
+                                               self.shared.abort, self.barrier_timeout, ticks)
+        return self.shared.workspaces
 
     def _new_barrier(self, name: str, parties: int, ticks) -> Barrier:
         """One step barrier (a seam for tests that build deliberately broken variants)."""

@@ -102,7 +102,7 @@ class Worker:
         B = s.config.train.batch_size
         for b in worker_batches(self.index, job.n_batches, s.n_workers):
             hb.set(Phase.COMPUTING, step=job.step, batch=b)
-            workspace = self.workspaces.acquire()
+            workspace = self.workspaces.acquire(b)
             try:
                 loss, n = batch_forward_loss(s.model, s.params, job.tokens[b * B:(b + 1) * B],
                                              job.targets[b * B:(b + 1) * B], workspace,
@@ -170,7 +170,7 @@ class Worker:
         B = s.config.train.batch_size
         log, rec = self.shared.record.here(), self.shared.record
         t0 = rec.now()
-        workspace = self.workspaces.acquire()
+        workspace = self.workspaces.acquire(b)  # the lowest waiting batch first
         t1 = rec.now()
         log.span(WORKSPACE, job.generation, t0, t1, b)
         hb.set(Phase.COMPUTING, step=job.step, batch=b)
