@@ -504,13 +504,15 @@ def test_08_6_no_two_threads_accumulate_one_segment_at_once(monkeypatch, no_thre
     """SPEC 8.6: "Two threads accumulated the same gradients concurrently after Point B."
 
     Two steps of 26 batches on 5 workers: per position, writes never overlap and come in
-    batch order, even with batch 0 held for 0.4 s; without tickets the overlap is caught.
+    batch order, even with batch 0 held for 1 s; without tickets the overlap is caught.
     """
     cfg = CFG.replace(group_size=26)  # every position folds 2 or 3 batches
     g = _groups(cfg, 26).group(0)
-    # batch 0 takes 0.4 s inside its write window: batches 12 and 24 (other workers) are ready
-    # long before it ends, so only the tickets keep them out of position 0's segment
-    delay = {0: 0.4}
+    # batch 0 takes 1 s inside its write window (it computes straight into position 0's
+    # segment): batches 12 and 24 (other workers, a workspace each) are folded long before it
+    # ends, so only the tickets keep them out of position 0's segment
+    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, cores=None: threads)
+    delay = {0: 1.0}
     rec = ComputeRecorder(monkeypatch, delay=delay)
     with FastTrainer(cfg, 5) as tr:
         rec.trainer = tr
