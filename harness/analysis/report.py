@@ -293,7 +293,7 @@ SECTIONS: list[Section] = [
     Section("synchronisation", "Thread Synchronisation", _synchronisation),
     Section("architecture", "Architecture Verification", _architecture),
     Section("engines", "Engines Side by Side", _engines),
-    Section("scaling", "Scaling beyond this machine", _scaling, optional=True),  # simulated
+    Section("scaling", "Scaling beyond this machine", _scaling),  # a quick simulated sweep
     Section("scale_out", "Scale-out (MPI ranks)", _scale_out, optional=True),  # --ranks R
     Section("known_issues", "Known Issues", _known_issues),
     Section("recommendations", "Recommendations", _recommendations),

@@ -59,8 +59,8 @@ def scaling_plot(results: AnalysisResults, out_dir: Path) -> dict[str, str]:
 def section_lines(r: AnalysisResults) -> list[str]:
     """The section's markdown: how it was measured, the table, the figure."""
     s = r.scaling
-    if s is None:
-        return []
+    if s is None:  # a results.json written before this section existed
+        return ["Not measured in this run.", ""]
     lines = [f"`spheres simulate`: the real protocol on {s.cores} simulated cores, stand-in "
              f"batches that sleep c = {s.compute_seconds:g} s (no core used), G = {s.group}, "
              f"{s.preset} preset for the real folds, reduction and update. Every figure is "
