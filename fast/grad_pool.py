@@ -18,7 +18,9 @@ worker reaches g, since it runs its batches in ascending order and those below g
 is granted, and by induction every batch folds. With one buffer this is strict batch order;
 with more, a worker may run ahead of a slower one by as many buffers as are spare, yet a high
 batch never takes the buffers the lower ones need (so grants follow batch order closely and
-the folds rarely wait). Every wait has the trainer's idle deadline and re-checks the abort
+the folds rarely wait). A pool with one item for every thread (size >= T) skips the rule
+(`ordered=False`): each thread holds at most one, so a requester never waits, and no worker
+waits for another's batch. Every wait has the trainer's idle deadline and re-checks the abort
 flag (fast.deadline).
 
 The fold also zeroes the buffer as it reads it (`fold_into`): a released buffer is zero, so no
@@ -120,9 +122,13 @@ class GradPool:
     """`size` zeroed gradient buffers of P elements, granted to batches in batch order."""
 
     def __init__(self, n_params: int, dtype, size: int, abort: threading.Event,
-                 timeout: float | None = None, ticks: Callable[[], int] | None = None) -> None:
+                 timeout: float | None = None, ticks: Callable[[], int] | None = None,
+                 ordered: bool = True) -> None:
+        """`ordered=False` when every thread can hold one at once (size >= T): nobody ever
+        waits then, and keeping buffers back would only make one worker wait for another."""
         if size < 1:
             raise ValueError(f"a gradient pool needs at least 1 buffer, got {size}")
+        self.ordered = bool(ordered)
         self.n_params = int(n_params)
         self.dtype = np.dtype(dtype)
         self.size = int(size)
@@ -165,7 +171,7 @@ class GradPool:
                 if self._abort.is_set():
                     raise TicketsAborted(f"gradient buffer wait for batch {batch} aborted")
                 free = len(self._free) + self.size - self._created
-                if free > order.kept_back(batch):
+                if free > (order.kept_back(batch) if self.ordered else 0):
                     at_sync_point(threading.current_thread().name, "granted", None)
                     order.serve(batch)
                     self.in_use_peak = max(self.in_use_peak, self.size - free + 1)

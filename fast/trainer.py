@@ -183,10 +183,14 @@ class FastTrainer:
         share one at once), and min(T, cores) + 1 gradient buffers (fast/grad_pool.py)."""
         size = (int(grad_buffers) if grad_buffers is not None
                 else grad_pool_size(self.threads, self.cores))
+        # only an oversubscribed pool (fewer items than threads) keeps items back for lower
+        # batches: with one for every thread nobody waits, and no worker waits for another
         self.shared.grads = GradPool(self.model.n_params, self.dtype, size, self.shared.abort,
-                                     self.barrier_timeout, ticks)
-        self.shared.workspaces = WorkspacePool(self.model, pool_size(self.threads, self.cores),
-                                               self.shared.abort, self.barrier_timeout, ticks)
+                                     self.barrier_timeout, ticks, ordered=size < self.threads)
+        spaces = pool_size(self.threads, self.cores)
+        self.shared.workspaces = WorkspacePool(self.model, spaces, self.shared.abort,
+                                               self.barrier_timeout, ticks,
+                                               ordered=spaces < self.threads)
         return self.shared.workspaces
 
     def _new_barrier(self, name: str, parties: int, ticks) -> Barrier:

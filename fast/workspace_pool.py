@@ -35,7 +35,12 @@ class WorkspacePool:
     """`size` workspaces of one model, created on first use and reused for every batch."""
 
     def __init__(self, model: FastModel, size: int, abort: threading.Event,
-                 timeout: float | None = None, ticks: Callable[[], int] | None = None) -> None:
+                 timeout: float | None = None, ticks: Callable[[], int] | None = None,
+                 ordered: bool = True) -> None:
+        """`ordered=False` when every thread can hold one at once (size >= T): nobody ever
+        waits then, and keeping workspaces back would only make one worker wait for another
+        (a slow batch would hold up the other workers' later batches)."""
+        self.ordered = bool(ordered)
         if size < 1:
             raise ValueError(f"a workspace pool needs at least 1 workspace, got {size}")
         self.model = model
@@ -74,7 +79,8 @@ class WorkspacePool:
         deadline = IdleDeadline(self._timeout, self._ticks)
         order = self._order
         with self._cond:
-            ordered = batch is not None and order.knows(batch) and not order.served(batch)
+            ordered = (self.ordered and batch is not None and order.knows(batch)
+                       and not order.served(batch))
             while True:
                 if self._abort.is_set():
                     raise TicketsAborted("workspace wait aborted")
