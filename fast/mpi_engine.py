@@ -38,7 +38,6 @@ from fast.faults import FaultPlan, parse_inject
 from fast.mpi_comm import Channel, CommTimeout
 from fast.mpi_topology import batches_of, holders, rank_of_batch, slice_bounds
 from fast.node_zero import StepJob
-from fast.reduction import PositionTickets
 from fast.spheres import POSITIONS
 from fast.trainer import FastTrainer
 from fast.update import StepScalars, apply_chunk, step_scalars
@@ -119,22 +118,6 @@ def slice_pieces(chunks: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[
     return [(c, max(a, lo), min(b, hi)) for c, (a, b) in enumerate(chunks) if a < hi and b > lo]
 
 
-class ChainTickets(PositionTickets):
-    """Position tickets whose first turn at a position is this rank's first batch there.
-
-    A rank that continues a position's partial (R > 12) starts at batch p + 12 s, not p; the
-    turn order inside the rank is still batch order, so the fold is the single process's.
-    """
-
-    def __init__(self, like: PositionTickets) -> None:
-        super().__init__(like._timeout, like._ticks)
-        self.first = list(range(POSITIONS))
-
-    def reset(self) -> None:
-        with self._cond:
-            self._next = list(self.first)
-
-
 class _Rank:
     """What rank 0 and the followers share: the trainer, the channel, the parts of a step."""
 
@@ -161,7 +144,6 @@ class _Rank:
         self.adam_v = np.zeros(n, dtype=self.dtype)
         self.total = np.zeros(n, dtype=self.dtype)  # this slice of the group's mean gradient
         self.pieces = slice_pieces(s.chunks, self.lo, self.hi)
-        s.tickets = ChainTickets(s.tickets)
         if self.rank:  # the followers never hold the whole optimizer state
             s.adam_m, s.adam_v = np.zeros(0, self.dtype), np.zeros(0, self.dtype)
         self.per_batch_s = 0.0  # the slowest rank's seconds per batch in the last step
@@ -212,9 +194,7 @@ class _Rank:
                              "chain")
         job = StepJob(step=step, tokens=tokens, targets=targets, n_batches=g,
                       apply_update=apply, only=batches_of(self.rank, self.ranks, g),
-                      reduce=False)
-        self.trainer.shared.tickets.first = [next((b for b in job.only if b % POSITIONS == p), p)
-                                             for p in range(POSITIONS)]
+                      reduce=False, continued=frozenset(p for p, _, i in links if i > 0))
         status = {"rank": self.rank, "ok": True, "batches": len(job.only)}
         t1 = time.perf_counter()
         try:

@@ -1,7 +1,8 @@
 """Node Zero: the control thread. It hands out groups, checks, decides, and never computes a batch.
 
 Step protocol (DESIGN.md "Threads"); every arrow is a barrier of T workers + Node Zero:
-    Node Zero posts the group on the JobBoard -> workers run their batches (position tickets)
+    Node Zero posts the group on the JobBoard -> workers compute their batches into gradient
+    buffers and fold them into the position segments (position tickets order the folds only)
     -> Point A -> workers sum the 12 position segments by chunks, with chunk norms
     -> `reduced` -> Node Zero: loss, global norm, finiteness, clip scale, learning rate
     -> `decided` -> workers apply AdamW by chunks (only if Node Zero said so)
@@ -17,12 +18,14 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fast.barrier import Barrier, BarrierBroken
 from fast.faults import FaultAborted, FaultPlan, InjectedFault, ThreadFault
+from fast.grad_pool import GradPool, split_first
 from fast.heartbeat import Heartbeat, HeartbeatBoard, Phase
 from fast.model import FastModel
 from fast.record import DECIDE, DISPATCH, STEP, SUM, UPDATE_CHUNK, Recorder, wait_kind
@@ -35,6 +38,7 @@ from fast.reduction import (
 )
 from fast.spheres import POSITIONS
 from fast.update import StepScalars, step_scalars
+from fast.workspace_pool import WorkspacePool
 from plumbing.errors import NonFiniteGradientError, StallError
 from reference.config import Config
 
@@ -56,6 +60,9 @@ class StepJob:
     only: tuple[int, ...] | None = None  # batches this process computes (MPI rank); None: all
     reduce: bool = True  # False: compute the position segments only (an MPI rank's half step)
     generation: int = 0  # set by JobBoard.post
+    first_batches: frozenset = frozenset()  # each position's first batch here (Node Zero sets)
+    continued: frozenset = frozenset()  # positions whose segment holds an upstream partial
+    # (an MPI chain link, R > 12): every batch of theirs folds onto it, none computes into it
     batch_loss: np.ndarray = field(default=None)  # (g,) float64 loss SUM per batch
     batch_n: np.ndarray = field(default=None)  # (g,) int64 non-pad targets per batch
     batch_worker: np.ndarray = field(default=None)  # (g,) int64 worker that ran the batch
@@ -151,6 +158,9 @@ class Shared:
     board: JobBoard
     heartbeats: HeartbeatBoard
     faults: FaultPlan
+    grads: GradPool | None = None  # gradient buffers of batches in flight (batch-order grants)
+    workspaces: WorkspacePool | None = None  # activation workspaces, lowest batches first
+    kernel: Callable | None = None  # None: fast.model.batch_forward_backward (simulator: stand-in)
     record: Recorder = field(default_factory=Recorder)  # what every thread did (SPEC 11)
     abort: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -232,7 +242,7 @@ class NodeZero:
             self.hb.set(Phase.DISPATCHING, step=job.step)
             t_step = rec.now()
             s.faults.fire("node-zero", None, job.step, None, self.hb.slot, first=True)
-            s.tickets.reset()
+            self.prepare(job)
             rec.new_step(s.board.generation + 1)  # the key the job is about to get
             s.board.post(job)
             key = job.generation  # the record's step key: one per group handed out
@@ -261,12 +271,27 @@ class NodeZero:
         finally:
             job.done.set()
 
+    def prepare(self, job: StepJob) -> None:
+        """Before the workers see the group: which batches fold in which order, which need a
+        gradient buffer (granted in batch order), which compute into their zeroed segment."""
+        s = self.shared
+        batches = range(job.n_batches) if job.only is None else job.only
+        first, rest = split_first(batches, job.continued)
+        job.first_batches = frozenset(first)
+        s.tickets.reset(batches)
+        if s.grads is not None:
+            s.grads.begin(rest)
+        if s.workspaces is not None:
+            s.workspaces.begin(batches)
+
     def run_eval(self, job: StepJob) -> None:
         """A held-out evaluation: post, Point A, the loss in batch order, Point B. No faults
         fire here (drills count training steps) and nothing touches gradients or weights."""
         s, party = self.shared, self.shared.node_zero_party
         try:
             self.hb.set(Phase.DISPATCHING, step=job.step)
+            if s.workspaces is not None:
+                s.workspaces.begin(range(job.n_batches))
             s.board.post(job)
             self.hb.set(Phase.WAITING_A)
             s.barriers.point_a.wait(party)

@@ -2,9 +2,12 @@
 
 Every phase change of every thread (dispatching, waiting for a ticket, at Point A, reducing,
 deciding, updating, at Point B, ...) goes through `Heartbeat.set`, which calls `at_sync_point`
-first. With no hook installed that is one global read. `spheres stress` (harness/verify/stress.py)
-installs a hook that sleeps or yields per thread and phase, so seeded schedules shake the
-interleavings that the bitwise-determinism and fault-handling invariants must survive.
+first; the gradient pool (fast/grad_pool.py) adds two more: a buffer just granted (inside the
+grant, so a delay there holds up the next grant in batch order) and a buffer about to be given
+back after its fold. With no hook installed that is one global read. `spheres stress`
+(harness/verify/stress.py) installs a hook that sleeps or yields per thread and phase, so
+seeded schedules shake the interleavings that the bitwise-determinism and fault-handling
+invariants must survive.
 The engine never imports harness: the harness hands its hook to this module.
 """
 

@@ -25,17 +25,21 @@ import numpy as np
 from fast.spheres import POSITIONS
 
 # span kinds (the trace and the Gantt colour by these)
-BATCH = "batch"  # forward + backward of one batch, folded into its position segment
+BATCH = "batch"  # forward + backward of one batch, into its own gradient buffer
 FORWARD = "forward"  # inside a batch: one micro-batch's forward and loss (nested in BATCH)
 BACKWARD = "backward"  # inside a batch: one micro-batch's backward (nested in BATCH)
 NESTED = (FORWARD, BACKWARD)  # kinds that lie inside a BATCH span of the same thread
-TICKET = "ticket wait"  # a batch waits for batch b-12 of its position
+TICKET = "ticket wait"  # a computed batch waits for its fold turn (its position's previous batch)
+GRANT = "buffer wait"  # a batch waits for a gradient buffer (granted in batch order)
+WORKSPACE = "workspace wait"  # a batch waits for an activation workspace (min(T, cores) exist)
+FOLDING = "folding"  # a batch adds its buffer into its position segment (one P-length add)
 DISPATCH = "dispatching"  # Node Zero hands out the group (its batch field holds g)
 REDUCE = "reducing"  # a worker sums the 12 position segments over its chunks
 DECIDE = "deciding"  # Node Zero: loss, global norm, finiteness, clip scale, learning rate
 UPDATE = "updating"  # a worker applies AdamW over its chunks
 CHECKPOINT = "checkpoint write"  # the caller writes a checkpoint
 STEP = "step"  # Node Zero: from handing out the group to leaving Point B
+IN_FLIGHT = "batches in flight"  # derived from BATCH spans (`in_flight`): the trace's counter
 WAIT = "wait "  # prefix: "wait point-A", "wait reduced", "wait decided", "wait point-B"
 
 
@@ -255,3 +259,27 @@ class RecordSnapshot:
         for kind, _, start, end, _ in log.spans:
             out[kind] = out.get(kind, 0.0) + (end - start)
         return out
+
+
+def in_flight(rec: RecordSnapshot, step: int | None = None,
+              kind: str = BATCH) -> list[tuple[float, int]]:
+    """Batches computing at once over time, from the record's `kind` spans (of `step`, or all):
+    (time s, count from then on) at every start and end, in time order. An end and a start at
+    the same instant count the end first, so touching spans are never "at once"."""
+    events = []
+    for t in rec.threads:
+        for k, s, start, end, _ in t.spans:
+            if k == kind and (step is None or s == step):
+                events.append((start, 1))
+                events.append((end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))
+    out, n = [], 0
+    for at, delta in events:
+        n += delta
+        out.append((at, n))
+    return out
+
+
+def peak_in_flight(rec: RecordSnapshot, step: int | None = None) -> int:
+    """Most batches computing at the same moment (read from the record, never assumed)."""
+    return max((n for _, n in in_flight(rec, step)), default=0)

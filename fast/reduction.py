@@ -1,8 +1,11 @@
 """Gradient memory and its reduction: 12 position segments, per-position tickets, chunked sums.
 
-Lock-free by construction (SPEC 4): batch b adds straight into the segment of position b % 12,
-and only when that position's ticket says it is b's turn (b-12 finished). No lock ever guards
-gradient memory; the ticket's Condition is used only to sleep until the turn comes. After
+Lock-free by construction (SPEC 4): batch b computes its gradient into a buffer of its own
+(fast/grad_pool.py; the first batch of a position straight into its zeroed segment) and folds
+it into the segment of position b % 12 only when that position's ticket says it is b's turn
+(the position's previous batch has folded). So a position's partial sum is the left fold of its
+batches in batch order, each batch's gradient computed from zero. No lock ever guards gradient
+memory; the ticket's Condition is used only to sleep until the turn comes. After
 Point A the 12 segments are summed elementwise in position order 0..11, split into fixed
 parameter chunks that threads take in parallel; each chunk's squared norm is a float64 loop and
 Node Zero adds the chunk norms in chunk order. Chunks depend on the config only (CHUNK_ELEMENTS),
@@ -21,6 +24,7 @@ from fast.spheres import POSITIONS
 
 CHUNK_ELEMENTS = 65536  # 64Ki parameters per reduction/update chunk: 256 KB of float32, cache-sized
 TICKET_POLL_SECONDS = 0.2  # a ticket waiter re-checks abort and its idle deadline this often
+END_OF_STEP = 1 << 62  # a position's ticket once its last batch of the step has folded
 
 
 class PositionSegments:
@@ -45,23 +49,42 @@ class TicketsAborted(RuntimeError):
 
 
 class PositionTickets:
-    """Per position, the next batch index allowed to write its segment (monotonic per step)."""
+    """Per position, the next batch allowed to fold into its segment (monotonic per step)."""
 
     def __init__(self, timeout: float | None = None, ticks=None) -> None:
-        # guards _next and _aborted; waiters sleep on it until their batch's turn
+        # guards _queues, _at, _next and _aborted; waiters sleep on it until their batch's turn
         self._cond = threading.Condition(threading.Lock())
-        self._next = list(range(POSITIONS))  # position p: batch p writes first
+        self._queues: list[list[int]] = [[] for _ in range(POSITIONS)]  # empty: unbounded
+        self._at = [0] * POSITIONS  # position p: index in _queues[p] of the batch whose turn it is
+        self._next = list(range(POSITIONS))  # position p: batch p folds first
         self._aborted: str | None = None
         self._timeout = timeout
         self._ticks = ticks
 
-    def reset(self) -> None:
-        """Start of a step (no worker is running): batch p is first at position p."""
+    def reset(self, batches=None) -> None:
+        """Start of a step (no worker is running): each position's batches fold in batch order.
+
+        `batches`: the batches this process runs (an MPI rank runs some), None for 0, 1, 2, ...
+        without end (position p: p, p+12, p+24, ...).
+        """
         with self._cond:
-            self._next = list(range(POSITIONS))
+            if batches is None:
+                self._queues = [[] for _ in range(POSITIONS)]
+            else:
+                self._queues = [[] for _ in range(POSITIONS)]
+                for b in sorted(batches):
+                    self._queues[b % POSITIONS].append(int(b))
+            self._at = [0] * POSITIONS
+            self._next = [self._batch_at(p) for p in range(POSITIONS)]
+
+    def _batch_at(self, position: int) -> int:
+        queue, at = self._queues[position], self._at[position]
+        if not queue:  # no list: every batch of the position, in order
+            return position + POSITIONS * at
+        return queue[at] if at < len(queue) else END_OF_STEP
 
     def wait_turn(self, batch: int) -> None:
-        """Block until `batch` may write its position's segment (batch - 12 has finished)."""
+        """Block until `batch` may fold into its position's segment."""
         position = batch % POSITIONS
         deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
@@ -73,12 +96,16 @@ class PositionTickets:
                 if not deadline.wait(self._cond, TICKET_POLL_SECONDS):
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for "
-                        f"batch {self._next[position]} of position {position} to finish")
+                        f"batch {self._next[position]} of position {position} to fold")
 
     def advance(self, batch: int) -> None:
-        """`batch` finished writing: the next batch of its position (batch + 12) may go."""
+        """`batch` has folded: the next batch of its position may fold."""
+        position = batch % POSITIONS
         with self._cond:
-            self._next[batch % POSITIONS] = batch + POSITIONS
+            queue = self._queues[position]
+            self._at[position] = (queue.index(batch) if batch in queue
+                                  else batch // POSITIONS) + 1
+            self._next[position] = self._batch_at(position)
             self._cond.notify_all()
 
     def next_batches(self) -> list[int]:

@@ -13,15 +13,16 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fast import evaluate, reduction, update
+from fast import evaluate, grad_pool, reduction, update
 from fast import model as fast_model
 from fast.barrier import Barrier
 from fast.faults import Fault, FaultPlan
+from fast.grad_pool import GradPool, grad_pool_size
 from fast.heartbeat import HeartbeatBoard
 from fast.model import FastModel
 from fast.node_zero import Barriers, JobBoard, NodeZero, Shared, StepJob
@@ -32,6 +33,7 @@ from fast.update import decay_mask
 from fast.watchdog import Watchdog
 from fast.workers import Worker
 from fast.workspace_pool import WorkspacePool, pool_size
+from plumbing.cores import usable_cores
 from plumbing.errors import InputError
 from plumbing.thread_limits import thread_limit
 from reference.config import Config
@@ -58,6 +60,7 @@ def warmup(dtype) -> float:
         if dt not in _warm_dtypes:
             fast_model.warmup(dt.type)
             reduction.warmup(dt)
+            grad_pool.warmup(dt)
             update.warmup(dt)
             evaluate.warmup(dt)
             _warm_dtypes.add(dt)
@@ -79,6 +82,18 @@ def _blas_single_thread(enter: bool) -> None:
                 _blas_limit = None
 
 
+def _check_sizes(threads, stall_timeout, cores, grad_buffers) -> None:
+    """Bad sizes are refused before anything is built (exit 2 through InputError)."""
+    if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
+    for value, what in ((cores, "cores"), (grad_buffers, "grad_buffers")):
+        if value is not None and (not isinstance(value, int | np.integer)
+                                  or isinstance(value, bool) or value < 1):
+            raise InputError(f"{what}={value!r} must be a positive integer or None")
+    if not stall_timeout > 0:
+        raise InputError(f"stall_timeout={stall_timeout!r} must be positive seconds")
+
+
 class FastTrainer:
     """Node Zero + `threads` workers + a watchdog, over flat float32/float64 buffers."""
 
@@ -86,11 +101,14 @@ class FastTrainer:
                  params: dict[str, np.ndarray] | None = None, stall_timeout: float = 60.0,
                  faults: Iterable[Fault | str] | FaultPlan | None = None,
                  barrier_timeout: float | None = None, *,
-                 chunk_size: int = CHUNK_ELEMENTS, locate: bool = False) -> None:
-        if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
-            raise InputError(f"threads={threads!r} must be a positive integer (1 to 63 or more)")
-        if not stall_timeout > 0:
-            raise InputError(f"stall_timeout={stall_timeout!r} must be positive seconds")
+                 chunk_size: int = CHUNK_ELEMENTS, locate: bool = False,
+                 cores: int | None = None, grad_buffers: int | None = None,
+                 kernel: Callable | None = None) -> None:
+        """`cores`: the core count the pools are sized for (None: plumbing.cores.usable_cores;
+        `spheres simulate` raises it to a machine we do not have). `grad_buffers`: the gradient
+        pool's size (None: fast.grad_pool.grad_pool_size). `kernel`: a stand-in for
+        fast.model.batch_forward_backward with its signature (the simulator's sleeping kernel)."""
+        _check_sizes(threads, stall_timeout, cores, grad_buffers)
         self.config = config.validate()
         self.threads = int(threads)
         self.stall_timeout = float(stall_timeout)
@@ -130,17 +148,15 @@ class FastTrainer:
             total=np.zeros(P, dtype=self.dtype), chunks=chunks,
             chunk_norms=np.zeros(len(chunks), dtype=np.float64),
             tickets=PositionTickets(self.barrier_timeout, ticks), barriers=barriers,
-            board=JobBoard(), heartbeats=hearts, faults=self.faults)
+            board=JobBoard(), heartbeats=hearts, faults=self.faults, kernel=kernel)
+        self.cores = int(cores) if cores is not None else usable_cores()
+        self.workspaces = self._make_pools(grad_buffers, ticks)
         self.faults.attach(self.shared.abort, hearts.ticks)
 
         self.record = self.shared.record  # the run record every verdict reads (fast.record)
         if locate:  # fold digests of every partial sum (`spheres verify --locate`)
             self.record_digests()
         self._node_zero = NodeZero(self.shared, zero_heart)
-        # min(T, cores) workspaces shared by the workers instead of one per worker (SPEC 4's
-        # per-worker buffers are per batch in flight: no two batches ever share one at once)
-        self.workspaces = WorkspacePool(self.model, pool_size(self.threads), self.shared.abort,
-                                        self.barrier_timeout, ticks)
         self._workers = [Worker(i, self.shared, h, self.workspaces)
                          for i, h in enumerate(worker_hearts)]
         party_names = {i: f"ks-worker-{i}" for i in range(self.threads)}
@@ -175,6 +191,23 @@ class FastTrainer:
         except BaseException:
             self.close()
             raise
+
+    def _make_pools(self, grad_buffers: int | None, ticks) -> WorkspacePool:
+        """The gradient pool (into `shared.grads`) and the workspace pool (returned), both
+        sized for `self.cores`: min(T, cores) workspaces shared by the workers instead of one
+        per worker (SPEC 4's per-worker buffers are per batch in flight: no two batches ever
+        share one at once), and min(T, cores) + 1 gradient buffers (fast/grad_pool.py)."""
+        size = (int(grad_buffers) if grad_buffers is not None
+                else grad_pool_size(self.threads, self.cores))
+        # only an oversubscribed pool (fewer items than threads) keeps items back for lower
+        # batches: with one for every thread nobody waits, and no worker waits for another
+        self.shared.grads = GradPool(self.model.n_params, self.dtype, size, self.shared.abort,
+                                     self.barrier_timeout, ticks, ordered=size < self.threads)
+        spaces = pool_size(self.threads, self.cores)
+        self.shared.workspaces = WorkspacePool(self.model, spaces, self.shared.abort,
+                                               self.barrier_timeout, ticks,
+                                               ordered=spaces < self.threads)
+        return self.shared.workspaces
 
     def _new_barrier(self, name: str, parties: int, ticks) -> Barrier:
         """One step barrier (a seam for tests that build deliberately broken variants)."""
@@ -244,6 +277,7 @@ class FastTrainer:
                           "compiled code); they are daemon threads and die with the process",
                           RuntimeWarning, stacklevel=2)
         self.workspaces.close()
+        self.shared.grads.close()
         if self._blas_entered:
             self._blas_entered = False
             _blas_single_thread(False)
@@ -263,7 +297,10 @@ class FastTrainer:
         node_zero = next(r.stats() for r in records if r.role == "node-zero")
         return {"workers": workers, "node_zero": node_zero, "n_workers": self.threads,
                 "steps": self._step, "chunks": len(self.shared.chunks),
-                "segment_bytes": self.shared.segments.nbytes}
+                "segment_bytes": self.shared.segments.nbytes,
+                "grad_buffers": self.shared.grads.size,
+                "grad_buffers_created": self.shared.grads.created,
+                "grad_buffers_peak": self.shared.grads.in_use_peak}
 
     def record_digests(self, capture=()) -> FoldDigests:
         """From the next step on, record a digest of every partial sum of the reduction tree

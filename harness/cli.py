@@ -50,6 +50,8 @@ COMMANDS: dict[str, Command] = {
                   "A/B timing of two revisions or folders, interleaved, with statistics"),
     "stress": Command("harness.commands.stress",
                       "seeded chaos run: perturbed schedules, faults, invariants"),
+    "simulate": Command("harness.commands.simulate",
+                        "the real protocol on N simulated cores with stand-in batches"),
 }
 
 

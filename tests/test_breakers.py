@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fast.trainer
 import fast.workers as fw
 from fast.barrier import Barrier
 from fast.node_zero import JobBoard
@@ -82,11 +83,22 @@ def wrong_position(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(fw, "position_of", lambda b: 6 if b == 5 else b % 12)
 
 
+def _ample_pools(mp: pytest.MonkeyPatch) -> None:
+    """A workspace and a gradient buffer per batch. The pools keep one back for every lower
+    batch of the step still to come (fast/grad_pool.py), so a broken plan that never runs a
+    batch, or runs them out of order, would wait for it; with enough for everyone it runs to
+    the end and the check under test sees what it did."""
+    mp.setattr(fast.trainer, "grad_pool_size", lambda threads, cores, needers=None: 64)
+    mp.setattr(fast.trainer, "pool_size", lambda threads, cores=None: 64)
+
+
 def reversed_folds(mp: pytest.MonkeyPatch) -> None:
-    """Each worker runs its batches in descending order and tickets no longer order them."""
+    """Each worker runs its batches in descending order; neither tickets nor buffer grants
+    (which would wait for the ascending batch forever) order them any more."""
     orig = fw.worker_batches
     mp.setattr(fw, "worker_batches", lambda w, g, t: list(orig(w, g, t))[::-1])
     mp.setattr(PositionTickets, "wait_turn", lambda self, batch: None)
+    _ample_pools(mp)
 
 
 def skipped_batch(mp: pytest.MonkeyPatch) -> None:
@@ -144,6 +156,7 @@ def late_worker(mp: pytest.MonkeyPatch) -> None:
         self.compute_batches(job)
 
     mp.setattr(Worker, "run_step", run_step)
+    _ample_pools(mp)  # worker 0 must not wait for what is kept back for worker 1's batches
 
 
 _current: list[FastTrainer] = []
@@ -326,6 +339,7 @@ def _nan_loss(mp):
 def _worker_one_idle(mp):
     orig = fw.worker_batches
     mp.setattr(fw, "worker_batches", lambda w, g, t: [] if w == 1 else list(orig(w, g, t)))
+    _ample_pools(mp)  # worker 1's batches never ask: nothing may be kept back for them
 
 
 # check id -> how a broken run's figures look (record ids: the broken engine's findings;
@@ -438,6 +452,7 @@ def _nudged_update(mp):
 def _idle_worker(mp):
     orig = fw.worker_batches
     mp.setattr(fw, "worker_batches", lambda w, g, t: [] if w == 1 else list(orig(w, g, t)))
+    _ample_pools(mp)  # worker 1's batches never ask: nothing may be kept back for them
 
 
 def _miscounted(mp):

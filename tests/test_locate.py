@@ -62,10 +62,11 @@ def surviving_index(ref):
 
 
 def _one_ulp_at_t3(mp: pytest.MonkeyPatch, index: int) -> None:
-    """One ulp added to element `index` of batch 17's gradient, only when T = 3."""
+    """One ulp added to element `index` of position 5's segment by batch 17's fold, only when
+    T = 3."""
     local = threading.local()
     orig_batch, orig_position = Worker.run_batch, fw.position_of
-    orig_fb = fw.batch_forward_backward
+    orig_fold = fw.fold_into
 
     def run_batch(self, job, k, b):
         local.threads = self.shared.n_workers
@@ -75,15 +76,15 @@ def _one_ulp_at_t3(mp: pytest.MonkeyPatch, index: int) -> None:
         local.batch = b
         return orig_position(b)
 
-    def fb(model, params, segment, *rest, **kw):
-        out = orig_fb(model, params, segment, *rest, **kw)
+    def fold(segment, buffer):  # batch 17 folds its own buffer into position 5's segment
+        out = orig_fold(segment, buffer)
         if local.threads == 3 and local.batch == BATCH:
             segment[index] = np.nextafter(segment[index], np.inf)
         return out
 
     mp.setattr(Worker, "run_batch", run_batch)
     mp.setattr(fw, "position_of", position_of)
-    mp.setattr(fw, "batch_forward_backward", fb)
+    mp.setattr(fw, "fold_into", fold)
 
 
 @pytest.mark.parametrize("locate", [False, True], ids=["repeated", "--locate"])

@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the real functions, captured before any test patches them, so wrappers never nest
 _REAL_COMPUTE = fast.workers.batch_forward_backward
 _REAL_REDUCE = fast.workers.reduce_chunk
+_REAL_FOLD = fast.workers.fold_into
 
 
 # -- data helpers --------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ class Call:
 
     thread: threading.Thread  # the object, not the ident: idents are reused, objects are not
     batch: int
-    position: int  # which of the 12 position segments it wrote
+    position: int  # which of the 12 position segments it wrote (-1: its own gradient buffer)
     workspace: Workspace  # kept alive here, so no two workspaces ever share an id()
     start: float
     end: float
@@ -119,7 +120,10 @@ class ComputeRecorder:
         self.active = 0
         self.max_active = 0
         self._count_lock = threading.Lock()  # guards the counters only, never the compute
+        self.writes: list[Call] = []  # every write into a position segment: computes, folds
+        self._buffer_batch: dict[int, int] = {}  # id(buffer) -> the batch computing into it
         monkeypatch.setattr(fast.workers, "batch_forward_backward", self._compute)
+        monkeypatch.setattr(fast.workers, "fold_into", self._fold)
         if reductions:
             monkeypatch.setattr(fast.workers, "reduce_chunk", self._reduce)
 
@@ -137,7 +141,11 @@ class ComputeRecorder:
         shared = self.trainer.shared
         batch = shared.heartbeats.records[slot].batch  # set by the worker just before the call
         base = shared.segments.data.__array_interface__["data"][0]
-        position = (segment.__array_interface__["data"][0] - base) // segment.nbytes
+        offset = segment.__array_interface__["data"][0] - base
+        inside = 0 <= offset < shared.segments.data.nbytes
+        position = offset // segment.nbytes if inside else -1
+        if not inside:
+            self._buffer_batch[id(segment)] = batch
         with self._count_lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -151,8 +159,22 @@ class ComputeRecorder:
             end = time.perf_counter()
             with self._count_lock:
                 self.active -= 1
-            self.calls.append(Call(threading.current_thread(), batch, int(position), workspace,
-                                   start, end))
+            call = Call(threading.current_thread(), batch, int(position), workspace, start, end)
+            self.calls.append(call)
+            if position >= 0:
+                self.writes.append(call)
+
+    def _fold(self, segment, buffer):
+        shared = self.trainer.shared
+        base = shared.segments.data.__array_interface__["data"][0]
+        position = (segment.__array_interface__["data"][0] - base) // segment.nbytes
+        batch = self._buffer_batch[id(buffer)]
+        start = time.perf_counter()
+        try:
+            return _REAL_FOLD(segment, buffer)
+        finally:
+            self.writes.append(Call(threading.current_thread(), batch, int(position), None,
+                                    start, time.perf_counter()))
 
     def _reduce(self, segments, n_positions, total, lo, hi, n_targets):
         self.reduce_starts.append(time.perf_counter())
@@ -245,7 +267,7 @@ def test_08_2_workers_own_their_activation_buffers(monkeypatch, no_thread_leak):
     g0, g1 = groups.group(0), groups.group(1)
     # 4 workspaces for 4 workers whatever the core count, and batches 0 and 1 held open, so
     # two computations are surely in flight together (the broken variant below must overlap)
-    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads: threads)
+    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, cores=None: threads)
     rec = ComputeRecorder(monkeypatch, delay={0: 0.3, 1: 0.3})
     with FastTrainer(CFG, 4, dtype=np.float64) as tr:
         rec.trainer = tr
@@ -289,7 +311,7 @@ def max_concurrent_batches(monkeypatch, lock: threading.Lock | None = None) -> i
     rec = ComputeRecorder(monkeypatch, lock=lock)
     # one workspace per worker even on a 1-core machine (the pool caps batches in flight at
     # the core count on purpose; this check is about locks, not cores)
-    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads: threads)
+    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, cores=None: threads)
     with FastTrainer(cfg, 2) as tr:
         rec.trainer = tr
         tr.group_grads(g.tokens, g.targets)
@@ -482,20 +504,22 @@ def test_08_6_no_two_threads_accumulate_one_segment_at_once(monkeypatch, no_thre
     """SPEC 8.6: "Two threads accumulated the same gradients concurrently after Point B."
 
     Two steps of 26 batches on 5 workers: per position, writes never overlap and come in
-    batch order, even with batch 0 held for 0.4 s; without tickets the overlap is caught.
+    batch order, even with batch 0 held for 1 s; without tickets the overlap is caught.
     """
     cfg = CFG.replace(group_size=26)  # every position folds 2 or 3 batches
     g = _groups(cfg, 26).group(0)
-    # batch 0 takes 0.4 s inside its write window: batches 12 and 24 (other workers) are ready
-    # long before it ends, so only the tickets keep them out of position 0's segment
-    delay = {0: 0.4}
+    # batch 0 takes 1 s inside its write window (it computes straight into position 0's
+    # segment): batches 12 and 24 (other workers, a workspace each) are folded long before it
+    # ends, so only the tickets keep them out of position 0's segment
+    monkeypatch.setattr(fast.trainer, "pool_size", lambda threads, cores=None: threads)
+    delay = {0: 1.0}
     rec = ComputeRecorder(monkeypatch, delay=delay)
     with FastTrainer(cfg, 5) as tr:
         rec.trainer = tr
         tr.step(g.tokens, g.targets)
         tr.step(g.tokens, g.targets)  # the step after Point B: tickets reset, same rule
-    assert_segment_writes_in_turn(rec.calls[:26], 26)
-    assert_segment_writes_in_turn(rec.calls[26:], 26)
+    assert_segment_writes_in_turn(rec.writes[:26], 26)
+    assert_segment_writes_in_turn(rec.writes[26:], 26)
 
     # broken: no tickets
     monkeypatch.setattr(PositionTickets, "wait_turn", lambda self, batch: None)
@@ -504,7 +528,7 @@ def test_08_6_no_two_threads_accumulate_one_segment_at_once(monkeypatch, no_thre
         rec.trainer = tr
         tr.step(g.tokens, g.targets)
     with pytest.raises(AssertionError, match="position 0"):
-        assert_segment_writes_in_turn(rec.calls, 26)
+        assert_segment_writes_in_turn(rec.writes, 26)
 
 
 # -- 8.7 ------------------------------------------------------------------------------------------

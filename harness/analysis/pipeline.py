@@ -79,6 +79,10 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     check_stop("after phase reproducibility")
     memray = None if training.error else phase_memory(plan, cfg, corpus, out_dir, say)
     check_stop("after phase memory")
+    from harness.analysis.scaling import phase_scaling, scaling_plot
+
+    scaling = phase_scaling(say)  # the protocol on 64 simulated cores (a few seconds)
+    check_stop("after phase scaling")
     cores = sampler.cores
     machine = machine_facts()
     results = AnalysisResults(
@@ -115,9 +119,11 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
             error=(flame.get("error") or "").splitlines()[0] if flame.get("error")
             else ("training too short for a flame graph" if not flame else None)),
         record=record_summary(run.record, out_dir),
+        scaling=scaling,
     )
     conclude(results)
     results.plots = make_plots(results, out_dir)
+    results.plots.update(scaling_plot(results, out_dir))
     if results.record.timeline:
         results.plots["timeline"] = results.record.timeline
     results.meta.seconds = time.perf_counter() - started

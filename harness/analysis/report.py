@@ -273,6 +273,12 @@ def _scale_out(r: AnalysisResults) -> list[str]:
     return section_lines(r.scale_out) if r.scale_out is not None else []
 
 
+def _scaling(r: AnalysisResults) -> list[str]:
+    from harness.analysis.scaling import section_lines
+
+    return section_lines(r)
+
+
 class Section(NamedTuple):
     """One report section: the `section` of its checks, its heading, its renderer."""
 
@@ -298,6 +304,7 @@ SECTIONS: list[Section] = [
     Section("architecture", "Architecture Verification", _architecture),
     Section("engines", "Engines Side by Side", _engines),
     Section("repro", "Reproducibility Across Threads and Processes", _repro),
+    Section("scaling", "Scaling beyond this machine", _scaling),  # a quick simulated sweep
     Section("scale_out", "Scale-out (MPI ranks)", _scale_out, optional=True),  # --ranks R
     Section("known_issues", "Known Issues", _known_issues),
     Section("recommendations", "Recommendations", _recommendations),

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="thread counts: 1-63, 1,2,4 or 1-4,8")
     p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
     p.add_argument("--dtypes", default="float64,float32", help="comma-separated dtypes")
+    p.add_argument("--group-size", type=o.positive_int, default=None,
+                   help="batches per step G for every preset (default: each preset's; above 12 "
+                        "a position folds several batches from their own gradient buffers)")
     p.add_argument("--seed", type=o.int_in_range(0, o.MAX_SEED), default=0,
                    help="initialisation and corpus seed")
     p.add_argument("--trajectory-steps", type=o.positive_int, default=3,
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "fast":
             mpiexec_path()
     traces: list | None = [] if trace is not None else None
-    configs = [preset(name, seed=args.seed) for name in presets]
+    sizes = {"group_size": args.group_size} if args.group_size else {}
+    configs = [preset(name, seed=args.seed, **sizes) for name in presets]
     from harness.run.progress import open_progress
     from harness.run.stop import Stopped, deferred
 

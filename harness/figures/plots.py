@@ -169,3 +169,25 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], out_path: str | Pat
     ax.set_ylabel("loss (mean cross-entropy)")
     ax.set_title("Loss curve")
     return _save(fig, out_path)
+
+
+def plot_simulated_scaling(threads: Sequence[int], step_seconds: Sequence[float],
+                           ideal_seconds: Sequence[float], out_path: str | Path, *,
+                           cores: int, title: str = "") -> Path:
+    """Simulated step time against worker threads, with the ideal ceil(G/min(T,N)) x c + tail."""
+    xs, ys = _check_pair("threads", threads, "step_seconds", step_seconds)
+    _, ideal = _check_pair("threads", threads, "ideal_seconds", ideal_seconds)
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    fig, ax = _new_figure()
+    ax.plot([xs[i] for i in order], [ys[i] for i in order], "o-", label="simulated step")
+    ax.plot([xs[i] for i in order], [ideal[i] for i in order], "--", color="gray",
+            label="ideal: ceil(G / min(T, N)) x c + fold and update")
+    ax.axvline(cores, color="red", alpha=0.4, label=f"{cores} simulated cores")
+    ax.axvline(12, color="orange", alpha=0.4, label="12 positions (the old chain's limit)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("worker threads T")
+    ax.set_ylabel("step seconds")
+    ax.set_title(title or f"Simulated step time, {cores} cores")
+    ax.legend(fontsize=8)
+    return _save(fig, out_path)

@@ -265,6 +265,30 @@ class ScaleOut:
 
 
 @dataclass
+class SimulatedRow:
+    """One simulated thread count: the step the record measured against its ideal."""
+
+    threads: int
+    step_seconds: float
+    ideal_seconds: float
+    rounds: int  # ceil(G / min(T, N))
+    peak_in_flight: int  # most batches computing at once, read from the run record
+    cores_busy: float  # mean batches computing / N over the step
+
+
+@dataclass
+class SimulatedScaling:
+    """The report's "Scaling beyond this machine": a quick `spheres simulate` sweep (#18)."""
+
+    preset: str
+    cores: int
+    group: int
+    compute_seconds: float
+    rows: list[SimulatedRow] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
 class AnalysisResults:
     """Everything `spheres analyze` measured and concluded; `results.json` is its `to_json()`."""
 
@@ -287,6 +311,7 @@ class AnalysisResults:
     verdict: str = ""
     plots: dict[str, str] = field(default_factory=dict)  # plot key -> file name
     scale_out: ScaleOut | None = None  # only with `analyze --ranks R`
+    scaling: SimulatedScaling | None = None  # the simulated sweep ("Scaling beyond ...")
     schema_version: int = SCHEMA_VERSION
 
     def set_verdict(self) -> None:

@@ -18,19 +18,24 @@ from fast.record import (
     CHECKPOINT,
     DECIDE,
     DISPATCH,
+    FOLDING,
     FORWARD,
+    GRANT,
     NESTED,
     REDUCE,
     STEP,
     TICKET,
     UPDATE,
+    WORKSPACE,
     RecordSnapshot,
+    peak_in_flight,
     wait_kind,
 )
 from plumbing.outputs import write_output
 
 COLOURS = {
     BATCH: "#2b8cbe", FORWARD: "#08519c", BACKWARD: "#6baed6", TICKET: "#bdd7e7",
+    GRANT: "#9e9ac8", WORKSPACE: "#dadaeb", FOLDING: "#de2d26",
     DISPATCH: "#756bb1", DECIDE: "#e6550d",
     REDUCE: "#31a354", UPDATE: "#a1d99b", CHECKPOINT: "#636363",
     wait_kind("point-A"): "#fdae6b", wait_kind("reduced"): "#fdd0a2",
@@ -63,7 +68,8 @@ def plot_gantt(rec: RecordSnapshot, step: int, out_path: str | Path) -> Path:
     ax.set_yticklabels([t.name for t in rows], fontsize=7 if len(rows) > 16 else 9)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the step started")
-    ax.set_title(f"step {step}: what every thread did (run record)")
+    ax.set_title(f"step {step}: what every thread did (run record); at most "
+                 f"{peak_in_flight(rec, step)} batches computing at once")
     ax.legend(handles=[Patch(color=COLOURS.get(k, "#969696"), label=k) for k in COLOURS
                        if k in used], fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fast.record import BATCH, STEP, RecordSnapshot
+from fast.record import BATCH, IN_FLIGHT, STEP, RecordSnapshot, in_flight
 from plumbing.outputs import json_text, write_output
 
 US = 1e6  # trace timestamps are microseconds
@@ -76,6 +76,10 @@ def trace_events(rec: RecordSnapshot, *, pid: int = 0, rank_name: str = "spheres
                      "ts": round(start * US, 3), "dur": round(max(0.0, end - start) * US, 3),
                      "args": args}
             by_step.setdefault(step, []).append(event)
+    for step in steps:  # batches computing at once: a counter track, sampled like its step
+        by_step.setdefault(step, []).extend(
+            {"ph": "C", "name": IN_FLIGHT, "pid": pid, "tid": 0, "ts": round(t * US, 3),
+             "args": {"batches": float(n)}} for t, n in in_flight(rec, step))
     outside = by_step.pop(-1, [])  # spans outside any step (checkpoint writes): always kept
     events += outside
     size += len(json.dumps(outside))

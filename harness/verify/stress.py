@@ -1,8 +1,10 @@
 """`spheres stress`: a seeded chaos run in the manner of deterministic simulation testing.
 
 Hypothesis draws each case: thread count, group size, corpus length (so the last group may be
-short), steps, precision, up to two injected faults (any kind, any thread, any step, also two at
-once and at the last step, which the rescue checkpoint then follows) and a perturbation schedule.
+short), steps, precision, the core count the pools are sized for and the gradient pool's size
+(down to one buffer and one workspace: batch-order grants must never deadlock, issue #18),
+up to two injected faults (any kind, any thread, any step, also two at once and at the last
+step, which the rescue checkpoint then follows) and a perturbation schedule.
 The schedule is a hook at every synchronisation point of the fast engine (fast/perturb.py):
 per thread and phase a seeded choice to sleep up to `max_delay_us`, yield, or go on. After each
 case the invariants are checked against a baseline computed once per data shape with one
@@ -40,7 +42,11 @@ from reference.config import preset
 PRESET = "tiny"  # small enough for a case to take well under a second without faults
 STALL_SECONDS = 1.5  # stall timeout of every case: far above any perturbation (<= 2 ms per
 # sync point) so a slow, loaded machine is not a stall, yet a hang case ends in ~2 s
-MAX_THREADS = 8  # more threads than the 12 positions' worth of work would only repeat cases
+MAX_THREADS = 16  # past 12 workers share positions; more would only repeat cases
+MAX_GROUP = 30  # batches 12.. fold after others: up to 3 per position, so the gradient pool and
+# the fold order are exercised (issue #18), still well under a second per case
+MAX_CORES = 8  # the core count the pools are sized for: 1 (one workspace) up to many
+GRAD_BUFFERS = (None, 1, 2, 3)  # the gradient pool: default size, its smallest, a few
 MAX_STEPS = 3
 CASES_PER_BATCH = 10  # one hypothesis run; its seed replays all of its cases (hypothesis
 # opens each run with the simplest case, so fewer cases per run would repeat it more often)
@@ -60,6 +66,8 @@ class StressCase:
     perturb_seed: int
     max_delay_us: int
     yield_share: float
+    cores: int = 2  # FastTrainer(cores=): workspaces min(T, cores), gradient pool by default
+    grad_buffers: int | None = None  # FastTrainer(grad_buffers=): None for the default size
 
 
 def case_strategy():
@@ -69,7 +77,7 @@ def case_strategy():
     @st.composite
     def cases(draw) -> StressCase:
         threads = draw(st.integers(1, MAX_THREADS))
-        group = draw(st.integers(1, 14))
+        group = draw(st.integers(1, MAX_GROUP))
         steps = draw(st.integers(1, MAX_STEPS))
         target = st.one_of(st.just("node-zero"),
                            st.integers(0, threads - 1).map(lambda i: f"worker={i}"))
@@ -89,7 +97,9 @@ def case_strategy():
             steps=steps, dtype=draw(st.sampled_from(["float32", "float64"])),
             faults=tuple(faults), perturb_seed=draw(st.integers(0, 2**32 - 1)),
             max_delay_us=draw(st.sampled_from([0, 200, 2000])),
-            yield_share=draw(st.sampled_from([0.0, 0.3, 0.7])))
+            yield_share=draw(st.sampled_from([0.0, 0.3, 0.7])),
+            cores=draw(st.integers(1, MAX_CORES)),
+            grad_buffers=draw(st.sampled_from(GRAD_BUFFERS)))
 
     return cases()
 
@@ -182,7 +192,8 @@ class CaseRunner:
         error: BaseException | None = None
         with perturb.installed(hook):
             trainer = FastTrainer(cfg, case.threads, dtype=np.dtype(case.dtype),
-                                  stall_timeout=STALL_SECONDS, faults=list(case.faults))
+                                  stall_timeout=STALL_SECONDS, faults=list(case.faults),
+                                  cores=case.cores, grad_buffers=case.grad_buffers)
             try:
                 try:
                     for s in range(case.steps):
