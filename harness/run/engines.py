@@ -88,10 +88,14 @@ def unfired_faults(engine: Engine) -> list[str]:
     return [str(f) for f in engine.unfired_faults()] if isinstance(engine, InjectsFaults) else []
 
 
-def parse_threads(text: str) -> list[int]:
-    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1)."""
+def parse_threads(text: str, cap: int | None = None) -> list[int]:
+    """`1-63`, `1,2,4`, `1-4,8,16-18` -> sorted unique thread counts (each >= 1).
+
+    `cap`: the largest count allowed (checked before a range is expanded); None: the thread
+    cap, MAX_THREADS_PER_CORE per usable core. `--ranks` passes its own.
+    """
     out: set[int] = set()
-    cap = MAX_THREADS_PER_CORE * usable_cores()  # checked before a range is expanded
+    cap = MAX_THREADS_PER_CORE * usable_cores() if cap is None else cap
     try:
         for part in text.split(","):
             part = part.strip()

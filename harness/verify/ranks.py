@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,14 +53,14 @@ def parse_ranks(text: str) -> list[int]:
     """`1,2,3,5,12,24` or `1-12` -> sorted rank counts, each 1..144 (the level-2 spheres)."""
     from harness.run.engines import parse_threads
 
+    if any(int(n) > MAX_RANKS for n in re.findall(r"\d+", text)):
+        raise InputError(f"--ranks {text!r}: the {MAX_RANKS} level-2 spheres allow 1 to "
+                         f"{MAX_RANKS} ranks")
     try:
-        ranks = parse_threads(text)
+        ranks = parse_threads(text, cap=MAX_RANKS)
     except InputError:
         raise InputError(f"--ranks {text!r}: expected counts like 1,2,3,5,12,24 or 1-12"
                          ) from None
-    if max(ranks) > MAX_RANKS:
-        raise InputError(f"--ranks {text!r}: the {MAX_RANKS} level-2 spheres allow 1 to "
-                         f"{MAX_RANKS} ranks")
     return ranks
 
 
