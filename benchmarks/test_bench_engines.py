@@ -105,8 +105,9 @@ def _torch_gpt(m: ModelConfig):
     return GPT()
 
 
-def test_torch_eager(benchmark, bench_settings, make_group):
-    """The same model and group in PyTorch eager at the same thread count (if installed)."""
+def _torch_group(benchmark, bench_settings, make_group, compiled: bool) -> None:
+    """The same model and group in PyTorch at the same thread count (if installed): eager, or
+    through torch.compile (its compilation in the warm-up step, outside the timing)."""
     if importlib.util.find_spec("torch") is None:
         pytest.skip("skipped: torch not importable")
     import torch
@@ -118,20 +119,31 @@ def test_torch_eager(benchmark, bench_settings, make_group):
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     model = _torch_gpt(cfg.model)
+    run = torch.compile(model) if compiled else model
 
     def group_step() -> float:
         model.zero_grad(set_to_none=False)
         total = 0.0
         for start in range(0, tokens.shape[0], b):  # batch by batch, gradients summed
-            loss = model(tokens[start:start + b], targets[start:start + b])
+            loss = run(tokens[start:start + b], targets[start:start + b])
             loss.backward()
             total += float(loss)
         return total
 
-    group_step()  # warm-up: allocator and kernel selection
+    group_step()  # warm-up: allocator and kernel selection (and compilation)
     loss_sum = benchmark.pedantic(group_step, rounds=bench_settings.rounds, iterations=1)
     assert np.isfinite(loss_sum)
-    benchmark.extra_info.update(kind="engine", engine="torch", threads=threads,
-                                group=bench_settings.scaling_group,
+    benchmark.extra_info.update(kind="engine", engine="torch.compile" if compiled else "torch",
+                                threads=threads, group=bench_settings.scaling_group,
                                 tokens_per_round=int(tokens.numel()),
                                 torch=torch.__version__)
+
+
+def test_torch_eager(benchmark, bench_settings, make_group):
+    """The same model and group in PyTorch eager at the same thread count (if installed)."""
+    _torch_group(benchmark, bench_settings, make_group, compiled=False)
+
+
+def test_torch_compile(benchmark, bench_settings, make_group):
+    """The same model and group through torch.compile at the same thread count."""
+    _torch_group(benchmark, bench_settings, make_group, compiled=True)

@@ -239,6 +239,12 @@ def _read_cycles(typingctx):
     return types.int64(), codegen
 
 
+@kernel
+def read_cycles():
+    """The cycle counter `timing` counts in, for callers that convert cycles to seconds."""
+    return _read_cycles()
+
+
 # Kernel groups of the per-kernel timing table (`model_forward_backward(..., timing)`):
 # cycles spent in each are added to timing[group] when timing is not empty. A GEMM group is
 # one linear layer's forward and backward products with its bias (and residual) work;

@@ -84,6 +84,7 @@ def test_node_zero_seconds_reads_its_own_work():
 
 
 def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
+                compile_seconds=8.0,
                 seed_at_cores_seconds=None):
     """A pytest-benchmark JSON as the suites write it, with chosen times."""
     fpt = bench_summary.flops_per_token(preset("seed").model)
@@ -127,13 +128,19 @@ def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
         entry("test_kernel_table", 1.0, kind="kernel_table", threads=1, micro_batch=2,
               tokens_per_round=32 * 128, groups=["gemm fc", "attention", "gelu"],
               cycles=[600, 300, 100], blas=[{"internal_api": "openblas", "version": "0.3",
-                                             "architecture": "SkylakeX"}]),
+                                             "architecture": "SkylakeX"}],
+              rounds=1, cycles_per_second=1e9,  # fc 6827 GFLOP/s in place, attention 136533
+              group_flops_per_token={"gemm fc": 1000, "attention": 10000},
+              gflops_alone={"gemm fc": 6000.0, "attention": 1000.0}),
         entry("test_vocab_and_encode", 4.5, seconds=4.0, peak_mb=300.0),
     ]
+    benchmarks[-1]["fullname"] = "benchmarks/test_bench_tokenize.py::t"
     if with_torch:
         benchmarks.append(entry("test_torch_eager", 20.0, kind="engine", engine="torch",
                                 threads=2, group=8, tokens_per_round=tokens))
-    benchmarks[-1 if not with_torch else -2]["fullname"] = "benchmarks/test_bench_tokenize.py::t"
+        benchmarks.append(entry("test_torch_compile", compile_seconds, kind="engine",
+                                engine="torch.compile", threads=2, group=8,
+                                tokens_per_round=tokens))
     return {"benchmarks": benchmarks,
             "kissing_spheres": {"machine": {"cores": 2}, "settings": {"preset": "seed"},
                                 "config": preset("seed").to_dict()}}
@@ -164,9 +171,12 @@ def test_summary_figures_are_computed_from_the_json():
 
 
 def test_torch_comparison_uses_the_same_thread_count():
-    s = bench_summary.summarize(_fake_bench(with_torch=True), torch_available=True)
+    s = bench_summary.summarize(_fake_bench(with_torch=True, compile_seconds=6.0),
+                                torch_available=True)
     verdict = next(v for v in s.targets if "PyTorch" in v.name)
     assert verdict.status == "pass" and verdict.measured == pytest.approx(20.0 / 5.0)
+    compiled = next(v for v in s.targets if "torch.compile" in v.name)
+    assert compiled.status == "fail" and compiled.measured == pytest.approx(6.0 / 5.0)
 
 
 def test_main_writes_summary_and_exits_1_on_a_missed_target(tmp_path, capsys):
@@ -271,3 +281,33 @@ def test_kernel_table_splits_compute_by_cycles_and_adds_step_phases():
     alone = {r.name: r.share for r in bench_summary.kernel_table(kernels, None)}
     assert alone["gemm fc"] == pytest.approx(0.6) and len(alone) == 3
     assert bench_summary.kernel_table(None, stats) == []
+
+
+def test_kernel_table_gives_product_groups_gflops_in_place_and_alone():
+    """In place = the group's model FLOPs over the rounds / its cycles at the counter's rate;
+    the worst linear group's pair and attention's rate reach the targets, which can fail."""
+    kernels = {"groups": ["gemm fc", "gemm qkv", "attention", "gelu"],
+               "cycles": [2_000_000, 1_000_000, 4_000_000, 100], "rounds": 2,
+               "cycles_per_second": 1e9, "tokens_per_round": 1000,
+               "group_flops_per_token": {"gemm fc": 1_000_000, "gemm qkv": 400_000,
+                                         "attention": 100_000},
+               "gflops_alone": {"gemm fc": 1100.0, "gemm qkv": 700.0, "attention": 60.0}}
+    rows = {r.name: r for r in bench_summary.kernel_table(kernels, None)}
+    # fc: 1e6 FLOPs/token * 1000 tokens * 2 rounds / 2e-3 s = 1e12 FLOP/s
+    assert rows["gemm fc"].gflops == pytest.approx(1000.0)
+    assert rows["gemm qkv"].gflops == pytest.approx(800.0)
+    assert rows["attention"].gflops == pytest.approx(50.0)
+    assert rows["gelu"].gflops is None and rows["gemm fc"].gflops_alone == 1100.0
+    metrics = BenchMetrics(matmul_peak_flops_one_core=90e9)
+    bench_summary.gemm_group_metrics(list(rows.values()), metrics)
+    assert metrics.gemm_worst_group == "gemm fc"  # 0.91 of alone; qkv runs at 1.14
+    verdicts = {v.name: v for v in (t.check(metrics) for t in bench_targets.TARGETS)}
+    gemm = next(v for n, v in verdicts.items() if n.startswith("linear GEMM groups"))
+    assert gemm.status == "fail" and gemm.measured == pytest.approx(1000 / 1100)
+    att = next(v for n, v in verdicts.items() if n.startswith("attention FLOP/s"))
+    assert att.status == "pass" and att.measured == pytest.approx(50 / 90)
+    lines = bench_render.kernel_table_lines(BenchSummary(
+        created="", machine=None, settings={}, config={}, flops_per_token=1, flops_formula="",
+        kernel_table=list(rows.values())))
+    assert any(line.startswith("| gemm fc |") and "| 1000.0 | 1100.0 | 0.91 |" in line
+               for line in lines)

@@ -19,10 +19,14 @@ def kernel_table_lines(summary: BenchSummary) -> list[str]:
     rows = summary.kernel_table
     if not rows:
         return ["(no per-kernel measurement in this run)"]
-    lines = ["| where | share of step time |", "|---|---|"]
-    lines += [f"| {r.name} | {r.share:.1%} |" for r in rows]
+    lines = ["| where | share of step time | GFLOP/s in place | GFLOP/s alone | in place / alone |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r.gflops / r.gflops_alone if r.gflops and r.gflops_alone else None
+        lines.append(f"| {r.name} | {r.share:.1%} | {_fmt(r.gflops, '.1f')} "
+                     f"| {_fmt(r.gflops_alone, '.1f')} | {_fmt(ratio, '.2f')} |")
     gemm = sum(r.share for r in rows if r.kind == "gemm")
-    lines.append(f"| (all GEMM groups) | {gemm:.1%} |")
+    lines.append(f"| (all GEMM groups) | {gemm:.1%} | | | |")
     return lines
 
 

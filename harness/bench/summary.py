@@ -72,14 +72,47 @@ def kernel_table(kernel_extra: dict[str, Any] | None,
     compute = phases.get("COMPUTING", 0.0)
     step = compute + sum(phases.get(k, 0.0) for k in _PHASE_ROWS)
     compute_share = compute / step if step > 0 else 1.0
+    rates = _group_rates(kernel_extra)
     for name, c in sorted(cycles.items(), key=lambda kv: -kv[1]):
         rows.append(KernelShare(name, compute_share * c / total_cycles,
-                                "gemm" if name.startswith("gemm") else "kernel"))
+                                "gemm" if name.startswith("gemm") else "kernel",
+                                *rates.get(name, (None, None))))
     if step > 0:
         for phase, name in _PHASE_ROWS.items():
             rows.append(KernelShare(name, phases.get(phase, 0.0) / step,
                                     "wait" if phase.startswith("WAITING") else "step"))
     return rows
+
+
+def _group_rates(kernel_extra: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """(GFLOP/s in place, GFLOP/s alone) of each product group the kernel benchmark timed:
+    in place = the group's model FLOPs over the rounds / its cycles at the counter's rate."""
+    rate, rounds = kernel_extra.get("cycles_per_second"), kernel_extra.get("rounds")
+    per_token = kernel_extra.get("group_flops_per_token") or {}
+    alone = kernel_extra.get("gflops_alone") or {}
+    if not rate or not rounds:
+        return {}
+    cycles = dict(zip(kernel_extra["groups"], kernel_extra["cycles"], strict=True))
+    out = {}
+    for name, fpt in per_token.items():
+        if cycles.get(name):
+            seconds = cycles[name] / rate
+            out[name] = (fpt * kernel_extra["tokens_per_round"] * rounds / seconds / 1e9,
+                         alone.get(name))
+    return out
+
+
+def gemm_group_metrics(kernels: list[KernelShare], metrics: BenchMetrics) -> None:
+    """The worst linear GEMM group (in place / alone) and attention's in-place rate into
+    `metrics`, for the targets."""
+    pairs = [r for r in kernels if r.kind == "gemm" and r.gflops and r.gflops_alone]
+    if pairs:
+        worst = min(pairs, key=lambda r: r.gflops / r.gflops_alone)
+        metrics.gemm_worst_group = worst.name
+        metrics.gemm_worst_in_place_flops = worst.gflops * 1e9
+        metrics.gemm_worst_alone_flops = worst.gflops_alone * 1e9
+    att = next((r for r in kernels if r.name == "attention" and r.gflops), None)
+    metrics.attention_flops_per_s = att.gflops * 1e9 if att else None
 
 
 def stats_delta(before: Any, after: Any) -> Any:
@@ -190,6 +223,10 @@ def _row_metrics(rows: list[BenchRow], metrics: BenchMetrics, cores: int) -> lis
         if r.engine == "torch":
             metrics.torch_tokens_per_s = r.tokens_per_s
             metrics.fast_tokens_per_s_torch_threads = metrics.fast_tokens_per_s.get(r.threads)
+        if r.engine == "torch.compile":
+            metrics.torch_compile_tokens_per_s = r.tokens_per_s
+            metrics.fast_tokens_per_s_torch_compile_threads = metrics.fast_tokens_per_s.get(
+                r.threads)
         if r.engine == "reference":
             metrics.reference_tokens_per_s = r.tokens_per_s
         if r.kind == "seed_at_cores":
@@ -248,6 +285,7 @@ def summarize(bench: dict[str, Any], torch_available: bool | None = None) -> Ben
         warnings += machine.blas.warnings
     t2 = next((r for r in scaling if r.threads == 2), scaling[-1] if scaling else None)
     kernels = kernel_table(kernel_extra, t2.trainer_stats if t2 else None)
+    gemm_group_metrics(kernels, metrics)
     verdicts = [t.check(metrics) for t in TARGETS]
     return BenchSummary(
         created=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -12,7 +12,9 @@ from typing import Any
 
 from harness.figures.bench_metrics import BenchMetrics, Verdict
 from harness.figures.thresholds import (
+    ATTENTION_PEAK_FRACTION_TARGET,
     GB,
+    GEMM_IN_PLACE_TARGET,
     MB,
     MPI_RATIO_TARGET,
     OVERSUBSCRIPTION_RATIO,
@@ -101,8 +103,17 @@ TARGETS: tuple[RatioTarget | LimitTarget, ...] = (
                 "model_flops_per_s_T2", "matmul_peak_flops", PEAK_FRACTION_T2_TARGET),
     RatioTarget("model FLOP/s at 1 thread vs one core's float32 sgemm peak",
                 "model_flops_per_s_T1", "matmul_peak_flops_one_core", PEAK_FRACTION_T1_TARGET),
+    RatioTarget("linear GEMM groups in place vs the same calls alone (worst group, 1 thread)",
+                "gemm_worst_in_place_flops", "gemm_worst_alone_flops", GEMM_IN_PLACE_TARGET),
+    RatioTarget("attention FLOP/s in place vs one core's float32 sgemm peak (1 thread)",
+                "attention_flops_per_s", "matmul_peak_flops_one_core",
+                ATTENTION_PEAK_FRACTION_TARGET),
     RatioTarget("fast vs PyTorch eager tokens/s (same threads)", "fast_tokens_per_s_torch_threads",
                 "torch_tokens_per_s", TORCH_RATIO_TARGET, skip_unless="torch_available",
+                skip_message="skipped: torch not importable"),
+    RatioTarget("fast vs torch.compile tokens/s (same threads)",
+                "fast_tokens_per_s_torch_compile_threads", "torch_compile_tokens_per_s",
+                TORCH_RATIO_TARGET, skip_unless="torch_available",
                 skip_message="skipped: torch not importable"),
     RatioTarget("run record / --trace overhead: traced vs untraced tokens/s",
                 "traced_tokens_per_s", "untraced_tokens_per_s", 1 - TRACE_OVERHEAD_LIMIT),

@@ -155,6 +155,8 @@ class KernelShare:
     name: str
     share: float
     kind: str  # "gemm", "kernel", "step" or "wait"
+    gflops: float | None = None  # a product group's model GFLOP/s in place (1 thread)
+    gflops_alone: float | None = None  # the same calls alone (harness.bench.groups)
 
 
 @dataclass
@@ -189,6 +191,8 @@ class BenchMetrics:
     single_tokens_per_s_T2: float | None = None
     torch_tokens_per_s: float | None = None
     fast_tokens_per_s_torch_threads: float | None = None
+    torch_compile_tokens_per_s: float | None = None
+    fast_tokens_per_s_torch_compile_threads: float | None = None
     reference_tokens_per_s: float | None = None
     seed_at_cores_tokens_per_s: float | None = None
     seed_tokens_per_s: float | None = None
@@ -197,6 +201,11 @@ class BenchMetrics:
     seed_node_zero_share: float | None = None
     tokenize_seconds: float | None = None
     tokenize_peak_bytes: float | None = None
+    # the linear GEMM group with the lowest in place / alone GFLOP/s ratio, both figures
+    gemm_worst_group: str | None = None
+    gemm_worst_in_place_flops: float | None = None
+    gemm_worst_alone_flops: float | None = None
+    attention_flops_per_s: float | None = None  # in place, 1 thread, the model's FLOP count
 
     # the targets' names for the sweep points they judge
     @property
