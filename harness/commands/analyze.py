@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny preset and a small sweep: finishes in about a minute")
     p.add_argument("--ranks", type=o.ranks_count, default=None,
-                   help="add a Scale-out section measured with mpiexec -n RANKS (1..12)")
+                   help="add a Scale-out section measured with mpiexec -n RANKS (1..144)")
     p.add_argument("--seed", type=o.int_in_range(0, o.MAX_SEED), default=0,
                    help="initialisation and corpus seed")
     o.add_progress(p)

@@ -198,7 +198,7 @@ def add_trace(p: argparse.ArgumentParser) -> None:
 
 def add_mpi(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpi", action="store_true",
-                   help="run across MPI ranks: mpiexec -n R spheres ... --mpi (R = 1..12; "
+                   help="run across MPI ranks: mpiexec -n R spheres ... --mpi (R = 1..144; "
                         "needs the [mpi] extra)")
 
 
