@@ -524,6 +524,9 @@ BENCH_BASELINE = {
     "seed_seconds": 40.0, "seed_peak_rss_bytes": 0.9e9, "tokenize_seconds": 4.0,
     "tokenize_peak_bytes": 300e6, "traced_tokens_per_s": 995.0, "untraced_tokens_per_s": 1000.0,
     "mpi_tokens_per_s_R2T1": 950.0, "single_tokens_per_s_T2": 1000.0,
+    "gemm_worst_in_place_flops": 4.8e10, "gemm_worst_alone_flops": 5e10,
+    "attention_flops_per_s": 3e10, "fast_tokens_per_s_torch_compile_threads": 1900.0,
+    "torch_compile_tokens_per_s": 1000.0,
 }
 # the per-thread-count names the targets read, and where BenchMetrics keeps them
 _BY_THREADS = {"fast_tokens_per_s_T1": ("fast_tokens_per_s", 1),
@@ -557,6 +560,11 @@ BENCH_BREAKERS = {  # target -> the metric a broken run measures
     "tokenisation of a 24 MB corpus: time": {"tokenize_seconds": 30.0},
     "tokenisation of a 24 MB corpus: peak memory": {"tokenize_peak_bytes": 838e6},
     "MPI R=2 x T=1 vs single process T=2 tokens/s (G=24)": {"mpi_tokens_per_s_R2T1": 700.0},
+    "linear GEMM groups in place vs the same calls alone (worst group, 1 thread)":
+        {"gemm_worst_in_place_flops": 3.5e10},
+    "attention FLOP/s in place vs one core's float32 sgemm peak (1 thread)":
+        {"attention_flops_per_s": 1e10},
+    "fast vs torch.compile tokens/s (same threads)": {"torch_compile_tokens_per_s": 1800.0},
 }
 
 

@@ -47,8 +47,9 @@ TORCH_RATIO_TARGET = 1.5
 # (5% is what call order and cold operands may cost; more means the surroundings, not the
 # product, set the speed);
 GEMM_IN_PLACE_TARGET = 0.95
-# and attention, now our own fused kernel, at half of one core's sgemm peak (model FLOP count,
-# full S): its products are small and its softmax is element-wise work the GEMMs do not have.
+# and attention at half of one core's sgemm peak (model FLOP count, full S): its products are
+# small and its softmax is element-wise work the GEMMs do not have. (Attention runs on OpenBLAS
+# per 64-query block; a fused Numba kernel tried for #22 was 0.94x per batch in place.)
 ATTENTION_PEAK_FRACTION_TARGET = 0.5
 
 # Recommendation: the fewest threads within 3% of the best; below that the difference is noise.
