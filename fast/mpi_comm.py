@@ -2,7 +2,8 @@
 
 Every collective is non-blocking (Ibcast, Igather(v), Iscatterv, Ialltoallv, Iallgatherv, and
 Isend/Irecv for the chain links) and completed by a Test loop that
-gives up at a deadline, so no rank can sit inside MPI forever: a deadline that passes raises
+gives up at a deadline (a chain link's receive is posted and tested while the rank computes:
+`Channel.irecv`), so no rank can sit inside MPI forever: a deadline that passes raises
 CommTimeout (a StallError, exit 3) naming the rank and the collective. Each call adds the payload
 bytes this rank sent and received to a ByteCounter (logical payload: a root's broadcast counts
 its buffer once per receiving rank, whatever tree the MPI library uses).
@@ -191,6 +192,12 @@ class Channel:
         self.bytes.add(what, 0, buf.nbytes)
         return buf
 
+    def irecv(self, buf: np.ndarray, source: int, seconds: float, what: str) -> Incoming:
+        """Point to point, posted now and completed later by polling `Incoming.done()` from
+        this same thread: `buf` is MPI's until then (an MPI chain rank computes meanwhile)."""
+        request = self.comm.Irecv(buf, source=source, tag=_tag(what))
+        return Incoming(self, request, buf.nbytes, seconds, what)
+
     def bcast_json(self, obj, seconds: float, what: str):
         """A small JSON-able object from rank 0 to everyone (length first, then the bytes)."""
         payload = json.dumps(obj).encode() if self.rank == 0 else b""
@@ -219,13 +226,40 @@ class Channel:
         while not request.Test():
             now = time.monotonic()
             if now > deadline:
-                raise CommTimeout(
-                    f"rank {self.rank}: MPI {what} did not complete within {seconds:.1f} s "
-                    f"({self.size} ranks): another rank is stuck or gone",
-                    {"rank": self.rank, "collective": what, "deadline_s": seconds})
+                raise self.timeout(what, seconds)
             time.sleep(pause)
             pause = min(POLL_MAX_SECONDS, pause + 0.0001)
         self.seconds += time.monotonic() - start
+
+    def timeout(self, what: str, seconds: float) -> CommTimeout:
+        return CommTimeout(
+            f"rank {self.rank}: MPI {what} did not complete within {seconds:.1f} s "
+            f"({self.size} ranks): another rank is stuck or gone",
+            {"rank": self.rank, "collective": what, "deadline_s": seconds})
+
+
+class Incoming:
+    """A posted receive with its deadline; `done()` tests it once (never blocks)."""
+
+    def __init__(self, channel: Channel, request, nbytes: int, seconds: float,
+                 what: str) -> None:
+        self._ch, self._request, self._nbytes = channel, request, nbytes
+        self._seconds, self._what = seconds, what
+        self._start = time.monotonic()
+        self.arrived: float | None = None  # perf_counter() when it completed
+
+    def done(self) -> bool:
+        """True once the data is in the buffer; CommTimeout once the deadline has passed."""
+        if self.arrived is not None:
+            return True
+        if self._request.Test():
+            self.arrived = time.perf_counter()
+            self._ch.bytes.add(self._what, 0, self._nbytes)
+            self._ch.seconds += time.monotonic() - self._start
+            return True
+        if time.monotonic() - self._start > self._seconds:
+            raise self._ch.timeout(self._what, self._seconds)
+        return False
 
 
 def _tag(what: str) -> int:

@@ -6,7 +6,9 @@ One step, every rank with its own FastTrainer (its own Node Zero, T workers and 
   2. each rank computes its batches (fast.mpi_topology): whole positions when R <= 12, blocks
      of level-2 spheres when R > 12. A position served by several ranks is a chain: a rank
      receives the position's partial from the previous one, continues the fold in place with
-     its own batches, and passes it on, so the fold is the single process's, batch by batch;
+     its own batches, and passes it on, so the fold is the single process's, batch by batch.
+     The receive is posted before the job and completed by the main thread while the rank's
+     batches compute: only the first fold onto the partial waits for it (a held ticket);
   3. a status gather: rank 0 learns of any rank's fault or stall and ends the job; it then
      broadcasts the target count;
   4. reduce-scatter, no root gather: rank r owns the parameter slice [rP/R, (r+1)P/R) and
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,9 +38,10 @@ import numpy as np
 
 from fast import reduction
 from fast.faults import FaultPlan, parse_inject
-from fast.mpi_comm import Channel, CommTimeout
+from fast.mpi_comm import POLL_MAX_SECONDS, Channel, CommTimeout
 from fast.mpi_topology import batches_of, holders, rank_of_batch, slice_bounds
 from fast.node_zero import StepJob
+from fast.record import BATCH
 from fast.spheres import POSITIONS
 from fast.trainer import FastTrainer
 from fast.update import StepScalars, apply_chunk, step_scalars
@@ -54,6 +58,7 @@ from reference.engine import StepResult, TrainState
 CMD_STOP, CMD_STEP, CMD_GRADS, CMD_LOAD, CMD_STATE = 0, 1, 2, 3, 4
 HEADER_LEN = 5  # command, step, rows, cols, slowest rank's milliseconds per batch (0: unknown)
 GRACE_SECONDS = 10.0  # deadline slack over the stall timeout: MPI start-up, page faults, load
+JOIN_POLL_SECONDS = 0.1  # once its links are in, a chain rank checks its job this often
 IDLE_SECONDS = 600.0  # a follower waits this long for rank 0's next command (data loading,
 #                       checkpoint writing) before it declares rank 0 gone
 
@@ -83,6 +88,8 @@ class RankTimes:
 
     steps: int = 0
     compute_s: float = 0.0  # its batches (compute-only job), chain waits included
+    chain_wait_s: float = 0.0  # job start to the last upstream partial's arrival (chain ranks)
+    chain_overlap_s: float = 0.0  # of it, seconds its own batches computed meanwhile
     wait_s: float = 0.0  # status gather: waiting for the slowest rank
     comm_s: float = 0.0  # rows, chain links, slices, norms, decision and weights
     reduce_s: float = 0.0  # its slice: sum, norms, update
@@ -176,8 +183,11 @@ class _Rank:
         return tokens, targets, g
 
     def _compute(self, step: int, tokens: np.ndarray, targets: np.ndarray, g: int, apply: bool):
-        """Chain links in, the compute-only job on this rank's batches, chain links out.
+        """Chain links in (posted, not awaited), the compute-only job on this rank's batches,
+        chain links out.
 
+        The job starts at once: a continued position's ticket is held until its upstream
+        partial has arrived in the segment, so only the first fold there waits for it.
         Returns (job, error as a status dict, seconds). A failed job still passes its partial
         on, so every rank reaches the status gather and rank 0 reports the first failure.
         """
@@ -186,30 +196,95 @@ class _Rank:
                  for p in range(min(g, POSITIONS)) for hs in [holders(p, self.ranks, g)]
                  if self.rank in [r for r, _ in hs]]
         t0 = time.perf_counter()
+        incoming = {}
         for p, hs, i in links:
-            if i > 0:  # continue the partial the previous rank of this position left
+            if i > 0:  # continue the partial the previous rank of this position leaves
                 upstream = sum(len(b) for _, b in hs[:i])
-                self.ch.recv(segments.segment(p), hs[i - 1][0],
-                             step_deadline(self.stall_timeout, upstream * self.per_batch_s),
-                             "chain")
+                self.trainer.shared.tickets.hold([p])
+                incoming[p] = self.ch.irecv(
+                    segments.segment(p), hs[i - 1][0],
+                    step_deadline(self.stall_timeout, upstream * self.per_batch_s), "chain")
         job = StepJob(step=step, tokens=tokens, targets=targets, n_batches=g,
                       apply_update=apply, only=batches_of(self.rank, self.ranks, g),
-                      reduce=False, continued=frozenset(p for p, _, i in links if i > 0))
+                      reduce=False, continued=frozenset(incoming))
         status = {"rank": self.rank, "ok": True, "batches": len(job.only)}
         t1 = time.perf_counter()
-        try:
-            self.trainer.run_job(job)
-        except SpheresError as exc:
-            status = {"rank": self.rank, "ok": False, "code": exc.exit_code,
-                      "stall": isinstance(exc, StallError), "message": str(exc)[:2500],
-                      "threads": _stuck_threads(exc)[:500]}
+        error = self._run_linked(job, incoming) if incoming else self._run(job)
+        if error is not None:
+            status = {"rank": self.rank, "ok": False, "code": error.exit_code,
+                      "stall": isinstance(error, StallError), "message": str(error)[:2500],
+                      "threads": _stuck_threads(error)[:500]}
         status["seconds"] = time.perf_counter() - t1
+        if incoming:
+            self._note_overlap(t1, max(link.arrived for link in incoming.values()))
         for p, hs, i in links:
             if i + 1 < len(hs):
                 self.ch.send(segments.segment(p), hs[i + 1][0], self.deadline, "chain")
         seconds = time.perf_counter() - t0
         self.times.compute_s += seconds
         return job, status, seconds
+
+    def _run(self, job: StepJob) -> SpheresError | None:
+        try:
+            self.trainer.run_job(job)
+        except SpheresError as exc:
+            return exc
+        return None
+
+    def _run_linked(self, job: StepJob, incoming: dict) -> SpheresError | None:
+        """The job on thread ks-chain-job while this (the main) thread completes the chain
+        receives and releases their positions' tickets.
+
+        Only the main thread calls MPI (safe under MPI_THREAD_FUNNELED, whatever level the
+        library gives). While a receive is pending this thread ticks Node Zero's counter: the
+        wait is for another rank, bounded by the link's own deadline, not a stall of this one.
+        A deadline that passes (or a signal) fails the trainer, so the job ends, and raises.
+        """
+        result: list[SpheresError | None] = [None]
+
+        def run() -> None:
+            result[0] = self._run(job)
+
+        shared = self.trainer.shared
+        slot = next(r.slot for r in shared.heartbeats.records if r.role == "node-zero")
+        runner = threading.Thread(target=run, name="ks-chain-job", daemon=True)
+        runner.start()
+        pending, pause = dict(incoming), 0.0
+        try:
+            while pending or runner.is_alive():
+                for p in [p for p, link in pending.items() if link.done()]:
+                    shared.tickets.release(p)
+                    del pending[p]
+                if pending:
+                    shared.heartbeats.ticks[slot] += 1  # waiting on another rank, not stuck
+                    time.sleep(pause)
+                    pause = min(POLL_MAX_SECONDS, pause + 0.0001)
+                else:
+                    runner.join(JOIN_POLL_SECONDS)
+        except BaseException as exc:
+            shared.fail(exc if isinstance(exc, SpheresError)
+                        else FaultError(f"rank {self.rank}: step abandoned: {exc!r}"))
+            runner.join(self.stall_timeout + GRACE_SECONDS)
+            raise
+        finally:
+            for p in pending:
+                shared.tickets.release(p)
+        return result[0]
+
+    def _note_overlap(self, t1: float, arrived: float) -> None:
+        """Seconds from the job's start to the last upstream partial's arrival, and the
+        seconds of this rank's batch compute done before it (the chain's overlap)."""
+        rec = self.trainer.shared.record
+        start, until = t1 - rec.origin, arrived - rec.origin
+        overlap = 0.0
+        for log in list(rec.logs):
+            for kind, _, a, b, _ in reversed(list(log.spans)):
+                if b < start:
+                    break
+                if kind == BATCH and a >= start:
+                    overlap += max(0.0, min(b, until) - a)
+        self.times.chain_wait_s += max(0.0, arrived - t1)
+        self.times.chain_overlap_s += overlap
 
     def _exchange(self, job: StepJob, status: dict, seconds: float):
         """Status and per-batch info to rank 0; then every rank learns the target count.

@@ -49,7 +49,13 @@ class TicketsAborted(RuntimeError):
 
 
 class PositionTickets:
-    """Per position, the next batch allowed to fold into its segment (monotonic per step)."""
+    """Per position, the next batch allowed to fold into its segment (monotonic per step).
+
+    A position can also be HELD: its next fold waits until `release(p)`, whatever batch it is.
+    An MPI chain rank holds each position it continues until the upstream rank's partial sum
+    has arrived in the segment (fast.mpi_engine), so its batches compute at once and only the
+    first fold onto the received partial waits for it.
+    """
 
     def __init__(self, timeout: float | None = None, ticks=None) -> None:
         # guards _queues, _at, _next and _aborted; waiters sleep on it until their batch's turn
@@ -57,6 +63,7 @@ class PositionTickets:
         self._queues: list[list[int]] = [[] for _ in range(POSITIONS)]  # empty: unbounded
         self._at = [0] * POSITIONS  # position p: index in _queues[p] of the batch whose turn it is
         self._next = list(range(POSITIONS))  # position p: batch p folds first
+        self._held: set[int] = set()  # positions whose next fold waits for release()
         self._aborted: str | None = None
         self._timeout = timeout
         self._ticks = ticks
@@ -65,7 +72,8 @@ class PositionTickets:
         """Start of a step (no worker is running): each position's batches fold in batch order.
 
         `batches`: the batches this process runs (an MPI rank runs some), None for 0, 1, 2, ...
-        without end (position p: p, p+12, p+24, ...).
+        without end (position p: p, p+12, p+24, ...). Holds are left alone: the caller sets
+        them for the step about to start (`hold` before the job is posted) and releases them.
         """
         with self._cond:
             if batches is None:
@@ -88,15 +96,33 @@ class PositionTickets:
         position = batch % POSITIONS
         deadline = IdleDeadline(self._timeout, self._ticks)
         with self._cond:
-            while self._next[position] != batch:
+            while self._next[position] != batch or position in self._held:
                 if self._aborted is not None:
                     raise TicketsAborted(f"ticket wait for batch {batch} aborted: {self._aborted}")
                 if self._next[position] > batch:
                     raise RuntimeError(f"batch {batch} asked for its turn twice in one step")
                 if not deadline.wait(self._cond, TICKET_POLL_SECONDS):
+                    what = (f"the release of held position {position}"
+                            if self._next[position] == batch else
+                            f"batch {self._next[position]} of position {position} to fold")
                     raise TicketsAborted(
                         f"batch {batch} waited {deadline.timeout:g} s without progress for "
-                        f"batch {self._next[position]} of position {position} to fold")
+                        f"{what}")
+
+    def hold(self, positions) -> None:
+        """The next fold at each of `positions` waits until `release` (an upstream partial)."""
+        with self._cond:
+            self._held.update(int(p) for p in positions)
+
+    def release(self, position: int) -> None:
+        """`position`'s segment is ready: its next batch may fold (when it is its turn)."""
+        with self._cond:
+            self._held.discard(int(position))
+            self._cond.notify_all()
+
+    def held(self) -> list[int]:
+        with self._cond:
+            return sorted(self._held)
 
     def advance(self, batch: int) -> None:
         """`batch` has folded: the next batch of its position may fold."""

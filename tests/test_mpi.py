@@ -570,3 +570,41 @@ def test_inject_aimed_at_a_missing_rank_is_refused(tmp_path):
                       "--inject", "raise:target=worker=0,rank=5,step=0"], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "targets rank 5" in proc.stderr
+
+
+def test_chain_rank_computes_while_its_upstream_is_still_computing(tmp_path):
+    """R=13, G=30: rank 1 continues rank 0's partial of position 0. Rank 0's first batch is a
+    2 s `slow` fault, so its partial leaves after 2 s; rank 1's own batches must compute in
+    that time (their compute seconds before the partial's arrival, from the run record), and
+    only its first fold there waits. The old engine received before it computed: overlap 0."""
+    slow = 2.0
+    script = tmp_path / "chain.py"
+    script.write_text(
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from fast.mpi_comm import Channel\n"
+        "from fast.mpi_engine import MpiEngine, follow\n"
+        "from harness.verify.digest import trajectory_groups\n"
+        "from reference.config import preset\n"
+        f"cfg = preset('tiny', seed=0, group_size={CHAIN_GROUP})\n"
+        f"faults = ['slow:target=worker=0,rank=0,step=0,seconds={slow:g}']\n"
+        "ch = Channel()\n"
+        "if ch.rank:\n"
+        f"    sys.exit(follow(ch, cfg, 1, np.float64, {STALL:g}, faults))\n"
+        f"engine = MpiEngine(ch, cfg, 1, np.float64, {STALL:g}, faults)\n"
+        "group = trajectory_groups(cfg, 1)[0]\n"
+        "engine.step(group.tokens, group.targets)\n"
+        "engine.close()\n"
+        "with open(sys.argv[1], 'w') as fh:\n"
+        "    json.dump(engine.reports, fh)\n")
+    said = tmp_path / "reports.json"
+    proc = mpirun(13, [sys.executable, str(script), str(said)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    times = {r["rank"]: r["times"] for r in json.loads(said.read_text())}
+    assert [(r, list(b)) for r, b in holders(0, 13, CHAIN_GROUP)] == [(0, [0, 12]), (1, [24])]
+    one = times[1]
+    # the partial arrived after rank 0's slow batch: rank 1 really waited for it ...
+    assert one["chain_wait_s"] >= 0.8 * slow, one
+    # ... and its batches computed meanwhile (all of them are tiny: well inside the wait)
+    assert one["chain_overlap_s"] > 0.0, one
+    assert times[0]["chain_wait_s"] == 0.0  # the head of a chain receives nothing
