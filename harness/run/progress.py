@@ -204,6 +204,11 @@ class LiveProgress:
             if self._bar is not None:
                 self._bar.total = self.units
 
+    def unit_elapsed(self) -> float:
+        """Seconds the running unit has taken so far."""
+        with self._lock:
+            return self.clock() - self._unit_start
+
     def set_eval(self, loss: float) -> None:
         with self._lock:
             self.eval_loss = loss
@@ -334,7 +339,26 @@ def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
                          tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
 
 
-ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "engines", "memory")
+ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "engines", "repro",
+                  "memory", "scaling")
+RATE_PHASE, RATE_KIND = "train", "step"  # the phase and work whose measured rate times the rest
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Part of a phase, sized before it starts: the work kind it reports (`report_work`), its
+    model FLOPs (timed at the training steps' measured seconds per FLOP) and its fixed seconds
+    (drill timeouts, process starts, per-case overheads)."""
+
+    kind: str
+    flops: float = 0.0
+    seconds: float = 0.0
+
+    def estimate(self, per_flop: float) -> float:
+        return self.flops * per_flop + self.seconds
+
+
+PhaseCosts = dict[str, tuple[Stage, ...]]
 
 
 @dataclass
@@ -389,6 +413,14 @@ def report_work(say: Callable[[str], None], kind: str, done: int, total: int,
         work(kind, done, total, tokens)
 
 
+def plan_phases(say: Callable[[str], None], costs: PhaseCosts) -> None:
+    """Give the phase progress behind `say` every phase's sizes (`harness.analysis.phases.
+    phase_costs`), so the run ETA is a figure once the training steps have a rate."""
+    plan = getattr(say, "plan", None)
+    if plan is not None:
+        plan(costs)
+
+
 def enter_phase(say: Callable[[str], None], tag: str) -> None:
     """Start phase `tag` on the progress behind `say` (for phases whose lines carry no tag)."""
     enter = getattr(say, "enter", None)
@@ -400,13 +432,17 @@ class PhaseLines:
     """`analyze`'s `say`: prints each line and advances the progress when a line's tag
     (`[train] ...`) names a later phase; phases skipped after an error just do not appear.
     Inside a phase, `work` (`report_work`) shows the units done, tokens/s and the phase's ETA
-    from the measured rate; the run ETA is the phase's plus "more phases to go", a lower bound
-    until the last phase (later phases' work is not measured yet, so no figure is invented)."""
+    from the measured rate. The run ETA: once the training steps have a measured seconds per
+    FLOP and every later phase has its sizes (`plan`), the running stage's ETA plus each later
+    stage's FLOPs at that rate plus its fixed seconds; without them, the phase's ETA and "more
+    phases to go", a lower bound (no figure is invented)."""
 
     def __init__(self, live: LiveProgress, phases: tuple[str, ...] = ANALYZE_PHASES) -> None:
         self.live, self.phases = live, phases
         self.current: str | None = None
         self.work_done: PhaseWork | None = None
+        self.costs: PhaseCosts = {}
+        self.per_flop: float | None = None  # the training steps' measured seconds per FLOP
         live.set_units(len(phases))
         live.detail = self._detail
 
@@ -428,13 +464,52 @@ class PhaseLines:
         if w is None or w.kind != kind or done == 0:
             w = self.work_done = PhaseWork(kind, total, started=now, last=now)
         w.done, w.total, w.tokens, w.last = done, total, tokens, now
+        stage = self._stage(RATE_PHASE, RATE_KIND)
+        if (self.current == RATE_PHASE and kind == RATE_KIND and done and stage is not None
+                and stage.flops > 0):
+            self.per_flop = w.per_unit() / (stage.flops / total)
         self.live.tick()
+
+    def plan(self, costs: PhaseCosts) -> None:
+        self.costs = dict(costs)
+
+    def _stage(self, phase: str, kind: str) -> Stage | None:
+        return next((s for s in self.costs.get(phase, ()) if s.kind == kind), None)
+
+    def modelled_eta(self, now: float) -> tuple[float, bool] | None:
+        """The run's seconds left from the measured rate and the planned sizes (and whether it
+        is a lower bound: the running unit outlasts the mean); None without a rate or sizes."""
+        if self.per_flop is None or self.current not in self.costs:
+            return None
+        later = self.phases[self.phases.index(self.current) + 1:]
+        if any(p not in self.costs for p in later):
+            return None
+        pf, stages, w = self.per_flop, self.costs[self.current], self.work_done
+        kinds = [s.kind for s in stages]
+        if w is not None and w.kind in kinds:
+            i = kinds.index(w.kind)
+            here = w.eta(now)
+            if here is None:  # its first unit still running: the model, less its time so far
+                here = max(0.0, stages[i].estimate(pf) - (now - w.started))
+            rest = stages[i + 1:]
+        else:  # the phase has reported no work yet
+            here = max(0.0, sum(s.estimate(pf) for s in stages) - self.live.unit_elapsed())
+            rest = ()
+        total = here + sum(s.estimate(pf) for s in rest)
+        total += sum(s.estimate(pf) for p in later for s in self.costs[p])
+        return total, w is not None and w.overrun(now)
 
     def _detail(self) -> list[str] | None:
         w = self.work_done
+        now = self.live.clock()
+        modelled = self.modelled_eta(now)
+        if modelled is not None:
+            parts = (w.parts(now) if w is not None
+                     else [f"phase running {format_seconds(self.live.unit_elapsed())}"])
+            eta, bound = modelled
+            return parts + [f"run ETA {'>= ' if bound else ''}{format_seconds(eta)}"]
         if w is None:
             return None
-        now = self.live.clock()
         parts = w.parts(now)
         eta = w.eta(now)
         later = len(self.phases) - (self.phases.index(self.current) + 1 if self.current else 0)
