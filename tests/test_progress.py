@@ -426,3 +426,62 @@ def test_run_eta_stays_a_lower_bound_without_every_phase_sized():
     plan_phases(phases, {"train": (Stage("step", 10.0),), "verify": (Stage("case", 5.0, 3.0),)})
     # 9 steps at 4 s, then verify's 5 FLOPs at 4 s per FLOP (a step is 1 FLOP) plus 3 s
     assert phases.modelled_eta(clock.now) == (pytest.approx(36.0 + 20.0 + 3.0), False)
+
+
+def test_simulate_sweep_eta_times_the_rest_by_the_runs_sizes():
+    """Before: a sweep printed its rows and nothing between them, and a mean-per-run ETA would
+    price T=256 like T=1 (63 rounds against 1). Runs taking their size at a steady rate, each off
+    by up to 20%: after the first run the ETA is within 25% of the rest."""
+    from harness.run.progress import SizedRuns
+    from harness.run.simulate import SWEEP_THREADS, run_size
+
+    sizes = [run_size(64, t, 63, 0.05, 1) for t in SWEEP_THREADS]
+    assert sizes[0] == pytest.approx(2 * 63 * 0.05) and sizes[-1] == pytest.approx(2 * 0.05)
+    factors = [1.0, 1.2, 0.8, 1.1, 0.9] * 3
+    true = [s * 1.3 * f for s, f in zip(sizes, factors, strict=True)]
+    stream, clock = io.StringIO(), _Clock()
+    live = LiveProgress("simulate", 0, mode="lines", stream=stream, unit_name="run",
+                        line_seconds=0.0, clock=clock)
+    runs = SizedRuns(live, sizes, [f"T={t}" for t in SWEEP_THREADS])
+    for i, d in enumerate(true):
+        runs.begin(i)
+        clock.now += d / 2
+        live.tick()
+        if i == 1:
+            line = stream.getvalue().splitlines()[-1]
+            assert line.startswith(f"simulate: run 2/{len(sizes)} T=2 | run running")
+            eta, bound = runs.eta()
+            rest = d / 2 + sum(true[2:])
+            assert not bound and abs(eta - rest) <= 0.25 * rest, (eta, rest)
+            assert f"run ETA {format_seconds(eta)}" in line
+        clock.now += d / 2
+        runs.end()
+    clock.now += 1.0
+    assert runs.eta() == (0.0, False)
+    live = LiveProgress("simulate", 0, mode="off", unit_name="run", clock=clock)
+    runs = SizedRuns(live, [2.0, 1.0, 1.0], ["a", "b", "c"])
+    runs.begin(0)
+    clock.now += 4.0  # 2 s per size unit
+    runs.end()
+    runs.begin(1)
+    clock.now += 5.0  # past its 2 s share: the run after it only, as a lower bound
+    assert runs.eta() == (pytest.approx(2.0), True)
+    assert "run ETA >= 2s" in live.describe(live.estimate())
+
+
+def test_sweep_tells_its_progress_each_run(no_thread_leak):
+    from harness.run.simulate import sweep
+    from reference.config import preset
+
+    rec = _Recorder()
+
+    class Runs:
+        def begin(self, i):
+            rec.begin(i + 1)
+
+        def end(self):
+            rec.end()
+
+    out = sweep(preset("tiny", group_size=4), 4, 4, 0.001, threads=(1, 2), live=Runs())
+    assert [r.threads for r in out] == [1, 2]
+    assert rec.calls == [("begin", 1, ""), ("end",), ("begin", 2, ""), ("end",)]

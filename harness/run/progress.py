@@ -331,6 +331,53 @@ def open_progress(label: str, units: int, *, quiet: bool = False,
                         line_seconds=seconds or LINE_SECONDS, **kwargs)
 
 
+class SizedRuns:
+    """Units whose relative sizes are known before they start (a `simulate --sweep`'s runs:
+    steps x rounds x c each, `make bench`'s benchmarks): the run ETA is the rest's size at the
+    measured seconds per size unit, so a sweep whose first runs are its longest is not timed
+    at their mean. A run that outlasts its size's share makes the ETA a lower bound."""
+
+    def __init__(self, live: LiveProgress, sizes: list[float], labels: list[str]) -> None:
+        if len(sizes) != len(labels):
+            raise ValueError("one label per sized run")
+        self.live, self.sizes, self.labels = live, [float(x) for x in sizes], labels
+        live.set_units(len(sizes))
+        live.detail = self._detail
+
+    def begin(self, i: int) -> None:
+        """Run `i` (0-based) starts."""
+        self.live.begin(i + 1, label=self.labels[i])
+
+    def end(self) -> None:
+        self.live.end()
+
+    def eta(self) -> tuple[float | None, bool]:
+        """Seconds left (None before the first run ends) and whether it is a lower bound."""
+        live = self.live
+        done, elapsed = live.done_units, live.unit_elapsed()
+        done_size = sum(self.sizes[:done])
+        if not done or done_size <= 0:
+            return None, False
+        rate = live.done_seconds / done_size
+        running = done < live.unit  # a run is in flight (begun, not ended)
+        later = sum(self.sizes[live.unit if running else done:]) * rate
+        if not running:
+            return later, False
+        here = self.sizes[live.unit - 1] * rate - elapsed
+        return later + max(0.0, here), here < 0
+
+    def _detail(self) -> list[str]:
+        eta, bound = self.eta()
+        live = self.live
+        parts = []
+        if live.done_units < live.unit:
+            parts.append(f"{live.unit_name} running {format_seconds(live.unit_elapsed())}")
+        total = live.done_seconds + (live.unit_elapsed() if live.done_units < live.unit else 0)
+        parts.append(f"elapsed {format_seconds(total)}")
+        parts.append(f"run ETA {'>= ' if bound else ''}{format_seconds(eta)}")
+        return parts
+
+
 def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
                    seconds: float | None = None) -> LiveProgress:
     """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
