@@ -485,3 +485,44 @@ def test_sweep_tells_its_progress_each_run(no_thread_leak):
     out = sweep(preset("tiny", group_size=4), 4, 4, 0.001, threads=(1, 2), live=Runs())
     assert [r.threads for r in out] == [1, 2]
     assert rec.calls == [("begin", 1, ""), ("end",), ("begin", 2, ""), ("end",)]
+
+
+def test_make_bench_prints_a_line_per_benchmark_with_elapsed_and_eta():
+    """Before: `make bench` ran pytest -q, a dot per benchmark after minutes each."""
+    from harness.bench import progress_plugin, runner
+
+    lines, clock = [], _Clock()
+    bench = progress_plugin.BenchLines(lines.append, clock=clock)
+    bench.collected(3)
+    bench.begin("test_a")
+    clock.now += 10.0
+    bench.end()
+    bench.begin("test_b")
+    clock.now += 20.0
+    bench.end()
+    bench.begin("test_c")
+    clock.now += 3.0
+    bench.end()
+    assert lines == ["bench 1/3 test_a | elapsed 0s | ETA ?",
+                     "bench 2/3 test_b | elapsed 10s | ETA 20s",
+                     "bench 3/3 test_c | elapsed 30s | ETA 15s",
+                     "bench 3/3 done in 33s"]
+    cmd = runner.pytest_command(Path("r.json"), runner.parse_args(["--quick"]))
+    plugin = "harness.bench.progress_plugin"
+    assert cmd[cmd.index(plugin) - 1:cmd.index(plugin) + 1] == ["-p", plugin]
+    quiet = runner.pytest_command(Path("r.json"), runner.parse_args(["--quick", "--quiet"]))
+    assert plugin not in quiet
+
+
+def test_the_bench_plugin_writes_its_lines_in_a_pytest_run(tmp_path):
+    """The hooks as the benchmark child loads them (`-p harness.bench.progress_plugin`)."""
+    (tmp_path / "test_two.py").write_text("def test_one():\n    pass\n\n"
+                                          "def test_two():\n    pass\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "harness.bench.progress_plugin", str(tmp_path)], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out
+    assert "bench 1/2 test_one | elapsed 0s | ETA ?" in out
+    assert "bench 2/2 test_two | elapsed" in out and "bench 2/2 done in" in out
