@@ -426,6 +426,14 @@ def test_run_eta_stays_a_lower_bound_without_every_phase_sized():
     plan_phases(phases, {"train": (Stage("step", 10.0),), "verify": (Stage("case", 5.0, 3.0),)})
     # 9 steps at 4 s, then verify's 5 FLOPs at 4 s per FLOP (a step is 1 FLOP) plus 3 s
     assert phases.modelled_eta(clock.now) == (pytest.approx(36.0 + 20.0 + 3.0), False)
+    for k in range(2, 11):
+        clock.now += 4.0
+        report_work(phases, "step", k, 10)
+    phases("[verify] go")
+    report_work(phases, "case", 0, 4)
+    clock.now += 30.0  # its first case outlasts the whole stage's 23 s: a bound, not "0s"
+    assert phases.modelled_eta(clock.now) == (0.0, True)
+    assert "run ETA >= 0s" in live.describe(live.estimate())
 
 
 def test_simulate_sweep_eta_times_the_rest_by_the_runs_sizes():

@@ -533,18 +533,21 @@ class PhaseLines:
             return None
         pf, stages, w = self.per_flop, self.costs[self.current], self.work_done
         kinds = [s.kind for s in stages]
+        over = False  # the running stage has outlasted its model: what follows it, a bound
         if w is not None and w.kind in kinds:
             i = kinds.index(w.kind)
             here = w.eta(now)
             if here is None:  # its first unit still running: the model, less its time so far
-                here = max(0.0, stages[i].estimate(pf) - (now - w.started))
+                here = stages[i].estimate(pf) - (now - w.started)
+                over = here < 0
             rest = stages[i + 1:]
         else:  # the phase has reported no work yet
-            here = max(0.0, sum(s.estimate(pf) for s in stages) - self.live.unit_elapsed())
+            here = sum(s.estimate(pf) for s in stages) - self.live.unit_elapsed()
+            over = here < 0 and bool(stages)
             rest = ()
-        total = here + sum(s.estimate(pf) for s in rest)
+        total = max(0.0, here) + sum(s.estimate(pf) for s in rest)
         total += sum(s.estimate(pf) for p in later for s in self.costs[p])
-        return total, w is not None and w.overrun(now)
+        return total, over or (w is not None and w.overrun(now))
 
     def _detail(self) -> list[str] | None:
         w = self.work_done
