@@ -204,7 +204,7 @@ def test_analyze_phases_advance_on_tagged_lines(capsys):
     phases("[verify] gates")  # throughput skipped (e.g. after a training error)
     live.tick()
     assert live.done_units == 2 and live.unit == 4 and live.unit_label == "verify"
-    assert stream.getvalue().splitlines()[-1].startswith("analyze: phase 4/7 verify |")
+    assert stream.getvalue().splitlines()[-1].startswith("analyze: phase 4/9 verify |")
     assert capsys.readouterr().out.count("\n") == 4  # every line still printed, on stdout
     phases.finish()
     assert live.done_units == 3
@@ -298,8 +298,8 @@ def test_a_phase_shows_its_work_tokens_and_eta_from_the_measured_rate():
         clock.now += 4.0
         report_work(phases, "step", k, 10, tokens=512 * k)
     line = stream.getvalue().splitlines()[-1]
-    assert line.startswith("analyze: phase 2/7 train | step 2/10 | 128 tok/s | phase ETA 32s")
-    assert "run ETA >= 32s (5 more phases)" in line
+    assert line.startswith("analyze: phase 2/9 train | step 2/10 | 128 tok/s | phase ETA 32s")
+    assert "run ETA >= 32s (7 more phases)" in line
     clock.now += 6.0  # step 3 outlasts the 4 s mean: a lower bound, never "0s" or "?"
     live.tick()
     line = stream.getvalue().splitlines()[-1]
@@ -332,3 +332,205 @@ def test_stress_progress_counts_cases_and_the_time_left_of_its_budget():
         in line
     clock.now = 65.0
     assert "past the 1m00s budget: finishing the last batch" in live.describe(live.estimate())
+
+
+# phases whose work reaches report_work (repro and scaling report none: their model stands)
+_REPORTED = {"train", "throughput", "verify", "drill", "engines", "memory"}
+
+
+def test_analyze_run_eta_after_the_first_step_is_within_25_percent():
+    """Before: "run ETA >= <phase ETA> (N more phases)" until the last phase. A tiny run whose
+    every stage takes its planned size at a true seconds per FLOP, each off by up to 20% (the
+    first step 15% slow): after the first step the run ETA is a figure within 25% of the rest,
+    and so at each later phase's start."""
+    from harness.analysis.phases import phase_costs
+    from harness.analysis.plan import make_plan
+    from harness.run.corpus import load_corpus
+    from harness.run.progress import PhaseLines, enter_phase, plan_phases, report_work
+    from reference.config import preset
+
+    plan = make_plan(preset="tiny", quick=True, threads=2, steps=None, data=None, seed=0,
+                     stall_timeout=60.0, inject=[])
+    cfg = preset(plan.preset)
+    corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
+    costs = phase_costs(plan, cfg, corpus)
+    assert set(costs) == set(PhaseLines.__init__.__defaults__[0])  # every phase has sizes
+    step_flops = costs["train"][0].flops / plan.steps
+    per_flop = 2.0 / step_flops  # the truth: a 2 s step
+    # the steps define the rate (the first of them 15% slow); every later stage is off it
+    factors = [1.0, 0.8, 1.2, 0.9, 1.15, 0.85, 1.1, 0.95, 1.2, 0.8]
+    clock = _Clock()
+    live = LiveProgress("analyze", 0, mode="off", unit_name="phase", clock=clock)
+    phases = PhaseLines(live)
+    phases("[data] loading")
+    clock.now += 3.0
+    plan_phases(phases, costs)
+    schedule: list[tuple[str, str | None, int, float]] = []  # (phase, kind, units, seconds)
+    i = 0
+    for tag in phases.phases[1:]:
+        for stage in costs[tag]:
+            units = plan.steps if stage.kind == "step" and tag == "train" else 4
+            true = stage.estimate(per_flop) * factors[i % len(factors)]
+            schedule.append((tag, stage.kind if tag in _REPORTED else None, units, true))
+            i += 1
+    checks: list[tuple[float, float, float]] = []  # (clock, shown ETA, when it ends)
+    current = None
+    for tag, kind, units, seconds in schedule:
+        if tag != current:
+            enter_phase(phases, tag)
+            current = tag
+            if tag != "train":
+                got = phases.modelled_eta(clock.now)
+                checks.append((clock.now, got[0] if got else None, tag))
+        if kind is None:
+            clock.now += seconds
+            continue
+        report_work(phases, kind, 0, units)
+        for k in range(1, units + 1):
+            # the first training step is 15% slower than the rest, which share its stage
+            if tag == "train" and kind == "step":
+                first = seconds / units * 1.15
+                clock.now += first if k == 1 else (seconds - first) / (units - 1)
+            else:
+                clock.now += seconds / units
+            report_work(phases, kind, k, units)
+            if tag == "train" and kind == "step" and k == 1:
+                got = phases.modelled_eta(clock.now)
+                line = live.describe(live.estimate())
+                assert got is not None and ">=" not in line, line
+                assert f"run ETA {format_seconds(got[0])}" in line
+                checks.append((clock.now, got[0], "after step 1"))
+    end = clock.now
+    phases.finish()
+    for at, shown, where in checks:
+        truth = end - at
+        print(f"{where}: run ETA {shown:.1f}s, truth {truth:.1f}s")
+        assert shown is not None and abs(shown - truth) <= 0.25 * truth, (where, shown, truth)
+    assert checks[0][2] == "after step 1" and len(checks) == len(phases.phases) - 1
+
+
+def test_run_eta_stays_a_lower_bound_without_every_phase_sized():
+    """No sizes for a later phase: no figure is invented for it."""
+    from harness.run.progress import PhaseLines, Stage, plan_phases, report_work
+
+    clock = _Clock()
+    live = LiveProgress("analyze", 0, mode="off", unit_name="phase", clock=clock)
+    phases = PhaseLines(live, ("train", "verify"))
+    plan_phases(phases, {"train": (Stage("step", 10.0),)})
+    phases("[train] go")
+    report_work(phases, "step", 0, 10)
+    clock.now += 4.0
+    report_work(phases, "step", 1, 10)
+    assert phases.modelled_eta(clock.now) is None
+    assert "run ETA >= 36s (1 more phases)" in live.describe(live.estimate())
+    plan_phases(phases, {"train": (Stage("step", 10.0),), "verify": (Stage("case", 5.0, 3.0),)})
+    # 9 steps at 4 s, then verify's 5 FLOPs at 4 s per FLOP (a step is 1 FLOP) plus 3 s
+    assert phases.modelled_eta(clock.now) == (pytest.approx(36.0 + 20.0 + 3.0), False)
+    for k in range(2, 11):
+        clock.now += 4.0
+        report_work(phases, "step", k, 10)
+    phases("[verify] go")
+    report_work(phases, "case", 0, 4)
+    clock.now += 30.0  # its first case outlasts the whole stage's 23 s: a bound, not "0s"
+    assert phases.modelled_eta(clock.now) == (0.0, True)
+    assert "run ETA >= 0s" in live.describe(live.estimate())
+
+
+def test_simulate_sweep_eta_times_the_rest_by_the_runs_sizes():
+    """Before: a sweep printed its rows and nothing between them, and a mean-per-run ETA would
+    price T=256 like T=1 (63 rounds against 1). Runs taking their size at a steady rate, each off
+    by up to 20%: after the first run the ETA is within 25% of the rest."""
+    from harness.run.progress import SizedRuns
+    from harness.run.simulate import SWEEP_THREADS, run_size
+
+    sizes = [run_size(64, t, 63, 0.05, 1) for t in SWEEP_THREADS]
+    assert sizes[0] == pytest.approx(2 * 63 * 0.05) and sizes[-1] == pytest.approx(2 * 0.05)
+    factors = [1.0, 1.2, 0.8, 1.1, 0.9] * 3
+    true = [s * 1.3 * f for s, f in zip(sizes, factors, strict=True)]
+    stream, clock = io.StringIO(), _Clock()
+    live = LiveProgress("simulate", 0, mode="lines", stream=stream, unit_name="run",
+                        line_seconds=0.0, clock=clock)
+    runs = SizedRuns(live, sizes, [f"T={t}" for t in SWEEP_THREADS])
+    for i, d in enumerate(true):
+        runs.begin(i)
+        clock.now += d / 2
+        live.tick()
+        if i == 1:
+            line = stream.getvalue().splitlines()[-1]
+            assert line.startswith(f"simulate: run 2/{len(sizes)} T=2 | run running")
+            eta, bound = runs.eta()
+            rest = d / 2 + sum(true[2:])
+            assert not bound and abs(eta - rest) <= 0.25 * rest, (eta, rest)
+            assert f"run ETA {format_seconds(eta)}" in line
+        clock.now += d / 2
+        runs.end()
+    clock.now += 1.0
+    assert runs.eta() == (0.0, False)
+    live = LiveProgress("simulate", 0, mode="off", unit_name="run", clock=clock)
+    runs = SizedRuns(live, [2.0, 1.0, 1.0], ["a", "b", "c"])
+    runs.begin(0)
+    clock.now += 4.0  # 2 s per size unit
+    runs.end()
+    runs.begin(1)
+    clock.now += 5.0  # past its 2 s share: the run after it only, as a lower bound
+    assert runs.eta() == (pytest.approx(2.0), True)
+    assert "run ETA >= 2s" in live.describe(live.estimate())
+
+
+def test_sweep_tells_its_progress_each_run(no_thread_leak):
+    from harness.run.simulate import sweep
+    from reference.config import preset
+
+    rec = _Recorder()
+
+    class Runs:
+        def begin(self, i):
+            rec.begin(i + 1)
+
+        def end(self):
+            rec.end()
+
+    out = sweep(preset("tiny", group_size=4), 4, 4, 0.001, threads=(1, 2), live=Runs())
+    assert [r.threads for r in out] == [1, 2]
+    assert rec.calls == [("begin", 1, ""), ("end",), ("begin", 2, ""), ("end",)]
+
+
+def test_make_bench_prints_a_line_per_benchmark_with_elapsed_and_eta():
+    """Before: `make bench` ran pytest -q, a dot per benchmark after minutes each."""
+    from harness.bench import progress_plugin, runner
+
+    lines, clock = [], _Clock()
+    bench = progress_plugin.BenchLines(lines.append, clock=clock)
+    bench.collected(3)
+    bench.begin("test_a")
+    clock.now += 10.0
+    bench.end()
+    bench.begin("test_b")
+    clock.now += 20.0
+    bench.end()
+    bench.begin("test_c")
+    clock.now += 3.0
+    bench.end()
+    assert lines == ["bench 1/3 test_a | elapsed 0s | ETA ?",
+                     "bench 2/3 test_b | elapsed 10s | ETA 20s",
+                     "bench 3/3 test_c | elapsed 30s | ETA 15s",
+                     "bench 3/3 done in 33s"]
+    cmd = runner.pytest_command(Path("r.json"), runner.parse_args(["--quick"]))
+    plugin = "harness.bench.progress_plugin"
+    assert cmd[cmd.index(plugin) - 1:cmd.index(plugin) + 1] == ["-p", plugin]
+    quiet = runner.pytest_command(Path("r.json"), runner.parse_args(["--quick", "--quiet"]))
+    assert plugin not in quiet
+
+
+def test_the_bench_plugin_writes_its_lines_in_a_pytest_run(tmp_path):
+    """The hooks as the benchmark child loads them (`-p harness.bench.progress_plugin`)."""
+    (tmp_path / "test_two.py").write_text("def test_one():\n    pass\n\n"
+                                          "def test_two():\n    pass\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "harness.bench.progress_plugin", str(tmp_path)], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out
+    assert "bench 1/2 test_one | elapsed 0s | ETA ?" in out
+    assert "bench 2/2 test_two | elapsed" in out and "bench 2/2 done in" in out

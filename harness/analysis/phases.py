@@ -49,7 +49,7 @@ from harness.measure.trace import representative_step, write_trace
 from harness.run.corpus import load_corpus
 from harness.run.engines import make_engine, unfired_faults
 from harness.run.heldout import evaluate, split_heldout
-from harness.run.progress import report_work
+from harness.run.progress import PhaseCosts, Stage, report_work
 from harness.run.stop import Stopped, check_stop
 from harness.verify.gates import run_verify
 from plumbing.errors import SpheresError, StallError
@@ -387,6 +387,115 @@ def phase_memory(plan: Plan, cfg: Config, corpus, out_dir: Path,
         group_size=small.train.group_size,
         top=[AllocationSite(t["function"], _short(t["file"]), t["line"], t["bytes"])
              for t in res.get("top_sites", [])])
+
+
+# The run ETA's model (harness/run/progress.py PhaseLines): each later phase's FLOPs timed at
+# the training steps' measured seconds per FLOP, plus the fixed seconds FLOPs do not show.
+# The figures are this machine's (AMD EPYC, 2 cores), from reports/2026-11-28-seed.
+REFERENCE_SLOWDOWN = 12.0  # the float64 NumPy reference per FLOP against the fast engine:
+# 67.9 s against 7.75 s in that report's engines table (same workload, same 4 group passes)
+CASE_SECONDS = 0.65  # one verify case at tiny/small, where Python overheads, not FLOPs, rule:
+# that report's 138 cases took 130 s, of which ~41 s were the 4 seed-preset cases' FLOPs
+CHILD_SECONDS = 3.0  # one engine child: interpreter, imports, 6 sgemm rounds (fast: 7.75 s,
+# of which ~1.3 s per group pass x 4 are FLOPs)
+MEMRAY_SLOWDOWN = 2.0  # memray tracks every allocation of the step it records
+EVAL_SHARE = 1.0 / 3.0  # a forward pass is about a third of a training step's FLOPs
+
+
+def _group_flops(cfg: Config, batches: int | None = None) -> float:
+    from harness.bench.summary import flops_per_token
+
+    g = cfg.train.group_size if batches is None else batches
+    return float(flops_per_token(cfg.model) * g * cfg.train.batch_size * cfg.model.seq_len)
+
+
+def _drill_seconds() -> float:
+    """What the drills wait for by design: each hang its stall timeout, each slow its sleep."""
+    from fast.faults import FaultKind, parse_inject
+    from harness.verify.drills import DRILLS
+
+    waits = 0.0
+    for d in DRILLS:
+        fault = parse_inject(d.inject)
+        waits += {FaultKind.HANG: d.stall_timeout,
+                  FaultKind.SLOW: fault.seconds or 0.0}.get(fault.kind, 0.0)
+    return waits
+
+
+def _verify_stage(plan: Plan, cfg: Config) -> Stage:
+    """phase_equivalence's sweeps: each case's trajectory, one float64 reference per preset."""
+    flops = seconds = 0.0
+    sweeps = [([preset("tiny")], plan.sweep_threads, 3)]
+    if plan.extra_verify:
+        sweeps.append(([preset(p) for p in plan.extra_verify], plan.extra_threads, 3))
+    if cfg.preset not in {"tiny", *plan.extra_verify}:
+        sweeps.append(([cfg.replace(group_size=2)], sorted({1, 2, plan.threads}), 2))
+    for configs, threads, steps in sweeps:
+        for c in configs:
+            cases = 2 * len(threads)  # float64 and float32
+            flops += steps * _group_flops(c) * (cases + REFERENCE_SLOWDOWN)
+            seconds += cases * CASE_SECONDS
+    return Stage("case", flops, seconds)
+
+
+def _engines_stage(plan: Plan, cfg: Config) -> Stage:
+    """analyze_phase of harness/bench/engine_compare.py: per engine two bitwise passes, one
+    warm-up and `rounds` timed steps on a 2-batch group, in a child process each."""
+    from harness.bench.engine_compare import available_specs
+
+    specs = available_specs(plan.engines)
+    passes = 3 + 2  # 2 bitwise group passes + 1 warm-up + 2 timed rounds
+    group = _group_flops(cfg, min(cfg.train.group_size, 2))
+    flops = sum(passes * group * (REFERENCE_SLOWDOWN if s == "reference" else 1.0)
+                for s in specs)
+    return Stage("engine", flops + group * REFERENCE_SLOWDOWN,  # the parent's reference answer
+                 len(specs) * CHILD_SECONDS)
+
+
+def _repro_stage(plan: Plan) -> Stage:
+    """The reproducibility grid at tiny: every run a verify trajectory; each distributed
+    engine's world a launch of its own."""
+    from harness.bench.repro import ENGINES, STEPS
+
+    dist = sum(1 for e in ENGINES if e[2])
+    runs = ((len(ENGINES) - dist) + dist * len(plan.repro_worlds)) * len(plan.repro_threads) \
+        * len(plan.repro_dtypes)
+    return Stage("run", runs * STEPS * _group_flops(preset("tiny")),
+                 runs * CASE_SECONDS + dist * len(plan.repro_worlds) * CHILD_SECONDS)
+
+
+def phase_costs(plan: Plan, cfg: Config, corpus) -> PhaseCosts:
+    """Every phase's size, known before it starts, for the run ETA (see the constants above)."""
+    from harness.analysis.scaling import SIM_COMPUTE_SECONDS, SIM_GROUP, SIM_THREADS
+
+    step = _group_flops(cfg)
+    eval_every = max(1, plan.steps // 10)
+    snapshots = sum(1 for s in range(1, plan.steps + 1)
+                    if s % eval_every == 0 or s == plan.steps)
+    held = analyze_eval_fraction(cfg, corpus) * corpus.stream.size
+    fpt = step / (cfg.train.group_size * cfg.train.batch_size * cfg.model.seq_len)
+    tput = len(plan.throughput_threads)
+    return {
+        "data": (),
+        "train": (Stage("step", plan.steps * step),
+                  Stage("eval", snapshots * held * fpt * EVAL_SHARE)),
+        "throughput": (Stage("run", tput * 2 * _group_flops(cfg, plan.throughput_group)),),
+        "verify": (_verify_stage(plan, cfg),),
+        "drill": (Stage("drill", 3 * len(_drills()) * _group_flops(preset("tiny")),
+                        _drill_seconds()),),
+        "engines": (_engines_stage(plan, cfg),),
+        "repro": (_repro_stage(plan),),
+        "memory": (Stage("step", MEMRAY_SLOWDOWN * _group_flops(
+            cfg, min(cfg.train.group_size, 12)), CHILD_SECONDS),),
+        "scaling": (Stage("run", 0.0, sum(math.ceil(SIM_GROUP / t) * SIM_COMPUTE_SECONDS
+                                          for t in SIM_THREADS)),),
+    }
+
+
+def _drills() -> list:
+    from harness.verify.drills import DRILLS
+
+    return list(DRILLS)
 
 
 def _short(path: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness.analysis.checks import conclude
 from harness.analysis.phases import (
+    phase_costs,
     phase_data,
     phase_drills,
     phase_equivalence,
@@ -42,7 +43,7 @@ from harness.figures.results import (
 )
 from harness.measure.machine import machine_facts
 from harness.measure.process import cpu_use
-from harness.run.progress import enter_phase
+from harness.run.progress import enter_phase, plan_phases
 from harness.run.stop import at_once, check_stop
 from plumbing.errors import InputError
 from plumbing.folder_lock import lock_beside
@@ -58,6 +59,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     started = time.perf_counter()
     with at_once():  # no safe point inside: a signal while reading the data stops at once
         corpus, data = phase_data(plan, cfg, say)
+    plan_phases(say, phase_costs(plan, cfg, corpus))  # the run ETA's sizes of every phase
     run = phase_training(plan, cfg, corpus, out_dir, say)
     training, sampler, flame = run.result, run.sampler, run.flame
     check_stop("after phase train")  # a signal stops between phases (and inside them)
@@ -74,6 +76,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     check_stop("after phase engines")
     from harness.bench.repro import analyze_phase as repro_phase  # issue 23
 
+    enter_phase(say, "repro")
     repro = repro_phase(plan.repro_threads, plan.repro_worlds, plan.repro_dtypes,
                         plan.stall_timeout, say)
     check_stop("after phase reproducibility")
@@ -81,6 +84,7 @@ def analyze(plan: Plan, out_dir: Path, say: Say = say) -> AnalysisResults:
     check_stop("after phase memory")
     from harness.analysis.scaling import phase_scaling, scaling_plot
 
+    enter_phase(say, "scaling")
     scaling = phase_scaling(say)  # the protocol on 64 simulated cores (a few seconds)
     check_stop("after phase scaling")
     cores = sampler.cores

@@ -30,6 +30,7 @@ from harness.measure.process import peak_rss_bytes
 from harness.run.corpus import load_corpus, one_group_tokens
 from harness.run.engines import make_engine
 from harness.run.plugins import list_engines
+from harness.run.progress import report_work
 from harness.run.stop import GracefulStop, Stopped, check_stop, run_child
 from harness.verify.gates import digest, worst_tensor
 from plumbing.cores import usable_cores
@@ -136,6 +137,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
         ref = ReferenceEngine(cfg).group_grads(group.tokens, group.targets)
         np.savez(ref_file, loss=np.float64(ref.loss),
                  **{f"grad/{n}": g for n, g in ref.grads.items()})
+        report_work(say, "engine", 0, len(specs))
         for spec in specs:
             out = Path(tmp) / "row.json"
             cmd = [sys.executable, "-m", "harness.bench.engine_compare", "--engine", spec,
@@ -156,6 +158,7 @@ def compare(specs: list[str], work: Workload, *, stall_timeout: float = 600.0,
             out.unlink(missing_ok=True)
             rows.append(row)
             say(format_row(row))
+            report_work(say, "engine", len(rows), len(specs))
     # the limit is the best the machine showed during the run (other load only lowers it):
     # every share uses the same yardstick
     limit = max([limit] + [r.sgemm_flops for r in rows if r.sgemm_flops == r.sgemm_flops])

@@ -52,6 +52,7 @@ class BenchOptions:
     history: str | None  # pytest-benchmark storage folder of every run, None: not kept
     baseline: str | None  # committed baseline run to compare with, None: none
     pytest_args: tuple[str, ...] = ()
+    quiet: bool = False  # no per-benchmark progress lines
 
 
 def pytest_command(json_path: Path, args: BenchOptions) -> list[str]:
@@ -62,6 +63,8 @@ def pytest_command(json_path: Path, args: BenchOptions) -> list[str]:
            f"--ks-scaling-group={args.scaling_group}", f"--ks-seed-threads={args.seed_threads}",
            f"--ks-seed-group={args.seed_group}", f"--ks-rounds={args.rounds}",
            f"--ks-matmul-n={args.matmul_n}"]
+    if not args.quiet:  # a line per benchmark, elapsed and ETA (bench/progress_plugin.py)
+        cmd += ["-p", "harness.bench.progress_plugin"]
     if args.history:  # every run kept, with commit and machine
         cmd += ["--benchmark-autosave", "--benchmark-save-data",  # raw rounds: the U test
                 f"--benchmark-storage=file://{args.history}"]
@@ -90,6 +93,8 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
     p.add_argument("--baseline", default=None,
                    help="committed baseline run to compare with (default for a real run: "
                         "benchmarks/baseline.json; with --summarize: none); 'none' to skip")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-benchmark progress lines (bench i/N, elapsed, ETA)")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     a = p.parse_args(argv)
     history, baseline = a.history, a.baseline
@@ -104,7 +109,7 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
                         quick=a.quick, out_dir=a.out_dir, summarize=a.summarize,
                         history=None if history == "none" else history,
                         baseline=None if baseline == "none" else baseline,
-                        pytest_args=tuple(a.pytest_args))
+                        pytest_args=tuple(a.pytest_args), quiet=a.quiet)
 
 
 def compare_history(run: dict[str, Any], args: BenchOptions,

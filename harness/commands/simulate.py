@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="without --sweep: the run's Chrome trace (batches in flight counter)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE.json",
                    help="every result as JSON")
+    o.add_progress(p)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -63,7 +64,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.run.simulate import measure_compute_seconds, simulate, sweep
+    from harness.run.simulate import measure_compute_seconds, simulate
 
     check_args(args)
     cfg = preset(args.preset, **({"group_size": args.group_size} if args.group_size else {}))
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulate: {cfg.preset} preset, {args.cores} simulated cores, G={group} batches, "
           f"c={c:.4f} s per batch ({how})", flush=True)
     if args.sweep:
-        results = sweep(cfg, args.cores, group, c, on_result=lambda r: print(row(r), flush=True))
+        results = run_sweep(args, cfg, group, c)
         if args.plot is not None:
             from harness.figures.plots import plot_simulated_scaling
 
@@ -95,6 +96,21 @@ def run(args: argparse.Namespace) -> int:
 
         write_json(args.json, [r.to_dict() for r in results], "simulate results")
     return ExitCode.OK
+
+
+def run_sweep(args: argparse.Namespace, cfg, group: int, c: float) -> list:
+    """The sweep with its live progress: run i/N (T=...), elapsed, and the run ETA from the
+    runs' sizes (`run_size`) at the measured rate; each row printed above it."""
+    from harness.run.progress import SizedRuns, open_progress
+    from harness.run.simulate import SWEEP_THREADS, run_size, sweep
+
+    steps = 1
+    with open_progress("simulate", len(SWEEP_THREADS), quiet=args.quiet,
+                       seconds=args.progress_seconds, unit_name="run") as live:
+        runs = SizedRuns(live, [run_size(args.cores, t, group, c, steps) for t in SWEEP_THREADS],
+                         [f"T={t}" for t in SWEEP_THREADS])
+        return sweep(cfg, args.cores, group, c, SWEEP_THREADS, steps,
+                     on_result=lambda r: live.write_out(row(r)), live=runs)
 
 
 def write_views(args: argparse.Namespace, rec, result) -> None:

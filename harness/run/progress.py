@@ -204,6 +204,11 @@ class LiveProgress:
             if self._bar is not None:
                 self._bar.total = self.units
 
+    def unit_elapsed(self) -> float:
+        """Seconds the running unit has taken so far."""
+        with self._lock:
+            return self.clock() - self._unit_start
+
     def set_eval(self, loss: float) -> None:
         with self._lock:
             self.eval_loss = loss
@@ -326,6 +331,53 @@ def open_progress(label: str, units: int, *, quiet: bool = False,
                         line_seconds=seconds or LINE_SECONDS, **kwargs)
 
 
+class SizedRuns:
+    """Units whose relative sizes are known before they start (a `simulate --sweep`'s runs:
+    steps x rounds x c each, `make bench`'s benchmarks): the run ETA is the rest's size at the
+    measured seconds per size unit, so a sweep whose first runs are its longest is not timed
+    at their mean. A run that outlasts its size's share makes the ETA a lower bound."""
+
+    def __init__(self, live: LiveProgress, sizes: list[float], labels: list[str]) -> None:
+        if len(sizes) != len(labels):
+            raise ValueError("one label per sized run")
+        self.live, self.sizes, self.labels = live, [float(x) for x in sizes], labels
+        live.set_units(len(sizes))
+        live.detail = self._detail
+
+    def begin(self, i: int) -> None:
+        """Run `i` (0-based) starts."""
+        self.live.begin(i + 1, label=self.labels[i])
+
+    def end(self) -> None:
+        self.live.end()
+
+    def eta(self) -> tuple[float | None, bool]:
+        """Seconds left (None before the first run ends) and whether it is a lower bound."""
+        live = self.live
+        done, elapsed = live.done_units, live.unit_elapsed()
+        done_size = sum(self.sizes[:done])
+        if not done or done_size <= 0:
+            return None, False
+        rate = live.done_seconds / done_size
+        running = done < live.unit  # a run is in flight (begun, not ended)
+        later = sum(self.sizes[live.unit if running else done:]) * rate
+        if not running:
+            return later, False
+        here = self.sizes[live.unit - 1] * rate - elapsed
+        return later + max(0.0, here), here < 0
+
+    def _detail(self) -> list[str]:
+        eta, bound = self.eta()
+        live = self.live
+        parts = []
+        if live.done_units < live.unit:
+            parts.append(f"{live.unit_name} running {format_seconds(live.unit_elapsed())}")
+        total = live.done_seconds + (live.unit_elapsed() if live.done_units < live.unit else 0)
+        parts.append(f"elapsed {format_seconds(total)}")
+        parts.append(f"run ETA {'>= ' if bound else ''}{format_seconds(eta)}")
+        return parts
+
+
 def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
                    seconds: float | None = None) -> LiveProgress:
     """`spheres train`'s live progress: polls the engine's batch counter when it has one."""
@@ -334,7 +386,26 @@ def train_progress(engine: Engine, cfg: Config, *, quiet: bool = False,
                          tokens_per_inner=cfg.train.batch_size * cfg.model.seq_len)
 
 
-ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "engines", "memory")
+ANALYZE_PHASES = ("data", "train", "throughput", "verify", "drill", "engines", "repro",
+                  "memory", "scaling")
+RATE_PHASE, RATE_KIND = "train", "step"  # the phase and work whose measured rate times the rest
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Part of a phase, sized before it starts: the work kind it reports (`report_work`), its
+    model FLOPs (timed at the training steps' measured seconds per FLOP) and its fixed seconds
+    (drill timeouts, process starts, per-case overheads)."""
+
+    kind: str
+    flops: float = 0.0
+    seconds: float = 0.0
+
+    def estimate(self, per_flop: float) -> float:
+        return self.flops * per_flop + self.seconds
+
+
+PhaseCosts = dict[str, tuple[Stage, ...]]
 
 
 @dataclass
@@ -389,6 +460,14 @@ def report_work(say: Callable[[str], None], kind: str, done: int, total: int,
         work(kind, done, total, tokens)
 
 
+def plan_phases(say: Callable[[str], None], costs: PhaseCosts) -> None:
+    """Give the phase progress behind `say` every phase's sizes (`harness.analysis.phases.
+    phase_costs`), so the run ETA is a figure once the training steps have a rate."""
+    plan = getattr(say, "plan", None)
+    if plan is not None:
+        plan(costs)
+
+
 def enter_phase(say: Callable[[str], None], tag: str) -> None:
     """Start phase `tag` on the progress behind `say` (for phases whose lines carry no tag)."""
     enter = getattr(say, "enter", None)
@@ -400,13 +479,17 @@ class PhaseLines:
     """`analyze`'s `say`: prints each line and advances the progress when a line's tag
     (`[train] ...`) names a later phase; phases skipped after an error just do not appear.
     Inside a phase, `work` (`report_work`) shows the units done, tokens/s and the phase's ETA
-    from the measured rate; the run ETA is the phase's plus "more phases to go", a lower bound
-    until the last phase (later phases' work is not measured yet, so no figure is invented)."""
+    from the measured rate. The run ETA: once the training steps have a measured seconds per
+    FLOP and every later phase has its sizes (`plan`), the running stage's ETA plus each later
+    stage's FLOPs at that rate plus its fixed seconds; without them, the phase's ETA and "more
+    phases to go", a lower bound (no figure is invented)."""
 
     def __init__(self, live: LiveProgress, phases: tuple[str, ...] = ANALYZE_PHASES) -> None:
         self.live, self.phases = live, phases
         self.current: str | None = None
         self.work_done: PhaseWork | None = None
+        self.costs: PhaseCosts = {}
+        self.per_flop: float | None = None  # the training steps' measured seconds per FLOP
         live.set_units(len(phases))
         live.detail = self._detail
 
@@ -428,13 +511,55 @@ class PhaseLines:
         if w is None or w.kind != kind or done == 0:
             w = self.work_done = PhaseWork(kind, total, started=now, last=now)
         w.done, w.total, w.tokens, w.last = done, total, tokens, now
+        stage = self._stage(RATE_PHASE, RATE_KIND)
+        if (self.current == RATE_PHASE and kind == RATE_KIND and done and stage is not None
+                and stage.flops > 0):
+            self.per_flop = w.per_unit() / (stage.flops / total)
         self.live.tick()
+
+    def plan(self, costs: PhaseCosts) -> None:
+        self.costs = dict(costs)
+
+    def _stage(self, phase: str, kind: str) -> Stage | None:
+        return next((s for s in self.costs.get(phase, ()) if s.kind == kind), None)
+
+    def modelled_eta(self, now: float) -> tuple[float, bool] | None:
+        """The run's seconds left from the measured rate and the planned sizes (and whether it
+        is a lower bound: the running unit outlasts the mean); None without a rate or sizes."""
+        if self.per_flop is None or self.current not in self.costs:
+            return None
+        later = self.phases[self.phases.index(self.current) + 1:]
+        if any(p not in self.costs for p in later):
+            return None
+        pf, stages, w = self.per_flop, self.costs[self.current], self.work_done
+        kinds = [s.kind for s in stages]
+        over = False  # the running stage has outlasted its model: what follows it, a bound
+        if w is not None and w.kind in kinds:
+            i = kinds.index(w.kind)
+            here = w.eta(now)
+            if here is None:  # its first unit still running: the model, less its time so far
+                here = stages[i].estimate(pf) - (now - w.started)
+                over = here < 0
+            rest = stages[i + 1:]
+        else:  # the phase has reported no work yet
+            here = sum(s.estimate(pf) for s in stages) - self.live.unit_elapsed()
+            over = here < 0 and bool(stages)
+            rest = ()
+        total = max(0.0, here) + sum(s.estimate(pf) for s in rest)
+        total += sum(s.estimate(pf) for p in later for s in self.costs[p])
+        return total, over or (w is not None and w.overrun(now))
 
     def _detail(self) -> list[str] | None:
         w = self.work_done
+        now = self.live.clock()
+        modelled = self.modelled_eta(now)
+        if modelled is not None:
+            parts = (w.parts(now) if w is not None
+                     else [f"phase running {format_seconds(self.live.unit_elapsed())}"])
+            eta, bound = modelled
+            return parts + [f"run ETA {'>= ' if bound else ''}{format_seconds(eta)}"]
         if w is None:
             return None
-        now = self.live.clock()
         parts = w.parts(now)
         eta = w.eta(now)
         later = len(self.phases) - (self.phases.index(self.current) + 1 if self.current else 0)

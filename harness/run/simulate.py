@@ -162,14 +162,26 @@ def critical_path(rec: RecordSnapshot, step: int, t0: float, t1: float) -> list[
     return path
 
 
+def run_size(cores: int, threads: int, group: int, compute_seconds: float,
+             steps: int) -> float:
+    """A run's stand-in compute, known before it starts: the warm-up and measured steps, each
+    ceil(G / min(T, N)) rounds of c (the sweep's progress times the rest by it)."""
+    return (steps + 1) * math.ceil(group / max(1, min(threads, cores))) * compute_seconds
+
+
 def sweep(cfg: Config, cores: int, group: int, compute_seconds: float,
           threads: tuple[int, ...] = SWEEP_THREADS, steps: int = 1,
-          on_result=None) -> list[SimResult]:
-    """`simulate` for each thread count (each a fresh trainer), in order."""
+          on_result=None, live=None) -> list[SimResult]:
+    """`simulate` for each thread count (each a fresh trainer), in order; `live` (a
+    `harness.run.progress.SizedRuns` over `run_size`) is told as each run begins and ends."""
     out = []
-    for t in threads:
+    for i, t in enumerate(threads):
+        if live is not None:
+            live.begin(i)
         result, _ = simulate(cfg, cores, t, group, compute_seconds, steps)
         out.append(result)
+        if live is not None:
+            live.end()
         if on_result is not None:
             on_result(result)
     return out
