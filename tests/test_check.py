@@ -203,14 +203,8 @@ def test_a_report_without_manifest_exits_2(report: Path, capsys):
     assert code == 2 and "not a spheres report manifest" in out, out
 
 
-def test_committed_seed_report_predates_the_manifest_and_its_claims_follow(tmp_path: Path,
-                                                                           capsys):
-    """reports/2026-11-28-seed has no manifest: refused with exit 2. Sealed as it stands, every
-    verdict, finding and line of it follows from its results.json and trace.json."""
+def test_committed_seed_report_predates_the_manifest(capsys):
+    """reports/2026-11-28-seed was written before reports were sealed (and before the checks
+    added since): refused with exit 2, naming the fix, never re-checked as if it were current."""
     code, out = check(COMMITTED, capsys)
-    assert code == 2 and "no .spheres-manifest.json" in out, out
-    copy = tmp_path / "seed"
-    shutil.copytree(COMMITTED, copy)
-    seal(copy)
-    code, out = check(copy, capsys)
-    assert code == 0, out
+    assert code == 2 and "no .spheres-manifest.json" in out and "re-run" in out, out
