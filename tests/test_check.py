@@ -19,7 +19,8 @@ from harness.figures.results import Check
 from plumbing.report_folder import MANIFEST, seal
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "reports" / "2026-11-28-seed"
+COMMITTED = ROOT / "reports" / "2026-11-28-seed"  # written before reports were sealed
+CURRENT = ROOT / "reports" / "2026-12-03-seed"  # the committed seed analysis, sealed
 
 
 @pytest.fixture
@@ -208,3 +209,10 @@ def test_committed_seed_report_predates_the_manifest(capsys):
     added since): refused with exit 2, naming the fix, never re-checked as if it were current."""
     code, out = check(COMMITTED, capsys)
     assert code == 2 and "no .spheres-manifest.json" in out and "re-run" in out, out
+
+
+def test_committed_seed_analysis_rechecks_from_its_own_data(capsys):
+    """The committed seed analysis (a full `spheres analyze`, sealed by it): every file against
+    its manifest, every verdict, finding and line of analysis.md follows from its data."""
+    code, out = check(CURRENT, capsys)
+    assert code == 0 and "every claim follows" in out, out
