@@ -12,23 +12,14 @@ import pytest
 
 pytest.importorskip("torch")
 
+from support import processes_gone  # noqa: E402
+
 from harness.figures.thresholds import GRAD_TOL, LOSS_TOL, TRAJ_TOL  # noqa: E402
 from harness.run.ddp_engine import build  # noqa: E402
 from harness.run.plugins import resolve_factory  # noqa: E402
 from harness.verify.digest import fingerprint, reference_answers, trajectory_groups  # noqa: E402
 from plumbing.errors import InputError, StallError  # noqa: E402
 from reference.config import preset  # noqa: E402
-
-
-def _gone(pids: list[int]) -> bool:
-    """No process of `pids` is still running (a zombie has already died)."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 def _world_facts(pids: list[int]) -> tuple[set[str], list[str]]:
@@ -69,9 +60,9 @@ def test_ddp_world_passes_the_reference_gates_on_loopback_and_every_rank_ends(wo
     finally:
         engine.close()
     deadline = time.monotonic() + 10
-    while not _gone(pids) and time.monotonic() < deadline:
+    while not processes_gone(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(pids), [p for p in pids if psutil.pid_exists(p)]
+    assert processes_gone(pids), [p for p in pids if psutil.pid_exists(p)]
     assert fp.loss_err <= LOSS_TOL["float64"]
     assert fp.grad_err <= GRAD_TOL["float64"]
     assert fp.traj_err <= TRAJ_TOL["float64"]
@@ -92,9 +83,9 @@ def test_a_stuck_rank_is_a_stall_within_the_deadline_and_the_world_is_killed(tin
     finally:
         engine.close()
     deadline = time.monotonic() + 10
-    while not _gone(pids) and time.monotonic() < deadline:
+    while not processes_gone(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(pids)
+    assert processes_gone(pids)
 
 
 def test_torch_ddp_is_a_registered_name_and_refuses_a_bad_world():

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from engine_plugins import WRONG_TENSOR
-from support import run_cli
+from support import processes_gone, run_cli
 
 from harness.run.engines import make_engine
 from reference.config import preset
@@ -24,15 +23,6 @@ FAKE = ROOT / "tests" / "fake_exec_engine.py"
 TINY = ["--presets", "tiny", "--threads", "1,2", "--dtypes", "float64"]
 
 
-def _gone(pids: list[int]) -> bool:
-    """No process of `pids` is still running (a zombie has already died)."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 def _fake(mode: str, tmp_path: Path) -> tuple[str, Path]:
@@ -118,7 +108,7 @@ def test_exec_engine_trains_and_close_leaves_no_process():
             np.testing.assert_allclose(state.params[name], p, rtol=1e-9, atol=1e-12)
     finally:
         engine.close()
-    assert _gone([engine.pid])
+    assert processes_gone([engine.pid])
     engine.close()  # idempotent
 
 
@@ -138,7 +128,7 @@ def test_broken_exec_engine_is_a_fault_naming_engine_and_request(mode, says, tmp
     assert "request #2 'grads'" in err and f"fake_exec_engine.py {mode}" in err
     assert says in err
     assert time.monotonic() - start < 25  # reported at once, not at the stall timeout
-    assert _gone([int(p) for p in pidfile.read_text().split()])
+    assert processes_gone([int(p) for p in pidfile.read_text().split()])
 
 
 def test_hung_exec_engine_is_a_stall_and_leaves_no_process(tmp_path):
@@ -152,7 +142,7 @@ def test_hung_exec_engine_is_a_stall_and_leaves_no_process(tmp_path):
     assert "request #2 'grads': no reply within 6s" in proc.stderr
     assert "fake_exec_engine.py hang" in proc.stderr
     pids = [int(p) for p in pidfile.read_text().split()]
-    assert len(pids) == 2 and _gone(pids)  # the engine and the child it started
+    assert len(pids) == 2 and processes_gone(pids)  # the engine and the child it started
     assert seconds < 60
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fast import kernels as K
+from harness.bench.ceiling import best_seconds
 from reference.config import ModelConfig
 
 # The groups that are products (every GEMM group and attention), and how many calls of one
@@ -35,13 +36,8 @@ def group_flops_per_token(m: ModelConfig) -> dict[str, int]:
 
 
 def _best(fn: Callable[[], None], rounds: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    fn()  # warm: the first call compiles and faults the operands in
+    return best_seconds(fn, rounds)
 
 
 def _linear_calls(rng, n: int, i: int, o: int, residual: bool, bias_in_backward: bool):
