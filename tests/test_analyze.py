@@ -185,3 +185,50 @@ def test_report_carries_the_reproducibility_table_measured(quick_report: Path):
     assert {c["world"] for c in cells if c["engine"] == "torch-ddp"} == {1, 2}
     assert "| torch-ddp | 2 |" in text and "not measured" not in text.split(
         "## Reproducibility")[1].split("\n## ")[0]
+
+
+def test_throughput_counts_the_fastest_timed_step_and_records_every_one(monkeypatch):
+    """One slow step (another process took the core) does not move a thread count's figure:
+    on a scripted clock, 63 threads' steps of 2.0, 3.5, 2.1 s count as 2.0 s, and the report
+    shows all three. Before: one timed step, so a 3.5 s one read as 0.57x two threads."""
+    from harness.analysis import phases
+    from harness.analysis.plan import make_plan
+    from harness.analysis.report import _performance
+    from harness.figures.results import AnalysisResults
+    from harness.figures.thresholds import THROUGHPUT_TIMED_STEPS
+    from harness.run.corpus import load_corpus
+    from reference.config import preset
+
+    plan = make_plan(preset="tiny", quick=True, threads=2, steps=1, data=None, seed=0,
+                     stall_timeout=60.0, inject=[])
+    plan.throughput_threads = [2, 63]
+    cfg = preset(plan.preset)
+    corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
+    script = {2: [9.0, 2.0, 2.0, 2.0], 63: [9.0, 2.0, 3.5, 2.1]}  # burn-in first
+    clock = [0.0]
+
+    class Engine:
+        def __init__(self, threads):
+            self.times = iter(script[threads])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def step(self, tokens, targets):
+            clock[0] += next(self.times)
+            return type("R", (), {"n_targets": 1000})()
+
+    monkeypatch.setattr(phases, "make_engine", lambda name, cfg, threads, **kw: Engine(threads))
+    monkeypatch.setattr(phases.time, "perf_counter", lambda: clock[0])
+    points = phases.phase_throughput(plan, cfg, corpus, lambda line: None)
+    assert THROUGHPUT_TIMED_STEPS == 3
+    by = {p.threads: p for p in points}
+    assert by[63].step_seconds == pytest.approx([2.0, 3.5, 2.1]) and by[63].seconds == 2.0
+    assert by[63].tokens_per_s == by[2].tokens_per_s == 500.0
+    results = AnalysisResults()
+    results.performance.throughput = points
+    results.performance.cores = 2
+    assert "| 63 | 500 | 1.00x | 2.00, 3.50, 2.10 |" in "\n".join(_performance(results))

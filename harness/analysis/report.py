@@ -150,9 +150,20 @@ def _batch_processing(r: AnalysisResults) -> list[str]:
 
 def _performance(r: AnalysisResults) -> list[str]:
     perf = r.performance
-    lines = _table(["threads", "tokens/s", "speed-up vs 1"],
-                   [[p.threads, f"{p.tokens_per_s:,.0f}", f"{p.speedup:.2f}x"]
-                    for p in perf.throughput])
+    timed = [p for p in perf.throughput if p.step_seconds]
+    if timed and len(timed) == len(perf.throughput):  # results.json before step_seconds: no column
+        lines = _table(["threads", "tokens/s", "speed-up vs 1", "timed steps s"],
+                       [[p.threads, f"{p.tokens_per_s:,.0f}", f"{p.speedup:.2f}x",
+                         ", ".join(f"{s:.2f}" for s in p.step_seconds)]
+                        for p in perf.throughput])
+        lines += ["", f"Each thread count: a fresh engine, one burn-in step, then "
+                  f"{len(timed[0].step_seconds)} timed steps of the same group of "
+                  f"{timed[0].group_size} batches; tokens/s of the fastest (a step that lost a "
+                  "core to another process does not move it)."]
+    else:
+        lines = _table(["threads", "tokens/s", "speed-up vs 1"],
+                       [[p.threads, f"{p.tokens_per_s:,.0f}", f"{p.speedup:.2f}x"]
+                        for p in perf.throughput])
     lines += ["", f"CPU use during training = CPU seconds / wall seconds / cores = "
               f"{perf.cpu_seconds:.1f} / {perf.wall_seconds:.1f} / {perf.cores} = "
               f"{perf.cpu_utilisation:.1%}.", ""]
