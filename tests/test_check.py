@@ -216,3 +216,39 @@ def test_committed_seed_analysis_rechecks_from_its_own_data(capsys):
     its manifest, every verdict, finding and line of analysis.md follows from its data."""
     code, out = check(CURRENT, capsys)
     assert code == 0 and "every claim follows" in out, out
+
+
+def test_a_consistent_forgery_of_a_gradient_error_is_caught_by_its_tolerance(
+        report: Path, capsys, monkeypatch):
+    """A float64 gradient error raised past its tolerance with the run's failure list left
+    empty, every claim re-derived as the old check did (the failure list alone: PASS) and
+    re-sealed: the check judges the figure itself (before: "OK")."""
+    from harness.analysis import checks
+
+    def change(d):
+        row = next(x for x in d["equivalence"]["records"] if x["dtype"] == "float64")
+        row["grad_error"] = 4.18e-06
+    with monkeypatch.context() as m:
+        m.setattr(checks, "_beyond_tolerance", lambda x: False)
+        forge(report, change)
+    stored = json.loads((report / "results.json").read_text())["checks"]
+    assert all(c["passed"] for c in stored if c["id"] == "fast-equals-reference")  # forged PASS
+    code, out = check(report, capsys)
+    assert code == 1, out
+    assert "check `fast-equals-reference`" in out and "results.json says PASS" in out
+
+
+def test_a_consistent_forgery_of_a_digest_is_caught_by_the_other_runs(report: Path, capsys,
+                                                                     monkeypatch):
+    """One run's gradient digest changed, no bitwise failure written, claims re-derived from
+    the failure lists alone and re-sealed: the digests themselves disagree."""
+    from harness.analysis import checks
+
+    def change(d):
+        d["equivalence"]["records"][-1]["grad_hash"] = "0" * 64
+    with monkeypatch.context() as m:
+        m.setattr(checks, "_hash_mismatches", lambda records: [])
+        forge(report, change)
+    code, out = check(report, capsys)
+    assert code == 1, out
+    assert "check `bitwise-reduction`" in out and "results.json says PASS" in out
