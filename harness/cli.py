@@ -21,7 +21,7 @@ from types import ModuleType
 
 from harness.commands.failures import report_stall, run_guarded
 from harness.commands.options import explicit_dests
-from harness.commands.preflight import check_outputs
+from harness.commands.preflight import check_outputs, lock_outputs
 from harness.run.stop import GracefulStop
 from plumbing.errors import ExitCode, StallError
 
@@ -95,18 +95,20 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
     command = load(args.command)
     args.explicit = explicit_dests(parser, argv)  # for --resume conflicts
     check_outputs(args, command.OUTPUTS)
-    try:
-        from harness.commands.mpi_launch import mpi_entry  # no mpi4py unless --mpi
+    with lock_outputs(args, command.OUTPUTS) as locks:
+        try:
+            from harness.commands.mpi_launch import mpi_entry  # no mpi4py unless --mpi
 
-        code = mpi_entry(args)
-        if code is not None:
-            return code
-        return command.run(args)
-    except StallError as exc:
-        report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(ExitCode.STALL)  # a thread stuck inside a nogil kernel cannot be joined
+            code = mpi_entry(args)
+            if code is not None:
+                return code
+            return command.run(args)
+        except StallError as exc:
+            report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            locks.close()  # os._exit skips the with block's release
+            os._exit(ExitCode.STALL)  # a thread stuck inside a nogil kernel cannot be joined
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class FolderLock:
                 os.close(fd)
                 raise InputError(f"{self.what} is in use by another spheres run ({owner}; lock "
                                  f"file {self.path}); wait for it to finish or choose another "
-                                 "folder") from None
+                                 "path") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -106,7 +106,8 @@ def lock_folder(folder: Path, what: str) -> FolderLock:
 
 
 def lock_beside(folder: Path, what: str) -> FolderLock:
-    """The lock of a folder that is replaced whole (a report): a sibling `.NAME.spheres-lock`."""
+    """The lock of a folder that is replaced whole (a report) or of an output file: a sibling
+    `.NAME.spheres-lock`."""
     folder = Path(folder).resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     return FolderLock(folder.parent / f".{folder.name}{LOCK_NAME}", what)

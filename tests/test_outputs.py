@@ -461,3 +461,51 @@ def test_two_real_trains_on_one_checkpoint_dir_the_second_is_refused(tmp_path, c
         _, first_err = first.communicate(timeout=60)
     assert first.returncode == 143, first_err
     assert not (ckpt / LOCK_NAME).exists(), "a stopped run releases its lock"
+
+
+def test_two_real_trains_on_one_json_the_second_is_refused(tmp_path, capsys):
+    """Same for every file a run writes (#20 class 1): before, both exited 0 and the later
+    writer silently replaced the other's summary. The second is refused naming the first."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "summary.json"
+    lock = tmp_path / f".summary.json{LOCK_NAME}"
+    first = subprocess.Popen([sys.executable, "-m", "harness", "train", *TINY, "--steps",
+                              "1000000", "--quiet", "--json", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not lock.exists() and first.poll() is None:
+            assert time.monotonic() < deadline, "the first run never took its lock"
+            time.sleep(0.05)
+        code, _, err = run_cli(["train", *TINY, "--steps", "1", "--json", str(out)], capsys)
+        assert code == 2 and f"--json {out} is in use by another spheres run (pid " \
+            f"{first.pid} on host" in err, err
+        assert not out.exists()  # the refused run wrote nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=60)
+    assert first.returncode == 143, first_err
+    assert not lock.exists(), "a stopped run releases its lock"
+    code, _, err = run_cli(["train", *TINY, "--steps", "1", "--json", str(out)], capsys)
+    assert code == 0 and json.loads(out.read_text())["steps"] == 1, err
+    assert list(tmp_path.iterdir()) == [out]  # nothing left beside the output
+
+
+@pytest.mark.parametrize("option", ["--json", "--trace"])
+def test_an_output_named_as_a_checkpoint_in_the_checkpoint_dir_is_refused(tmp_path, capsys,
+                                                                         option):
+    """Before: `--json ck/step-000002.npz` replaced the checkpoint it had just written (exit 0)."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    code, _, err = run_cli(["train", *TINY, "--steps", "2", "--checkpoint-dir", str(ck),
+                            option, str(ck / "step-000002.npz")], capsys)
+    assert code == 2 and "is a checkpoint's name inside --checkpoint-dir" in err, err
+    assert list(ck.iterdir()) == []
+    code, _, err = run_cli(["train", *TINY, "--steps", "2", "--checkpoint-dir", str(ck),
+                            option, str(ck / "notes.json")], capsys)
+    assert code == 0, err  # another name in the folder is the user's to choose

@@ -20,6 +20,7 @@ harness/figures/thresholds.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,13 +28,15 @@ from typing import Literal
 from harness.figures import thresholds as th
 from plumbing.cores import usable_cores
 from plumbing.errors import InputError
+from plumbing.folder_lock import lock_beside
 from plumbing.outputs import check_output_dir, check_output_file
 from plumbing.report_folder import check_report_folder
 from plumbing.thread_limits import ThreadLimit, thread_limit
 from reference.config import Config
 
 __all__ = ["Outputs", "ResourceEstimate", "check_output_dir", "check_output_file",
-           "check_outputs", "check_resources", "check_writable", "estimate_resources"]
+           "check_outputs", "check_resources", "check_writable", "estimate_resources",
+           "lock_outputs"]
 
 Kind = Literal["file", "folder", "report"]  # a report folder is replaced whole (analyze --out)
 
@@ -53,6 +56,7 @@ def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
     seen: dict[Path, str] = {}
     files: dict[Path, str] = {}  # file outputs: never an input (a folder may be --resume's)
     reports: list[tuple[Path, str]] = []
+    folders: list[tuple[Path, str]] = []  # checkpoint folders: their step-N.npz are the run's
     for option, dest, kind in outputs:
         value = getattr(args, dest, None)
         if value is None:
@@ -65,15 +69,46 @@ def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
             files[path.resolve()] = option
         if kind == "report":
             reports.append((path.resolve(), option))
+        if kind == "folder":
+            folders.append((path.resolve(), option))
+    from harness.run.checkpoint import is_checkpoint_name  # numpy: only once outputs are named
+
     for path, option in seen.items():
         for report, report_option in reports:
             if report in path.parents:
                 raise _inside(option, path, report_option, report)
+        for folder, folder_option in folders:
+            if path.parent == folder and is_checkpoint_name(path.name):
+                raise InputError(f"{option} {path} is a checkpoint's name inside "
+                                 f"{folder_option} {folder}, where the run writes its "
+                                 "checkpoints; choose another name")
     for option, dest in INPUTS:
         value = getattr(args, dest, None)
         if isinstance(value, str | Path) and Path(value).resolve() in files:
             raise _input_clash(files[Path(value).resolve()], option, value)
     check_engine_specs(getattr(args, "engine", None))
+
+
+def lock_outputs(args: argparse.Namespace, outputs: Outputs) -> contextlib.ExitStack:
+    """Every file output held for the command's life, like --checkpoint-dir and analyze --out
+    (plumbing/folder_lock.py): a second run given the same file is refused (exit 2) naming the
+    owner, instead of the last writer silently replacing the other's result. MPI followers
+    write no output and take no lock."""
+    from fast.mpi_topology import launcher_world
+
+    stack = contextlib.ExitStack()
+    world = launcher_world()
+    if world is not None and world[0] != 0:
+        return stack
+    try:
+        for option, dest, kind in outputs:
+            value = getattr(args, dest, None)
+            if value is not None and kind == "file":
+                stack.enter_context(lock_beside(Path(value), f"{option} {value}"))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 BUILT_IN = ("fast", "mpi")  # built by harness/run/engines.py itself, not by a factory

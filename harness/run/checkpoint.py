@@ -189,6 +189,11 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"step-{step:06d}.npz"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a file called `name` in a --checkpoint-dir is one the run writes or prunes."""
+    return _STEP_NAME.match(name) is not None
+
+
 def is_our_checkpoint(path: Path) -> bool:
     """Whether `path` is a zip holding save_checkpoint's `meta` and `checksum` entries: what
     pruning may delete (a file of the user's that only shares the name is left alone)."""
