@@ -1,9 +1,10 @@
 """The import graph of reference, fast and harness: no cycles, no upward imports.
 
-Layers: reference <- fast <- harness (an engine never imports the harness; the specification
-imports neither). Inside harness the sub-packages have a declared order, `HARNESS_ORDER`: a
-module may import its own sub-package and the ones listed before it, never one listed after
-(or one in the same tier). `harness.cli` and `harness.__main__`, the entry point, sit on top.
+Layers: reference <- fast, torch_engine <- harness (an engine never imports the harness or
+another engine; the specification imports neither). Inside harness the sub-packages have a
+declared order, `HARNESS_ORDER`: a module may import its own sub-package and the ones listed
+before it, never one listed after (or one in the same tier). `harness.cli` and
+`harness.__main__`, the entry point, sit on top.
 Every import counts, also those inside functions (a lazy import is still a dependency), so a
 cycle cannot hide behind `import` in a function body.
 """
@@ -14,7 +15,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"plumbing": 0, "reference": 1, "fast": 2, "harness": 3}
+LAYERS = {"plumbing": 0, "reference": 1, "fast": 2, "torch_engine": 2, "harness": 3}
 # Lowest first; packages in one tier do not import each other (docs/DESIGN.md, "Module map").
 HARNESS_ORDER: list[tuple[str, ...]] = [
     ("figures",),    # the typed results model (dataclasses, JSON), thresholds, plot drawing
@@ -76,7 +77,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return [f"{m} -> {n}" for m, deps in graph.items() for n in deps
-            if LAYERS[n.split(".")[0]] > LAYERS[m.split(".")[0]]]
+            if LAYERS[n.split(".")[0]] > LAYERS[m.split(".")[0]]
+            or (LAYERS[n.split(".")[0]] == LAYERS[m.split(".")[0]]
+                and n.split(".")[0] != m.split(".")[0])]  # engines import no other engine
 
 
 def harness_tier(module: str) -> tuple[int, str] | None:
@@ -137,7 +140,10 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
                                  ["harness.b", "harness.a", "harness.b"])
     assert find_cycle({"harness.a": {"harness.b"}, "harness.b": set()}) is None
     assert upward_imports(graph) == ["fast.x -> harness.a"]
+    assert upward_imports({"torch_engine.e": {"fast.y"}, "fast.y": {"reference.z"}}) == [
+        "torch_engine.e -> fast.y"]  # one engine importing another
     real = import_graph()
+    assert "reference.params" in real["torch_engine.engine"]  # the torch engine is covered
     assert "harness.verify.gates" in real["harness.analysis.phases"]
     assert "fast.record" in real["fast.workers"]
 
