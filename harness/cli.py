@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from harness.commands.failures import report_stall, run_guarded
@@ -104,11 +105,24 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 return code
             return command.run(args)
         except StallError as exc:
-            report_stall(exc, getattr(args, "checkpoint_dir", None) or getattr(args, "out", None))
+            report_stall(exc, _stall_folder(args, command.OUTPUTS))
             sys.stdout.flush()
             sys.stderr.flush()
             locks.close()  # os._exit skips the with block's release
             os._exit(ExitCode.STALL)  # a thread stuck inside a nogil kernel cannot be joined
+
+
+def _stall_folder(args: argparse.Namespace, outputs) -> Path | None:
+    """Where a stall's diagnosis goes: the run's output folder (--checkpoint-dir, a report's
+    --out), else the folder holding its --out file (never a folder made at the file's path)."""
+    for kind in ("folder", "report"):
+        for _, dest, k in outputs:
+            if k == kind and getattr(args, dest, None) is not None:
+                return Path(getattr(args, dest))
+    for option, dest, k in outputs:
+        if option == "--out" and k == "file" and getattr(args, dest, None) is not None:
+            return Path(getattr(args, dest)).resolve().parent
+    return None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ judged through the real `spheres` command line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -213,3 +214,20 @@ def test_a_plugin_that_cannot_load_is_listed_unavailable_and_refused(monkeypatch
     assert "unavailable: ModuleNotFoundError" in row and "no_such_module_ks" in row
     code, _, err = run_cli(["verify", "--engine", "broken", *TINY], capsys)
     assert code == 2 and "engine 'broken' (no_such_module_ks:build) cannot be loaded" in err
+
+
+def test_a_stalled_grads_puts_its_diagnosis_beside_its_out_file(tmp_path):
+    """Before: the diagnosis went into a folder made at the --out path (g.npz/stall-*.json), so
+    the user's output path became a folder and the next `grads --out g.npz` was refused."""
+    spec, pidfile = _fake("hang", tmp_path)
+    out = tmp_path / "work" / "g.npz"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "harness", "grads", "--engine", spec,
+                           "--preset", "tiny", "--stall-timeout", "3", "--out", str(out)],
+                          cwd=tmp_path, timeout=120, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 3, proc.stderr
+    assert not out.exists()  # neither a gradient file nor a folder in its place
+    written = list(out.parent.glob("stall-*.json"))
+    assert len(written) == 1 and f"stall diagnosis written to {written[0]}" in proc.stderr
+    assert processes_gone([int(p) for p in pidfile.read_text().split()])
