@@ -226,3 +226,19 @@ def test_a_rank_killed_by_a_signal_is_named_as_such():
     assert text == ("mpiexec -n 2 exited 9 (mpiexec's report of a rank ended by signal 9, "
                     "SIGKILL): nothing on stderr")
     assert launch_failure(3, 1, "a\nb\n\x1b[31mc") == "mpiexec -n 3 exited 1: a | b | c"
+
+
+def test_compare_of_a_bench_summary_missing_every_figure_fails(tmp_path, capsys):
+    """A bench summary.json whose figures are all gone (B measured nothing A did): before,
+    exit 0 with "N changed (0 verdicts, 0 worse)"."""
+    import json
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "reports" / "bench" / "summary.json"
+    doc = json.loads(committed.read_text())
+    a = _write(tmp_path / "a.json", doc)
+    b = _write(tmp_path / "b.json", {**doc, "metrics": {}})
+    code, out, _ = run_cli(["compare", a, b], capsys)
+    assert code == 1 and "figures of A are missing from B: metrics." in out, out
+    code, out, _ = run_cli(["compare", b, a], capsys)  # B measured more than A: not a failure
+    assert code == 0, out

@@ -249,5 +249,11 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any], a: str, b: str) 
     worse = [c for c in found if c.worse]
     verdicts = sum(c.is_verdict for c in found)
     report.lines += ["", f"{len(found)} changed ({verdicts} verdicts, {len(worse)} worse)."]
-    report.failed = bool(worse)
+    # a bench figure A measured and B did not: B's run did not do what was asked (fails closed)
+    lost = [c.path for c in found if kind_of(old) == BENCH and c.path.startswith("metrics.")
+            and c.old is not None and c.new is None]
+    if lost:
+        report.lines.append(f"FAIL: {len(lost)} figures of A are missing from B: "
+                            f"{', '.join(lost[:5])}" + (" ..." if len(lost) > 5 else ""))
+    report.failed = bool(worse) or bool(lost)
     return report
