@@ -209,3 +209,17 @@ def test_machine_info_describes_this_machine():
                           capture_output=True, text=True)
     if head.returncode == 0:
         assert info["git"]["commit"] == head.stdout.strip()
+
+
+def test_a_thread_missing_from_one_sample_adds_only_its_increment():
+    """Thread 7 (10 s of CPU before sampling) is missing from the second sample and listed
+    again in the third, 0.1 s later: that interval used 0.1 s, not 10 s of one core (before:
+    its whole history counted again, 50 cores' worth on 2)."""
+    from harness.measure.sampler import Sample
+
+    sampler = ThreadCpuSampler(interval=0.1)
+    sampler._initial_tids = {7}  # noqa: SLF001 - the tids seen when sampling began
+    sampler.samples = [Sample(0.0, 1, {7: 10.0}), Sample(0.1, 1, {}),
+                       Sample(0.2, 1, {7: 10.1})]
+    uses = [use for _, use in sampler.utilisation(cores=2)]
+    assert uses == pytest.approx([0.0, 0.5])

@@ -122,6 +122,6 @@ def test_to_json_gives_plain_json_data():
 
     data = to_json(ThroughputPoint(np.int64(2), np.float64(1.5)))
     assert data == {"threads": 2, "tokens_per_s": 1.5, "seconds": 0.0, "group_size": 0,
-                    "speedup": 1.0}
+                    "speedup": 1.0, "step_seconds": []}
     assert type(data["threads"]) is int and type(data["tokens_per_s"]) is float
     assert to_json({"x": np.arange(3), "y": (np.float32(0.5),)}) == {"x": [0, 1, 2], "y": [0.5]}

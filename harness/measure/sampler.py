@@ -134,12 +134,17 @@ class ThreadCpuSampler:
         samples, _ = self._snapshot()
         cores = cores or usable_cores()
         out = []
+        # each thread's CPU when last seen (as thread_cpu_seconds counts it): a thread missing
+        # from one sample and listed again adds only what it used since, not its whole history
+        # (one CI run under load read 6.9 cores of 2 in one interval; this is one way to get it)
+        seen = dict(samples[0].cpu) if samples else {}
         for prev, cur in zip(samples, samples[1:], strict=False):
             dt = cur.t - prev.t
-            if dt <= 0:
-                continue
-            d_cpu = sum(cpu - prev.cpu.get(tid, 0.0) for tid, cpu in cur.cpu.items())
-            out.append((cur.t, cpu_use(max(0.0, d_cpu), dt, cores)))
+            d_cpu = sum(max(0.0, cpu - seen.get(tid, cpu if tid in self._initial_tids else 0.0))
+                        for tid, cpu in cur.cpu.items())
+            seen.update(cur.cpu)
+            if dt > 0:
+                out.append((cur.t, cpu_use(d_cpu, dt, cores)))
         return out
 
     def rss_series(self) -> tuple[list[float], list[int]]:
