@@ -437,22 +437,32 @@ def test_pruning_deletes_only_checkpoints_never_a_users_file_of_the_same_name(tm
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-000000.npz", "step-000002.npz"]
 
 
-def test_two_real_trains_on_one_checkpoint_dir_the_second_is_refused(tmp_path, capsys):
-    import signal
+def _long_train_holding(lock, *outputs):
+    """A real `spheres train` process that runs until signalled, once it holds `lock`."""
     import subprocess
     import sys
     import time
 
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "train", *TINY, "--steps",
+                             "1000000", "--quiet", *outputs],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not lock.exists() and proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.communicate(timeout=60)
+            raise AssertionError("the first run never took its lock")
+        time.sleep(0.05)
+    return proc
+
+
+def test_two_real_trains_on_one_checkpoint_dir_the_second_is_refused(tmp_path, capsys):
+    import signal
+
     ckpt = tmp_path / "ckpt"
-    first = subprocess.Popen([sys.executable, "-m", "harness", "train", *TINY, "--steps",
-                              "1000000", "--quiet", "--checkpoint-dir", str(ckpt)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    first = _long_train_holding(ckpt / LOCK_NAME, "--checkpoint-dir", str(ckpt))
     try:
-        deadline = time.monotonic() + 60
-        while not (ckpt / LOCK_NAME).exists() and first.poll() is None:
-            assert time.monotonic() < deadline, "the first run never took its lock"
-            time.sleep(0.05)
         code, _, err = run_cli(["train", *TINY, "--steps", "1", "--checkpoint-dir", str(ckpt)],
                                capsys)
         assert code == 2 and f"pid {first.pid} on host" in err, err
@@ -467,21 +477,11 @@ def test_two_real_trains_on_one_json_the_second_is_refused(tmp_path, capsys):
     """Same for every file a run writes (#20 class 1): before, both exited 0 and the later
     writer silently replaced the other's summary. The second is refused naming the first."""
     import signal
-    import subprocess
-    import sys
-    import time
 
     out = tmp_path / "summary.json"
     lock = tmp_path / f".summary.json{LOCK_NAME}"
-    first = subprocess.Popen([sys.executable, "-m", "harness", "train", *TINY, "--steps",
-                              "1000000", "--quiet", "--json", str(out)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    first = _long_train_holding(lock, "--json", str(out))
     try:
-        deadline = time.monotonic() + 60
-        while not lock.exists() and first.poll() is None:
-            assert time.monotonic() < deadline, "the first run never took its lock"
-            time.sleep(0.05)
         code, _, err = run_cli(["train", *TINY, "--steps", "1", "--json", str(out)], capsys)
         assert code == 2 and f"--json {out} is in use by another spheres run (pid " \
             f"{first.pid} on host" in err, err
