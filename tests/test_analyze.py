@@ -187,15 +187,18 @@ def test_report_carries_the_reproducibility_table_measured(quick_report: Path):
         "## Reproducibility")[1].split("\n## ")[0]
 
 
-def test_throughput_counts_the_fastest_timed_step_and_records_every_one(monkeypatch):
-    """One slow step (another process took the core) does not move a thread count's figure:
-    on a scripted clock, 63 threads' steps of 2.0, 3.5, 2.1 s count as 2.0 s, and the report
-    shows all three. Before: one timed step, so a 3.5 s one read as 0.57x two threads."""
+def test_throughput_interleaves_rounds_and_counts_each_fastest_step(monkeypatch):
+    """The sweep times one step per thread count per round, order alternating, so a slow
+    spell of the machine hits every count, not the last one; one slow step (another process
+    took the core) does not move a count's figure. Scripted: the machine runs 1.5x slower in
+    the last third of the phase. Before, 63 threads (last) ran all their steps in it: 3.0 s
+    against 2.0 s, 0.67x two threads. Interleaved, both counts reach 2.0 s, and 63's own
+    3.5 s step is not counted. The report shows every timed step, in round order."""
     from harness.analysis import phases
     from harness.analysis.plan import make_plan
     from harness.analysis.report import _performance
     from harness.figures.results import AnalysisResults
-    from harness.figures.thresholds import THROUGHPUT_TIMED_STEPS
+    from harness.figures.thresholds import THROUGHPUT_ROUNDS
     from harness.run.corpus import load_corpus
     from reference.config import preset
 
@@ -204,12 +207,14 @@ def test_throughput_counts_the_fastest_timed_step_and_records_every_one(monkeypa
     plan.throughput_threads = [2, 63]
     cfg = preset(plan.preset)
     corpus = load_corpus(cfg, None, synthetic_tokens=plan.synthetic_tokens)
-    script = {2: [9.0, 2.0, 2.0, 2.0], 63: [9.0, 2.0, 3.5, 2.1]}  # burn-in first
-    clock = [0.0]
+    clock, order = [0.0], []
+    spike = {(63, 0): 1.5}  # (threads, visit): one step that lost its core
 
     class Engine:
         def __init__(self, threads):
-            self.times = iter(script[threads])
+            self.threads, self.visit, self.n = threads, order.count(threads), 0
+            self.slow = 1.5 if len(order) >= 4 else 1.0  # the last third of 6 engines
+            order.append(threads)
 
         def __enter__(self):
             return self
@@ -218,17 +223,23 @@ def test_throughput_counts_the_fastest_timed_step_and_records_every_one(monkeypa
             return False
 
         def step(self, tokens, targets):
-            clock[0] += next(self.times)
+            self.n += 1
+            timed = self.n == 2  # burn-in first
+            clock[0] += 9.0 if not timed else (
+                2.0 * self.slow + spike.get((self.threads, self.visit), 0.0))
             return type("R", (), {"n_targets": 1000})()
 
     monkeypatch.setattr(phases, "make_engine", lambda name, cfg, threads, **kw: Engine(threads))
     monkeypatch.setattr(phases.time, "perf_counter", lambda: clock[0])
     points = phases.phase_throughput(plan, cfg, corpus, lambda line: None)
-    assert THROUGHPUT_TIMED_STEPS == 3
+    assert THROUGHPUT_ROUNDS == 3
+    assert order == [2, 63, 63, 2, 2, 63]
     by = {p.threads: p for p in points}
-    assert by[63].step_seconds == pytest.approx([2.0, 3.5, 2.1]) and by[63].seconds == 2.0
+    assert by[2].step_seconds == pytest.approx([2.0, 2.0, 3.0])
+    assert by[63].step_seconds == pytest.approx([3.5, 2.0, 3.0]) and by[63].seconds == 2.0
     assert by[63].tokens_per_s == by[2].tokens_per_s == 500.0
+    assert by[63].speedup == 1.0
     results = AnalysisResults()
     results.performance.throughput = points
     results.performance.cores = 2
-    assert "| 63 | 500 | 1.00x | 2.00, 3.50, 2.10 |" in "\n".join(_performance(results))
+    assert "| 63 | 500 | 1.00x | 3.50, 2.00, 3.00 |" in "\n".join(_performance(results))

@@ -32,7 +32,7 @@ from harness.figures.results import (
     ThroughputPoint,
     TrainingResult,
 )
-from harness.figures.thresholds import THROUGHPUT_TIMED_STEPS
+from harness.figures.thresholds import THROUGHPUT_ROUNDS
 from harness.measure import evidence
 from harness.measure.machine import REPO_ROOT
 from harness.measure.memray_profile import memray_profile
@@ -278,29 +278,32 @@ def _engine_cpu(engine) -> float:
 
 def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[ThroughputPoint]:
     """Tokens/s for each thread count on the same group, measured side by side in one run:
-    one burn-in step, then THROUGHPUT_TIMED_STEPS timed steps, the fastest counted."""
+    THROUGHPUT_ROUNDS rounds, each timing one step of every thread count (a fresh engine,
+    one burn-in step first) in alternating order, so a machine that drifts slower or faster
+    during the phase moves every thread count alike; the fastest step of each is counted."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
-    points: list[ThroughputPoint] = []
-    say(f"[throughput] {len(plan.throughput_threads)} runs of 1 + {THROUGHPUT_TIMED_STEPS} "
-        f"steps, T={','.join(str(T) for T in plan.throughput_threads)}")
-    report_work(say, "run", 0, len(plan.throughput_threads))
-    tokens = 0
-    for T in plan.throughput_threads:
-        check_stop(f"in phase throughput before T={T}")
-        with make_engine("fast", small, threads=T, stall_timeout=plan.stall_timeout) as engine:
-            engine.step(group.tokens, group.targets)  # burn-in: caches, first-touch pages
-            steps = []
-            for _ in range(THROUGHPUT_TIMED_STEPS):
+    threads = plan.throughput_threads
+    steps: dict[int, list[float]] = {T: [] for T in threads}
+    total = THROUGHPUT_ROUNDS * len(threads)
+    say(f"[throughput] {THROUGHPUT_ROUNDS} rounds of T={','.join(str(T) for T in threads)}, "
+        "each a fresh engine, 1 burn-in + 1 timed step, order alternating")
+    report_work(say, "run", 0, total)
+    done = tokens = 0
+    for r in range(THROUGHPUT_ROUNDS):
+        for T in (threads if r % 2 == 0 else threads[::-1]):
+            check_stop(f"in phase throughput before round {r + 1} T={T}")
+            with make_engine("fast", small, threads=T, stall_timeout=plan.stall_timeout) as engine:
+                engine.step(group.tokens, group.targets)  # burn-in: caches, first-touch pages
                 t0 = time.perf_counter()
                 result = engine.step(group.tokens, group.targets)
-                steps.append(time.perf_counter() - t0)
-        points.append(ThroughputPoint(T, result.n_targets / min(steps), min(steps),
-                                      plan.throughput_group, step_seconds=steps))
-        say(f"[throughput] T={T}: {points[-1].tokens_per_s:,.0f} tokens/s (steps "
-            f"{', '.join(f'{s:.2f}' for s in steps)} s)")
-        tokens += (1 + THROUGHPUT_TIMED_STEPS) * result.n_targets
-        report_work(say, "run", len(points), len(plan.throughput_threads), tokens)
+                steps[T].append(time.perf_counter() - t0)
+            say(f"[throughput] round {r + 1}/{THROUGHPUT_ROUNDS} T={T}: "
+                f"{result.n_targets / steps[T][-1]:,.0f} tokens/s ({steps[T][-1]:.2f} s)")
+            done, tokens = done + 1, tokens + 2 * result.n_targets
+            report_work(say, "run", done, total, tokens)
+    points = [ThroughputPoint(T, result.n_targets / min(steps[T]), min(steps[T]),
+                              plan.throughput_group, step_seconds=steps[T]) for T in threads]
     for p in points:
         p.speedup = p.tokens_per_s / points[0].tokens_per_s
     return points
@@ -484,7 +487,7 @@ def phase_costs(plan: Plan, cfg: Config, corpus) -> PhaseCosts:
         "data": (),
         "train": (Stage("step", plan.steps * step),
                   Stage("eval", snapshots * held * fpt * EVAL_SHARE)),
-        "throughput": (Stage("run", tput * (1 + THROUGHPUT_TIMED_STEPS)
+        "throughput": (Stage("run", tput * THROUGHPUT_ROUNDS * 2
                              * _group_flops(cfg, plan.throughput_group)),),
         "verify": (_verify_stage(plan, cfg),),
         "drill": (Stage("drill", 3 * len(_drills()) * _group_flops(preset("tiny")),

@@ -19,12 +19,13 @@ TOKENIZE_SECONDS = 10.0  # 24 MB of text tokenised within 10 s on one core
 SCALING_TARGET = 1.8
 # Many threads (63) vs 2 on 2 cores: oversubscription may cost at most 10% of throughput.
 NO_COLLAPSE_RATIO = 0.9
-# Timed steps per thread count in analyze's throughput sweep, the fastest counted: one step
-# (the seed preset's G=4 group, about 3 s) is at the mercy of whatever else runs, and a verdict
-# resting on it cannot tell a burst of load from the engine. Three steps keep the phase under a
-# minute and a half at the seed preset; the report lists all three, so a steady gap (T=63 at
-# 5.67, 4.69, 4.34 s against T=2 at 3.80, 4.08, 3.91 s on 2026-12-03) reads as one.
-THROUGHPUT_TIMED_STEPS = 3
+# Rounds of analyze's throughput sweep: each round times one step of every thread count (a
+# fresh engine, one burn-in step first), in forward then reverse order, and the fastest of a
+# thread count's steps is counted. This VM's speed drifts by 10% within a minute: timed one
+# thread count after another, 63 threads (always last) read 0.88x, 1.10x and 0.93x two threads
+# in three runs of the same tree on 2026-12-03, while interleaved they read 0.98x. Three
+# rounds keep the phase near two minutes at the seed preset (G=4, about 4 s a step).
+THROUGHPUT_ROUNDS = 3
 # MPI (SPEC 10): two ranks of one thread vs one process of two threads on the same 2 cores; the
 # ranks pay for gathering segments and broadcasting weights, at most 15% of throughput.
 MPI_RATIO_TARGET = 0.85
@@ -36,19 +37,22 @@ MPI_BYTES_OVER_RING = 1.5
 CPU_USE_TARGET = 0.7
 # Model FLOP/s against the measured float32 matmul peak: what dense kernels can reach in practice.
 PEAK_FRACTION_TARGET = 0.6
-# Performance issue (#12), bench targets measured side by side in one run:
-# the model's GEMMs are ~93% of its FLOPs, so 90% of the float32 sgemm peak at 2 threads leaves
-# ~10% for attention, elementwise kernels and the step;
-PEAK_FRACTION_T2_TARGET = 0.90
-# one thread has no partner to wait for but no second core to hide packing behind: 88%;
-PEAK_FRACTION_T1_TARGET = 0.88
+# Issue #22 (it replaced #12's 0.90 and 0.88, which OpenBLAS's own per-shape ceiling put out of
+# reach: 0.82 of the peak with every product on its shape alone), measured side by side in one
+# run: the GEMMs are ~93% of the model's FLOPs, so 85% of the float32 sgemm peak at 2 threads
+# leaves room for attention, the element-wise kernels and the step;
+PEAK_FRACTION_T2_TARGET = 0.85
+# and one thread, against one core's peak, the same 85%;
+PEAK_FRACTION_T1_TARGET = 0.85
 # 63 workers on 2 cores against one worker per core on the same group: 2% is step noise;
 OVERSUBSCRIPTION_RATIO = 0.98
 # with the workspace pool only min(T, cores) activation workspaces exist: 63 threads cost what
 # 2 do, so the seed workload must fit in 1.0 GB (below the seed run's own 1.32 GB).
 SEED_WORKLOAD_PEAK_BYTES = 1.0 * GB
-# Fast engine vs PyTorch eager at the same threads (the fast-engine issue's target).
-TORCH_RATIO_TARGET = 1.5
+# Fast engine vs PyTorch eager and vs torch.compile at the same threads and workload (#22; #12
+# asked 1.5x of eager): the lead over the obvious alternative that #22 asks on whichever machine
+# runs the bench (measured before it: 0.97x on the Intel machine, 1.13-1.29x on the AMD one).
+TORCH_RATIO_TARGET = 1.3
 # Issue #22: a linear layer's products in the batch must run as fast as the same calls alone
 # (5% is what call order and cold operands may cost; more means the surroundings, not the
 # product, set the speed);
