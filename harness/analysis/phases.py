@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -280,7 +281,7 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[Throughp
     """Tokens/s for each thread count on the same group, measured side by side in one run:
     THROUGHPUT_ROUNDS rounds, each timing one step of every thread count (a fresh engine,
     one burn-in step first) in alternating order, so a machine that drifts slower or faster
-    during the phase moves every thread count alike; the fastest step of each is counted."""
+    during the phase moves every thread count alike; the median step of each is counted."""
     small = cfg.replace(group_size=plan.throughput_group)
     group = corpus.groups(small).group(0)
     threads = plan.throughput_threads
@@ -302,8 +303,9 @@ def phase_throughput(plan: Plan, cfg: Config, corpus, say: Say) -> list[Throughp
                 f"{result.n_targets / steps[T][-1]:,.0f} tokens/s ({steps[T][-1]:.2f} s)")
             done, tokens = done + 1, tokens + 2 * result.n_targets
             report_work(say, "run", done, total, tokens)
-    points = [ThroughputPoint(T, result.n_targets / min(steps[T]), min(steps[T]),
-                              plan.throughput_group, step_seconds=steps[T]) for T in threads]
+    points = [ThroughputPoint(T, result.n_targets / statistics.median(steps[T]),
+                              statistics.median(steps[T]), plan.throughput_group,
+                              step_seconds=steps[T]) for T in threads]
     for p in points:
         p.speedup = p.tokens_per_s / points[0].tokens_per_s
     return points

@@ -159,8 +159,9 @@ def _performance(r: AnalysisResults) -> list[str]:
         lines += ["", f"{len(timed[0].step_seconds)} rounds over the thread counts (order "
                   "alternating), each time a fresh engine, one burn-in step and one timed step "
                   f"of the same group of {timed[0].group_size} batches; tokens/s of each "
-                  "count's fastest step (a step that lost a core to another process does not "
-                  "move it, and a machine drifting slower moves every count alike)."]
+                  "count's median step (one step that lost a core to another process, or ran "
+                  "alone on the machine, does not move it, and a machine drifting slower moves "
+                  "every count alike)."]
     else:
         lines = _table(["threads", "tokens/s", "speed-up vs 1"],
                        [[p.threads, f"{p.tokens_per_s:,.0f}", f"{p.speedup:.2f}x"]

@@ -43,8 +43,8 @@ class ThroughputPoint:
     """Tokens/s of one thread count, measured side by side with the others in one run."""
 
     threads: int
-    tokens_per_s: float  # of the fastest timed step
-    seconds: float = 0.0  # the fastest timed step
+    tokens_per_s: float  # of the median timed step (reports before 2026-12-03: the fastest)
+    seconds: float = 0.0  # the median timed step
     group_size: int = 0
     speedup: float = 1.0  # against the first (1-thread) point
     step_seconds: list[float] = field(default_factory=list)  # every timed step, in order

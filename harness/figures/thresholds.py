@@ -20,11 +20,13 @@ SCALING_TARGET = 1.8
 # Many threads (63) vs 2 on 2 cores: oversubscription may cost at most 10% of throughput.
 NO_COLLAPSE_RATIO = 0.9
 # Rounds of analyze's throughput sweep: each round times one step of every thread count (a
-# fresh engine, one burn-in step first), in forward then reverse order, and the fastest of a
-# thread count's steps is counted. This VM's speed drifts by 10% within a minute: timed one
-# thread count after another, 63 threads (always last) read 0.88x, 1.10x and 0.93x two threads
-# in three runs of the same tree on 2026-12-03, while interleaved they read 0.98x. Three
-# rounds keep the phase near two minutes at the seed preset (G=4, about 4 s a step).
+# fresh engine, one burn-in step first), in forward then reverse order, and each count's
+# median step is counted. This VM's speed drifts by 10% within a minute: timed one count after
+# another, 63 threads (always last) read 0.88x, 1.10x and 0.93x two threads in three runs of
+# the same tree on 2026-12-03. The median, not the fastest, because outliers go both ways: in
+# the first interleaved seed run one 1-thread step took 7.52 s beside 8.93 and 8.63 s, and
+# counted as the fastest it read two threads at 1.71x one (the median: 1.92x). Three rounds
+# keep the phase near two minutes at the seed preset (G=4, about 4.5 s a step).
 THROUGHPUT_ROUNDS = 3
 # MPI (SPEC 10): two ranks of one thread vs one process of two threads on the same 2 cores; the
 # ranks pay for gathering segments and broadcasting weights, at most 15% of throughput.
