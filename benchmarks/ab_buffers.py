@@ -8,7 +8,8 @@ hits both alike. Reports every round, the medians and the spreads (min..max), th
 medians, for wall tokens/s and for tokens per process CPU second (far less sensitive to other
 load on a shared machine), and for the new tree the folds' share of the step read from its run
 record: the fold spans' seconds / (step wall x min(T, cores)). `--rss` instead runs the seed
-workload (T = 63, G = 63) once per tree and reports each process's peak RSS (getrusage ru_maxrss).
+workload (T = 63, G = 63) once per tree and reports each process's peak RSS (VmHWM; ru_maxrss
+would carry this parent's across fork and exec).
 """
 
 import argparse
@@ -19,7 +20,7 @@ import subprocess
 import sys
 
 CHILD = r'''
-import json, resource, sys, time, numpy as np
+import json, sys, time, numpy as np
 from fast.trainer import FastTrainer
 from reference.config import preset
 threads, group = int(sys.argv[1]), int(sys.argv[2])
@@ -47,7 +48,8 @@ print(json.dumps({"tokens_per_s": tok.size / sec, "step_s": sec, "fold_s": fold,
                   "tokens_per_cpu_s": tok.size / cpu, "cpu_s": cpu,
                   "fold_share": fold / (sec * lanes),
                   "batch_s": float(np.median(batch)) if batch else 0.0,
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss": int(open("/proc/self/status").read().split("VmHWM:")[1]
+                                  .split()[0]) * 1024}))
 '''
 
 

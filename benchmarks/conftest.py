@@ -12,9 +12,9 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from harness.bench.workload import random_group
 from harness.measure.machine import machine_info
 from reference.config import Config, preset
 
@@ -93,19 +93,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     }
 
 
-def random_group(cfg: Config, n_batches: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A group of n_batches full batches: (n*B, S) int64 tokens and next-token targets.
-
-    Throughput does not depend on which word ids occur (only pads would change the work), so
-    uniform non-special ids stand in for a corpus and keep the bench independent of the data.
-    """
-    m, b = cfg.model, cfg.train.batch_size
-    rng = np.random.default_rng(seed)
-    stream = rng.integers(4, m.vocab_size, size=(n_batches * b, m.seq_len + 1), dtype=np.int64)
-    return np.ascontiguousarray(stream[:, :-1]), np.ascontiguousarray(stream[:, 1:])
-
-
 @pytest.fixture(scope="session")
 def make_group():
-    """`random_group` as a fixture (the bench files are not a package, so no imports)."""
+    """`harness.bench.workload.random_group` as a fixture."""
     return random_group

@@ -4,7 +4,8 @@ Every measurement: build the trainer (Numba compiled by its warm-up), one warm-u
 one-batch group (first-touch allocations), then `rounds` measured steps of the full group.
 Stored per benchmark: tokens per round, the trainer's statistics over the measured steps
 (Node Zero's reduce/update seconds give its serial share), per-thread CPU seconds sampled by
-`ThreadCpuSampler`, and the process peak RSS over the whole trainer lifetime.
+`ThreadCpuSampler`, and the process peak RSS over the whole trainer lifetime. The seed
+workload runs once more in a process of its own for the RSS target (`test_seed_workload_memory`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.bench.seed_memory import measure_in_own_process
 from harness.bench.summary import stats_delta
 from harness.measure.process import peak_rss_bytes, release_free_memory, reset_peak_rss
 from harness.measure.sampler import ThreadCpuSampler
@@ -74,3 +76,16 @@ def test_seed_workload_at_core_count(benchmark, bench_settings, make_group, no_t
     workers on 2 cores should lose nothing against 2)."""
     measure_fast(benchmark, bench_settings, make_group, usable_cores(),
                  bench_settings.seed_group_size, kind="seed_at_cores")
+
+
+def test_seed_workload_memory(benchmark, bench_settings):
+    """The seed workload's peak RSS in a process that runs only it (the RSS target): the rows
+    above read this process, which already holds torch and earlier benchmarks' memory."""
+    run = benchmark.pedantic(measure_in_own_process,
+                             args=(bench_settings.preset, bench_settings.seed_threads,
+                                   bench_settings.seed_group_size), rounds=1, iterations=1)
+    assert run.peak_rss_bytes > 0 and run.step_seconds > 0
+    benchmark.extra_info.update(kind="seed_memory", threads=run.threads, group=run.group,
+                                tokens=run.tokens, step_seconds=run.step_seconds,
+                                peak_rss_bytes=run.peak_rss_bytes,
+                                peak_rss_source="own process (VmHWM)")

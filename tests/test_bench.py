@@ -109,7 +109,10 @@ def _fake_bench(seed_rss=0.9e9, t2_seconds=5.0, with_torch=False, mpi_ratio=1.0,
               thread_cpu_seconds={"ks-worker-0": 5.0, "ks-worker-1": 4.9}, peak_rss_bytes=5e8),
         entry("test_seed_workload", 63 / 8 * 5.2, kind="seed_workload", engine="fast",
               threads=63, group=63, tokens_per_round=63 * 32 * 128, rounds=1,
-              trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={}, peak_rss_bytes=seed_rss),
+              trainer_stats=nz, cpu_use=0.99, thread_cpu_seconds={},
+              peak_rss_bytes=1.5e9),  # the bench process's, not what the target reads
+        entry("test_seed_workload_memory", 60.0, kind="seed_memory", threads=63, group=63,
+              tokens=63 * 32 * 128, step_seconds=50.0, peak_rss_bytes=seed_rss),
         entry("test_trace_overhead", 3.0, kind="trace_overhead", engine="fast", threads=2,
               traced_tokens_per_s=995.0, untraced_tokens_per_s=1000.0),
         entry("test_mpi_ranks_vs_threads", 9.0, kind="mpi_ratio",
@@ -168,6 +171,18 @@ def test_summary_figures_are_computed_from_the_json():
     assert verdicts["seed group: 63 threads vs one thread per core tokens/s"].status == "pass"
     assert verdicts["fast vs PyTorch eager tokens/s (same threads)"].status == "skipped"
     assert not s.passed
+
+
+def test_seed_rss_target_reads_the_own_process_run_and_fails_without_it():
+    bench = _fake_bench(seed_rss=0.9e9)
+    s = bench_summary.summarize(bench, torch_available=False)
+    assert s.metrics.seed_peak_rss_bytes == 0.9e9  # not the 1.5e9 of the bench-process row
+    assert {v.name: v for v in s.targets}["seed workload peak RSS"].status == "pass"
+    bench["benchmarks"] = [b for b in bench["benchmarks"]
+                           if b["extra_info"].get("kind") != "seed_memory"]
+    verdict = {v.name: v for v in bench_summary.summarize(bench, torch_available=False)
+               .targets}["seed workload peak RSS"]
+    assert verdict.status == "fail" and "no measurement" in verdict.message
 
 
 def test_torch_comparison_uses_the_same_thread_count():
@@ -311,3 +326,24 @@ def test_kernel_table_gives_product_groups_gflops_in_place_and_alone():
         kernel_table=list(rows.values())))
     assert any(line.startswith("| gemm fc |") and "| 1000.0 | 1100.0 | 0.91 |" in line
                for line in lines)
+
+
+def test_seed_memory_runs_in_a_process_of_its_own():
+    """The RSS target's figure is the child's own peak: this process holds 600 MB more than
+    the child ever does, and the child's figure stays below what this process holds."""
+    import numpy as np
+
+    from harness.bench.seed_memory import measure_in_own_process
+    from harness.measure.process import current_rss_bytes
+
+    ballast = np.ones(150_000_000, np.float32)  # 600 MB resident here, never in the child
+    run = measure_in_own_process("tiny", threads=3, group=4, timeout=300)
+    assert run.tokens == 4 * 4 * 16 and run.step_seconds > 0
+    assert 50e6 < run.peak_rss_bytes < current_rss_bytes() - 0.5 * ballast.nbytes
+
+
+def test_seed_memory_child_failure_is_one_line():
+    from harness.bench.seed_memory import measure_in_own_process
+
+    with pytest.raises(RuntimeError, match=r"exited 2: .*invalid choice: 'nope'"):
+        measure_in_own_process("nope", threads=1, group=1, timeout=120)

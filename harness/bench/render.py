@@ -88,7 +88,10 @@ def render_markdown(summary: BenchSummary) -> str:
         "Rates use each benchmark's best round. Speedup is against the 1-thread sweep point, "
         "efficiency is speedup / min(threads, cores). Node Zero share = Node Zero's own seconds "
         "(dispatching and deciding; the workers reduce and update) / step wall time. The model "
-        "FLOP/s target uses the fastest fast-engine row.",
+        "FLOP/s target uses the fastest fast-engine row. Peak RSS of a row is the bench "
+        "process's high-water mark over that benchmark, counted from what the process already "
+        "held (torch and earlier benchmarks); the seed workload's RSS target reads the same "
+        "workload run in a process of its own (`harness.bench.seed_memory`).",
         "",
         *[f"![{k}]({Path(v).name})" for k, v in summary.plots.items()],
         "",

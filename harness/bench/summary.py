@@ -172,6 +172,8 @@ def _parse_benchmarks(bench: dict[str, Any], metrics: BenchMetrics, fpt: int,
             got.kernel_extra = extra
         elif kind in ("engine", "scaling", "seed_workload", "seed_at_cores"):
             got.rows.append(_engine_row(b["name"], extra, b["stats"], fpt, cores))
+        elif kind == "seed_memory":  # the RSS target: the workload in a process of its own
+            metrics.seed_peak_rss_bytes = extra["peak_rss_bytes"]
         elif kind == "trace_overhead":
             metrics.traced_tokens_per_s = extra["traced_tokens_per_s"]
             metrics.untraced_tokens_per_s = extra["untraced_tokens_per_s"]
@@ -233,7 +235,6 @@ def _row_metrics(rows: list[BenchRow], metrics: BenchMetrics, cores: int) -> lis
             metrics.seed_at_cores_tokens_per_s = r.tokens_per_s
         if r.kind == "seed_workload":
             metrics.seed_tokens_per_s, metrics.seed_seconds = r.tokens_per_s, r.seconds
-            metrics.seed_peak_rss_bytes = r.peak_rss_bytes
             metrics.seed_node_zero_share = r.node_zero_share
     return scaling
 
