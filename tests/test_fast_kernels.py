@@ -211,6 +211,53 @@ def test_row_sum_lanes_match_exact_sum():
         assert K.row_max(a, n) == a.max()
 
 
+def _lanes_reference(terms) -> float:
+    """The row sums' definition in plain Python floats: 8 lanes, lane j % 8 for j < n8, the
+    tail into lane 0, then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
+    n = len(terms)
+    n8 = n - n % 8
+    lanes = [0.0] * 8
+    for j in range(n8):
+        lanes[j % 8] += float(terms[j])
+    for j in range(n8, n):
+        lanes[0] += float(terms[j])
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + \
+        ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_row_reductions_are_bitwise_their_lane_definition(dt):
+    """The vector-lane kernels give exactly the bits of the scalar 8-lane sums (the order
+    every gradient relies on), for every tail length, both dtypes, signed zeros and NaN."""
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 41), 63, 64, 65, 127, 128, 129, 255, 256, 788]:
+        a = (rng.standard_normal(n + 2) * 10.0 ** rng.uniform(-4, 4)).astype(dt)
+        b = rng.standard_normal(n + 2).astype(dt)
+        mu = dt(rng.standard_normal())
+        assert K.row_sum(a, n) == _lanes_reference(a[:n])
+        assert K.row_dot(a, b, n) == _lanes_reference(a[:n] * b[:n])  # product in dt
+        assert K.row_sq_dev(a, mu, n) == _lanes_reference(
+            (a[:n] - mu).astype(np.float64) ** 2)
+        assert K.row_max(a, n) == a[:n].max()
+    zeros = np.zeros(40, dt)
+    zeros[1::3] = -0.0
+    assert np.signbit(K.row_max(zeros, 40)) == np.signbit(zeros[0])  # first max wins
+    nan_late = rng.standard_normal(40).astype(dt)
+    nan_late[20] = np.nan
+    assert K.row_max(nan_late, 40) == np.nanmax(nan_late)  # like Python's max: x > m
+    nan_late[0] = np.nan
+    assert np.isnan(K.row_max(nan_late, 40))
+
+
+def test_row_reductions_refuse_mismatched_rows():
+    from numba.core.errors import TypingError
+
+    with pytest.raises(TypingError, match="does not match"):
+        K.row_dot(np.ones(8, np.float32), np.ones(8, np.float64), 8)
+    with pytest.raises(TypingError, match="1-D C-contiguous"):
+        K.row_sum(np.ones((4, 4), np.float32)[:, 0], 4)
+
+
 def test_float32_softmax_exp_is_accurate_over_a_wide_range():
     """The float32 exp polynomial, seen through the cross-entropy softmax of one long row."""
     x = np.linspace(-80.0, 80.0, 20001)
