@@ -1,7 +1,7 @@
 """MPI collectives with deadlines and byte counts: the only way ranks talk (SPEC 10).
 
 Every collective is non-blocking (Ibcast, Igather(v), Iscatterv, Ialltoallv, Iallgatherv, and
-Isend/Irecv for the chain links) and completed by a Test loop that
+Isend/Irecv for the chain links) and completed by a Test loop (`fast.mpi_poll`) that
 gives up at a deadline (a chain link's receive is posted and tested while the rank computes:
 `Channel.irecv`), so no rank can sit inside MPI forever: a deadline that passes raises
 CommTimeout (a StallError, exit 3) naming the rank and the collective. Each call adds the payload
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
+from fast.mpi_poll import complete
 from plumbing.errors import StallError
 
-POLL_MAX_SECONDS = 0.001  # a Test loop sleeps at most this long between polls (latency floor)
 STATUS_BYTES = 4096  # one rank's status or end-of-run report as JSON, zero padded
 
 
@@ -57,19 +57,17 @@ class Channel:
 
     def bcast(self, buf: np.ndarray, seconds: float, what: str) -> np.ndarray:
         """Rank 0's `buf` into every rank's `buf` (same shape and dtype everywhere)."""
-        self._wait(self.comm.Ibcast(buf, root=0), seconds, what)
         n = buf.nbytes
-        self.bytes.add(what, n * (self.size - 1) if self.rank == 0 else 0,
-                       0 if self.rank == 0 else n)
+        self._wait(self.comm.Ibcast(buf, root=0), seconds, what,
+                   n * (self.size - 1) if self.rank == 0 else 0, 0 if self.rank == 0 else n)
         return buf
 
     def gather(self, row: np.ndarray, seconds: float, what: str) -> np.ndarray | None:
         """Every rank's equal-sized `row`; rank 0 gets (size, *row.shape), the others None."""
         out = (np.empty((self.size, *row.shape), dtype=row.dtype) if self.rank == 0 else None)
-        self._wait(self.comm.Igather(row, out, root=0), seconds, what)
         n = row.nbytes
-        self.bytes.add(what, 0 if self.rank == 0 else n,
-                       n * (self.size - 1) if self.rank == 0 else 0)
+        self._wait(self.comm.Igather(row, out, root=0), seconds, what,
+                   0 if self.rank == 0 else n, n * (self.size - 1) if self.rank == 0 else 0)
         return out
 
     def gather_rows(self, data: np.ndarray, rows: list[range], seconds: float,
@@ -82,13 +80,11 @@ class Channel:
             counts = [len(r) * width for r in rows]
             displs = [r.start * width for r in rows]
             req = self.comm.Igatherv(MPI.IN_PLACE, [data, counts, displs, dtype], root=0)
-            received = sum(counts[1:]) * data.itemsize
-            self._wait(req, seconds, what)
-            self.bytes.add(what, 0, received)
+            self._wait(req, seconds, what, 0, sum(counts[1:]) * data.itemsize)
         else:
             block = data[mine.start:mine.stop]  # contiguous rows of a C-ordered array
-            self._wait(self.comm.Igatherv([block, dtype], None, root=0), seconds, what)
-            self.bytes.add(what, block.nbytes, 0)
+            self._wait(self.comm.Igatherv([block, dtype], None, root=0), seconds, what,
+                       block.nbytes, 0)
 
     def scatter_parts(self, parts: list[np.ndarray] | None, recv: np.ndarray, seconds: float,
                       what: str) -> np.ndarray:
@@ -100,12 +96,10 @@ class Channel:
             displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
             req = self.comm.Iscatterv([send, counts, displs, dtype], [recv, counts[0], dtype],
                                       root=0)
-            self._wait(req, seconds, what)
-            self.bytes.add(what, (sum(counts) - counts[0]) * recv.itemsize, 0)
+            self._wait(req, seconds, what, (sum(counts) - counts[0]) * recv.itemsize, 0)
         else:
             self._wait(self.comm.Iscatterv(None, [recv, recv.size, dtype], root=0), seconds,
-                       what)
-            self.bytes.add(what, 0, recv.nbytes)
+                       what, 0, recv.nbytes)
         return recv
 
     def alltoallv(self, send: np.ndarray, send_counts: list[int], recv: np.ndarray,
@@ -116,10 +110,9 @@ class Channel:
         rd = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(int).tolist()
         req = self.comm.Ialltoallv([send, send_counts, sd, dtype],
                                    [recv, recv_counts, rd, dtype])
-        self._wait(req, seconds, what)
         me = self.rank
-        self.bytes.add(what, (sum(send_counts) - send_counts[me]) * send.itemsize,
-                       (sum(recv_counts) - recv_counts[me]) * recv.itemsize)
+        self._wait(req, seconds, what, (sum(send_counts) - send_counts[me]) * send.itemsize,
+                   (sum(recv_counts) - recv_counts[me]) * recv.itemsize)
         return recv
 
     def allgather_ranges(self, data: np.ndarray, bounds: list[tuple[int, int]], seconds: float,
@@ -129,10 +122,9 @@ class Channel:
         counts = [hi - lo for lo, hi in bounds]
         displs = [lo for lo, _ in bounds]
         req = self.comm.Iallgatherv(MPI.IN_PLACE, [data, counts, displs, dtype])
-        self._wait(req, seconds, what)
         mine = counts[self.rank]
-        self.bytes.add(what, mine * (self.size - 1) * data.itemsize,
-                       (sum(counts) - mine) * data.itemsize)
+        self._wait(req, seconds, what, mine * (self.size - 1) * data.itemsize,
+                   (sum(counts) - mine) * data.itemsize)
         return data
 
     def gather_ranges(self, mine: np.ndarray, full: np.ndarray | None,
@@ -144,11 +136,10 @@ class Channel:
         if self.rank == 0:
             req = self.comm.Igatherv(MPI.IN_PLACE, [full, counts, [b[0] for b in bounds], dtype],
                                      root=0)
-            self._wait(req, seconds, what)
-            self.bytes.add(what, 0, (sum(counts) - counts[0]) * mine.itemsize)
+            self._wait(req, seconds, what, 0, (sum(counts) - counts[0]) * mine.itemsize)
         else:
-            self._wait(self.comm.Igatherv([mine, dtype], None, root=0), seconds, what)
-            self.bytes.add(what, mine.nbytes, 0)
+            self._wait(self.comm.Igatherv([mine, dtype], None, root=0), seconds, what,
+                       mine.nbytes, 0)
 
     def scatter_ranges(self, full: np.ndarray | None, mine: np.ndarray,
                        bounds: list[tuple[int, int]], seconds: float, what: str) -> None:
@@ -158,38 +149,36 @@ class Channel:
         if self.rank == 0:
             req = self.comm.Iscatterv([full, counts, [b[0] for b in bounds], dtype],
                                       MPI.IN_PLACE, root=0)
-            self._wait(req, seconds, what)
+            self._wait(req, seconds, what, (sum(counts) - counts[0]) * mine.itemsize, 0)
             mine[:] = full[bounds[0][0]:bounds[0][1]]
-            self.bytes.add(what, (sum(counts) - counts[0]) * mine.itemsize, 0)
         else:
-            self._wait(self.comm.Iscatterv(None, [mine, dtype], root=0), seconds, what)
-            self.bytes.add(what, 0, mine.nbytes)
+            self._wait(self.comm.Iscatterv(None, [mine, dtype], root=0), seconds, what,
+                       0, mine.nbytes)
 
     def gather_varied(self, row: np.ndarray, seconds: float, what: str) -> list | None:
         """Every rank's flat `row` (any length, one dtype); rank 0 gets the list in rank order."""
         sizes = self.gather(np.array([row.size], dtype=np.int64), seconds, what)
         dtype = MPI._typedict[row.dtype.char]
         if self.rank != 0:
-            self._wait(self.comm.Igatherv([row, dtype], None, root=0), seconds, what)
-            self.bytes.add(what, row.nbytes, 0)
+            self._wait(self.comm.Igatherv([row, dtype], None, root=0), seconds, what,
+                       row.nbytes, 0)
             return None
         counts = [int(n) for n in sizes.ravel()]
         out = np.empty(sum(counts), dtype=row.dtype)
         displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
         self._wait(self.comm.Igatherv([row, dtype], [out, counts, displs, dtype], root=0),
-                   seconds, what)
-        self.bytes.add(what, 0, (sum(counts) - counts[0]) * row.itemsize)
+                   seconds, what, 0, (sum(counts) - counts[0]) * row.itemsize)
         return [out[d:d + n] for d, n in zip(displs, counts, strict=True)]
 
     def send(self, buf: np.ndarray, dest: int, seconds: float, what: str) -> None:
         """Point to point: `buf` to rank `dest` (a chain link of the position fold)."""
-        self._wait(self.comm.Isend(buf, dest=dest, tag=_tag(what)), seconds, what)
-        self.bytes.add(what, buf.nbytes, 0)
+        self._wait(self.comm.Isend(buf, dest=dest, tag=_tag(what)), seconds, what,
+                   buf.nbytes, 0)
 
     def recv(self, buf: np.ndarray, source: int, seconds: float, what: str) -> np.ndarray:
         """Point to point: rank `source`'s `buf` (same shape and dtype) into `buf`."""
-        self._wait(self.comm.Irecv(buf, source=source, tag=_tag(what)), seconds, what)
-        self.bytes.add(what, 0, buf.nbytes)
+        self._wait(self.comm.Irecv(buf, source=source, tag=_tag(what)), seconds, what,
+                   0, buf.nbytes)
         return buf
 
     def irecv(self, buf: np.ndarray, source: int, seconds: float, what: str) -> Incoming:
@@ -219,17 +208,13 @@ class Channel:
 
     # -- private ------------------------------------------------------------------------------
 
-    def _wait(self, request, seconds: float, what: str) -> None:
-        start = time.monotonic()
-        deadline = start + seconds
-        pause = 0.0
-        while not request.Test():
-            now = time.monotonic()
-            if now > deadline:
-                raise self.timeout(what, seconds)
-            time.sleep(pause)
-            pause = min(POLL_MAX_SECONDS, pause + 0.0001)
-        self.seconds += time.monotonic() - start
+    def _wait(self, request, seconds: float, what: str, sent: int, received: int) -> None:
+        """Completes `request` within `seconds` (fast.mpi_poll), then counts its bytes."""
+        try:
+            self.seconds += complete(request.Test, seconds, sent + received)
+        except TimeoutError:
+            raise self.timeout(what, seconds) from None
+        self.bytes.add(what, sent, received)
 
     def timeout(self, what: str, seconds: float) -> CommTimeout:
         return CommTimeout(

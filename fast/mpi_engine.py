@@ -38,7 +38,8 @@ import numpy as np
 
 from fast import reduction
 from fast.faults import FaultPlan, parse_inject
-from fast.mpi_comm import POLL_MAX_SECONDS, Channel, CommTimeout
+from fast.mpi_comm import Channel, CommTimeout
+from fast.mpi_poll import POLL_MAX_SECONDS
 from fast.mpi_topology import batches_of, holders, rank_of_batch, slice_bounds
 from fast.node_zero import StepJob
 from fast.record import BATCH
