@@ -3,11 +3,12 @@
 The scaling benchmarks read VmHWM inside the bench process, whose window starts at whatever
 that process already holds (by then torch, its compiled graphs and earlier benchmarks' heaps):
 in one `make bench` run (2026-12-04, Intel Xeon) the seed workload (T = 63, G = 63) read
-1,166 MB there and 718 MB in a process of its own. A user's `spheres train` process holds only the workload, so the target reads this:
-a child Python that builds the trainer, runs a one-batch warm-up step and one full group, and
-reports its own lifetime peak (VmHWM: interpreter, imports, build and both steps). Not getrusage's
-ru_maxrss: Linux carries the parent's high-water mark into a child across fork and exec (a child
-of a 757 MB process read 757 MB for a run that holds 200 MB).
+1,166 MB there and 718 MB in a process of its own. A user's `spheres train` process holds only
+the workload, so the target reads this: a child Python that builds the trainer, runs a
+one-batch warm-up step and one full group, and reports its own lifetime peak (VmHWM:
+interpreter, imports, build and both steps). Not getrusage's ru_maxrss: Linux carries the
+parent's high-water mark into a child across fork and exec (a child of a 757 MB process read
+757 MB for a run that holds 200 MB).
 
 Run as `python -m harness.bench.seed_memory --preset seed --threads 63 --group 63`: one JSON
 line on stdout.
