@@ -17,8 +17,10 @@ line on stdout.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,9 +28,12 @@ from dataclasses import asdict, dataclass
 
 from harness.measure.machine import REPO_ROOT
 from harness.measure.process import peak_rss_bytes
+from harness.run.stop import run_child
+from plumbing.errors import SpheresError
 from reference.config import PRESETS
 
 CHILD_TIMEOUT_SECONDS = 1800  # the seed group takes 40-70 s here; 30 min means it is stuck
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -73,16 +78,28 @@ def measure_in_own_process(preset_name: str, threads: int, group: int,
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "harness.bench.seed_memory", "--preset", preset_name,
-           "--threads", str(threads), "--group", str(group)]
-    try:
-        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+           "--threads", str(threads), "--group", str(group), "--parent", str(os.getpid())]
+    try:  # a process group of its own, ended with this call on any error or interrupt
+        done = run_child(cmd, timeout=timeout, where="the seed workload's own process",
+                         cwd=REPO_ROOT, env=env)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"the seed workload's own process ran past {timeout:.0f} s") from exc
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"the seed workload's own process exited {done.returncode}: {last}")
     return SeedMemory(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def end_with_parent(parent: int) -> None:
+    """SIGTERM to this process when `parent` dies (Linux): the child runs in a session of its
+    own, so a bench killed by SIGTERM or SIGHUP would otherwise leave it computing."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the request took effect
+        sys.exit(f"seed_memory: the process that started this one ({parent}) is gone")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +110,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="model and batch preset (default: seed)")
     p.add_argument("--threads", type=int, default=63, help="worker threads (default: 63)")
     p.add_argument("--group", type=int, default=63, help="batches in the group (default: 63)")
+    p.add_argument("--parent", type=int, default=None,
+                   help="pid of the process that started this one: end when it ends")
     args = p.parse_args(argv)
+    if args.parent is not None:
+        end_with_parent(args.parent)
     for name in ("threads", "group"):
         if getattr(args, name) < 1:
             p.error(f"--{name} {getattr(args, name)} must be at least 1")
-    print(json.dumps(asdict(run_workload(args.preset, args.threads, args.group))), flush=True)
+    try:
+        run = run_workload(args.preset, args.threads, args.group)
+    except SpheresError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    print(json.dumps(asdict(run)), flush=True)
     return 0
 
 
