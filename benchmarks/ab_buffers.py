@@ -22,6 +22,7 @@ import sys
 CHILD = r'''
 import json, sys, time, numpy as np
 from fast.trainer import FastTrainer
+from harness.measure.process import peak_rss_bytes
 from reference.config import preset
 threads, group = int(sys.argv[1]), int(sys.argv[2])
 cfg = preset("seed").replace(group_size=group)
@@ -48,8 +49,7 @@ print(json.dumps({"tokens_per_s": tok.size / sec, "step_s": sec, "fold_s": fold,
                   "tokens_per_cpu_s": tok.size / cpu, "cpu_s": cpu,
                   "fold_share": fold / (sec * lanes),
                   "batch_s": float(np.median(batch)) if batch else 0.0,
-                  "peak_rss": int(open("/proc/self/status").read().split("VmHWM:")[1]
-                                  .split()[0]) * 1024}))
+                  "peak_rss": peak_rss_bytes()}))
 '''
 
 

@@ -11,6 +11,7 @@ workload runs once more in a process of its own for the RSS target (`test_seed_w
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -85,7 +86,5 @@ def test_seed_workload_memory(benchmark, bench_settings):
                              args=(bench_settings.preset, bench_settings.seed_threads,
                                    bench_settings.seed_group_size), rounds=1, iterations=1)
     assert run.peak_rss_bytes > 0 and run.step_seconds > 0
-    benchmark.extra_info.update(kind="seed_memory", threads=run.threads, group=run.group,
-                                tokens=run.tokens, step_seconds=run.step_seconds,
-                                peak_rss_bytes=run.peak_rss_bytes,
-                                peak_rss_source="own process (VmHWM)")
+    benchmark.extra_info.update(kind="seed_memory", peak_rss_source="own process (VmHWM)",
+                                **asdict(run))

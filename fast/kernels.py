@@ -246,6 +246,13 @@ def _max_lanes(typingctx, a, n16):
 
 
 @kernel
+def _fold_lanes(s0, s):
+    """The lanes' one combination order: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
+    lane 0 being `s0` (the vector lane plus the tail)."""
+    return ((s0 + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+@kernel
 def row_sum(a, n):
     """float64 sum of a[0:n] in 8 fixed lanes (deterministic, pipelined)."""
     n8 = n - n % SUM_LANES
@@ -253,7 +260,7 @@ def row_sum(a, n):
     s0 = s[0]
     for j in range(n8, n):
         s0 += a[j]
-    return ((s0 + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _fold_lanes(s0, s)
 
 
 @kernel
@@ -264,7 +271,7 @@ def row_dot(a, b, n):
     s0 = s[0]
     for j in range(n8, n):
         s0 += a[j] * b[j]
-    return ((s0 + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _fold_lanes(s0, s)
 
 
 @kernel
@@ -276,7 +283,7 @@ def row_sq_dev(a, mu, n):
     for j in range(n8, n):
         dj = np.float64(a[j] - mu)
         s0 += dj * dj
-    return ((s0 + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _fold_lanes(s0, s)
 
 
 @kernel

@@ -349,7 +349,7 @@ def test_seed_memory_child_failure_is_one_line():
         measure_in_own_process("nope", threads=1, group=1, timeout=120)
 
 
-def test_seed_memory_child_ends_when_its_parent_is_killed(tmp_path):
+def test_seed_memory_child_ends_when_its_parent_is_killed():
     """The child runs in a session of its own (no terminal signal reaches it): a bench killed
     by SIGTERM must not leave a seed workload computing (`end_with_parent`)."""
     import signal
@@ -364,9 +364,9 @@ def test_seed_memory_child_ends_when_its_parent_is_killed(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", "from harness.bench.seed_memory import measure_in_own_process\n"
          "measure_in_own_process('seed', 2, 63)"], cwd=REPO_ROOT)
+    children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
-        children = []
         while not children and time.monotonic() < deadline and parent.poll() is None:
             children = psutil.Process(parent.pid).children()
             time.sleep(0.1)
@@ -375,6 +375,10 @@ def test_seed_memory_child_ends_when_its_parent_is_killed(tmp_path):
         assert parent.wait(timeout=30) == -signal.SIGTERM
         gone, alive = psutil.wait_procs(children, timeout=15)
         assert not alive, f"child {[p.pid for p in alive]} outlived its parent"
-    finally:
-        for p in psutil.Process().children(recursive=True):
-            p.kill()
+    finally:  # only what this test started: the parent and the child it saw
+        for p in children:
+            if p.is_running():
+                p.kill()
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=30)

@@ -30,7 +30,7 @@ from harness.measure.machine import REPO_ROOT
 from harness.measure.process import peak_rss_bytes
 from harness.run.stop import run_child
 from plumbing.errors import SpheresError
-from reference.config import PRESETS
+from reference.config import PRESETS, preset
 
 CHILD_TIMEOUT_SECONDS = 1800  # the seed group takes 40-70 s here; 30 min means it is stuck
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -52,7 +52,6 @@ def run_workload(preset_name: str, threads: int, group: int) -> SeedMemory:
     """In this process: build the trainer, warm up on one batch, run one full group."""
     from fast.trainer import FastTrainer
     from harness.bench.workload import random_group
-    from reference.config import preset
 
     cfg = preset(preset_name).replace(group_size=group)
     tokens, targets = random_group(cfg, group)
